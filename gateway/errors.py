@@ -1,0 +1,35 @@
+"""The one exception hierarchy of the gateway; adapters convert library errors into it."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class DeviceValueError(GatewayError):
+    """A shadow value cannot be applied to (or read from) a device."""
+
+
+class GpioError(GatewayError):
+    """The GPIO library failed to set up or drive a device."""
+
+
+class MqttConnectionError(GatewayError):
+    """The MQTT link failed or could not be established."""
+
+
+class TlsSetupError(GatewayError):
+    """Certificates or keys could not be loaded into a TLS context."""
+
+
+class AdminError(GatewayError):
+    """The admin socket could not be reached or refused a request."""
