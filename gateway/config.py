@@ -1,0 +1,477 @@
+"""The gateway's configuration: typed, frozen pydantic models loaded from YAML.
+
+Every problem is reported as ``FILE:LINE:COL: dotted.key: what was expected`` so a user can jump
+straight to it. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+from gateway.yamlsource import KeyPath, YamlDocument, load_yaml
+
+# AWS IoT limits the config must respect (Device Shadow service quotas).
+SHADOW_DOCUMENT_LIMIT_BYTES = 8 * 1024
+GATEWAY_STATUS_ALLOWANCE_BYTES = 1024
+MAX_CLIENT_ID_BYTES = 128
+
+# BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
+BOARD_TO_BCM: dict[int, int] = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
+    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
+    36: 16, 37: 26, 38: 20, 40: 21,
+}  # fmt: skip
+_PIN_NAME = re.compile(r"^(?:(GPIO|BCM)(\d+)|BOARD(\d+))$", re.IGNORECASE)
+
+
+def parse_pin(value: object) -> int:
+    """A pin as BCM number, ``"GPIO17"``/``"BCM17"`` or ``"BOARD11"``; returns the BCM number."""
+    if isinstance(value, bool):
+        raise ValueError("expected a BCM pin number or a name like 'GPIO17' or 'BOARD11'")
+    if isinstance(value, int):
+        bcm = value
+    elif isinstance(value, str) and (match := _PIN_NAME.match(value.strip())):
+        if match.group(3) is not None:
+            board = int(match.group(3))
+            if board not in BOARD_TO_BCM:
+                raise ValueError(f"BOARD{board} is not a GPIO pin on the 40-pin header")
+            bcm = BOARD_TO_BCM[board]
+        else:
+            bcm = int(match.group(2))
+    else:
+        raise ValueError("expected a BCM pin number or a name like 'GPIO17' or 'BOARD11'")
+    if not 0 <= bcm <= 27:
+        raise ValueError(f"GPIO{bcm} does not exist: BCM pins are 0 to 27")
+    return bcm
+
+
+Pin = Annotated[int, BeforeValidator(parse_pin)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+SignedUnitFloat = Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class _DeviceBase(_Frozen):
+    def pins(self) -> dict[str, int]:
+        """Field name -> BCM pin, for every pin this device occupies."""
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name in _PIN_FIELD_NAMES and getattr(self, name) is not None
+        }
+
+
+_PIN_FIELD_NAMES = frozenset({"pin", "red", "green", "blue", "forward", "backward", "enable"})
+
+
+class _OutputBase(_DeviceBase):
+    restore: bool = False  # re-apply the last reported value at start
+
+
+class BinaryOutputConfig(_OutputBase):
+    type: Literal["LED", "Buzzer", "OutputDevice", "DigitalOutputDevice"]
+    pin: Pin
+    active_high: bool = True
+    initial: bool = False
+
+
+class PwmOutputConfig(_OutputBase):
+    type: Literal["PWMLED", "PWMOutputDevice"]
+    pin: Pin
+    active_high: bool = True
+    initial: UnitFloat = 0.0
+    frequency_hz: Annotated[int, Field(ge=1, le=100_000)] = 100
+
+
+class RgbLedConfig(_OutputBase):
+    type: Literal["RGBLED"]
+    red: Pin
+    green: Pin
+    blue: Pin
+    active_high: bool = True
+    pwm: bool = True
+    initial: tuple[UnitFloat, UnitFloat, UnitFloat] = (0.0, 0.0, 0.0)
+
+
+class ServoConfig(_OutputBase):
+    type: Literal["Servo"]
+    pin: Pin
+    initial: SignedUnitFloat = 0.0
+    min_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 1.0
+    max_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 2.0
+    frame_width_ms: Annotated[float, Field(gt=0, le=100)] = 20.0
+
+    @model_validator(mode="after")
+    def _pulses_ordered(self) -> ServoConfig:
+        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
+            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
+        return self
+
+
+class AngularServoConfig(_OutputBase):
+    type: Literal["AngularServo"]
+    pin: Pin
+    min_angle: float = -90.0
+    max_angle: float = 90.0
+    initial: float = 0.0
+    min_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 1.0
+    max_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 2.0
+    frame_width_ms: Annotated[float, Field(gt=0, le=100)] = 20.0
+
+    @model_validator(mode="after")
+    def _angles_valid(self) -> AngularServoConfig:
+        if self.min_angle == self.max_angle:
+            raise ValueError("min_angle and max_angle must differ")
+        low, high = sorted((self.min_angle, self.max_angle))
+        if not low <= self.initial <= high:
+            raise ValueError(f"initial must lie between {low} and {high} degrees")
+        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
+            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
+        return self
+
+
+class MotorConfig(_OutputBase):
+    type: Literal["Motor"]
+    forward: Pin
+    backward: Pin
+    enable: Pin | None = None
+    pwm: bool = True
+
+
+class DigitalInputConfig(_DeviceBase):
+    type: Literal["Button", "DigitalInputDevice", "MotionSensor", "LineSensor"]
+    pin: Pin
+    pull_up: bool | None = None  # not given: the gpiozero class's own default
+    # Only for floating pins (no pull resistor), where gpiozero must be told which level is active.
+    active_state: bool | None = None
+    bounce_ms: Annotated[int, Field(ge=0, le=10_000)] | None = None
+
+    @model_validator(mode="after")
+    def _active_state_only_when_floating(self) -> DigitalInputConfig:
+        if self.active_state is not None and self.pull_up is not None:
+            raise ValueError(
+                "active_state applies only to a floating pin; leave out pull_up to use it"
+            )
+        return self
+
+    @property
+    def effective_pull_up(self) -> bool | None:
+        """What gpiozero gets: None (floating) when active_state is set, else the pull."""
+        if self.active_state is not None:
+            return None
+        if self.pull_up is not None:
+            return self.pull_up
+        return self.type == "Button"  # gpiozero's defaults: Button pulls up, the others don't
+
+
+class SystemSensorConfig(_DeviceBase):
+    type: Literal["CPUTemperature", "LoadAverage", "DiskUsage"]
+    interval_s: Annotated[float, Field(ge=0.1, le=86_400)] = 30.0
+    digits: Annotated[int, Field(ge=0, le=6)] = 1
+    min_change: Annotated[float, Field(ge=0)] = 0.0
+    filesystem: str = "/"  # DiskUsage only
+
+    @model_validator(mode="after")
+    def _filesystem_only_for_disk(self) -> SystemSensorConfig:
+        if self.type != "DiskUsage" and "filesystem" in self.model_fields_set:
+            raise ValueError("filesystem applies only to DiskUsage")
+        return self
+
+
+class Mcp3008Config(_DeviceBase):
+    type: Literal["MCP3008"]
+    channel: Annotated[int, Field(ge=0, le=7)]
+    differential: bool = False
+    spi_port: Annotated[int, Field(ge=0, le=1)] = 0
+    spi_device: Annotated[int, Field(ge=0, le=1)] = 0
+    interval_s: Annotated[float, Field(ge=0.01, le=86_400)] = 1.0
+    digits: Annotated[int, Field(ge=0, le=6)] = 3
+    min_change: Annotated[float, Field(ge=0)] = 0.0
+
+
+DeviceConfig: TypeAlias = Annotated[
+    BinaryOutputConfig
+    | PwmOutputConfig
+    | RgbLedConfig
+    | ServoConfig
+    | AngularServoConfig
+    | MotorConfig
+    | DigitalInputConfig
+    | SystemSensorConfig
+    | Mcp3008Config,
+    Field(discriminator="type"),
+]
+OUTPUT_CONFIGS = (
+    BinaryOutputConfig,
+    PwmOutputConfig,
+    RgbLedConfig,
+    ServoConfig,
+    AngularServoConfig,
+    MotorConfig,
+)
+SENSOR_CONFIGS = (SystemSensorConfig, Mcp3008Config)
+# Pins the MCP3008 occupies on SPI0 (CE0/CE1, MISO, MOSI, SCLK), so nothing else may claim them.
+SPI0_PINS = {"miso": 9, "mosi": 10, "sclk": 11}
+SPI0_CE = {0: 8, 1: 7}
+SPI1_PINS = {"miso": 19, "mosi": 20, "sclk": 21}
+SPI1_CE = {0: 18, 1: 17}
+
+
+def is_output(device: BaseModel) -> bool:
+    return isinstance(device, OUTPUT_CONFIGS)
+
+
+ShadowName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9:_-]+$")]
+
+
+class ShadowConfig(_Frozen):
+    name: ShadowName | None = None
+    clear_desired: bool = True
+    send_timestamp: bool = False
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return path
+
+
+def _existing_file(path: Path, info: ValidationInfo) -> Path:
+    path = _resolve(path, info)
+    if (info.context or {}).get("check_files", True) and not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
+class MqttConfig(_Frozen):
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65_535)] = 8883
+    ca: Path
+    cert: Path
+    key: Path
+    keepalive_s: Annotated[int, Field(ge=30, le=1200)] = 60
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _file_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        return _existing_file(value, info)
+
+
+PinFactoryName = Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"]
+
+
+class GpioConfig(_Frozen):
+    pin_factory: PinFactoryName = "auto"
+
+
+class LoggingConfig(_Frozen):
+    format: Literal["auto", "console", "json"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+_THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
+
+
+class GatewayConfig(_Frozen):
+    thing: Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_ID_BYTES, pattern=_THING_NAME)]
+    shadow: ShadowConfig = ShadowConfig()
+    mqtt: MqttConfig
+    gpio: GpioConfig = GpioConfig()
+    devices: dict[
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")],
+        DeviceConfig,
+    ] = Field(default_factory=dict)
+    state_dir: Path = Path("/var/lib/edge-gateway")
+    admin_socket: Path = Path("/run/edge-gateway/admin.sock")
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("state_dir", "admin_socket")
+    @classmethod
+    def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("devices")
+    @classmethod
+    def _reserved_names(cls, devices: dict[str, Any]) -> dict[str, Any]:
+        if "gateway" in devices:
+            raise ValueError("'gateway' is reserved for the gateway's own status in the shadow")
+        return devices
+
+    @property
+    def mock_gpio(self) -> bool:
+        return self.gpio.pin_factory == "mock"
+
+
+def _device_pins(device: BaseModel) -> dict[str, int]:
+    if isinstance(device, Mcp3008Config):
+        bus, ce = (SPI0_PINS, SPI0_CE) if device.spi_port == 0 else (SPI1_PINS, SPI1_CE)
+        return {**bus, "select": ce[device.spi_device]}
+    return device.pins() if isinstance(device, _DeviceBase) else {}
+
+
+def _cross_field_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
+    """Problems that involve several devices: shared pins and the shadow size budget."""
+    problems: list[tuple[KeyPath, str]] = []
+    owners: dict[int, tuple[str, str]] = {}
+    for name, device in config.devices.items():
+        # MCP3008 channels share the SPI bus (and a chip's select line) with each other.
+        shared_bus = isinstance(device, Mcp3008Config)
+        for field, pin in _device_pins(device).items():
+            owner = owners.get(pin)
+            if owner is not None and not (shared_bus and _is_spi_field(owner[1])):
+                problems.append(
+                    (
+                        ("devices", name, field),
+                        f"GPIO{pin} is already used by device '{owner[0]}' ({owner[1]}); "
+                        "expected a pin no other device uses",
+                    )
+                )
+            elif owner is None:
+                owners[pin] = (name, field)
+    size = _reported_size_estimate(config)
+    if size > SHADOW_DOCUMENT_LIMIT_BYTES:
+        problems.append(
+            (
+                ("devices",),
+                f"the reported document would be about {size} bytes; expected at most "
+                f"{SHADOW_DOCUMENT_LIMIT_BYTES} (AWS's shadow limit): use fewer devices or "
+                "shorter names",
+            )
+        )
+    return problems
+
+
+def _is_spi_field(field: str) -> bool:
+    return field in SPI0_PINS or field == "select"
+
+
+def _widest_value(device: BaseModel) -> object:
+    if isinstance(device, RgbLedConfig):
+        return [0.1234, 0.1234, 0.1234]
+    if isinstance(device, BinaryOutputConfig | DigitalInputConfig):
+        return False
+    if isinstance(device, SystemSensorConfig | Mcp3008Config):
+        return -123456.123456
+    return -0.1234
+
+
+def _reported_size_estimate(config: GatewayConfig) -> int:
+    reported = {name: _widest_value(device) for name, device in config.devices.items()}
+    body = json.dumps({"state": {"reported": reported}}, separators=(",", ":"))
+    return len(body) + GATEWAY_STATUS_ALLOWANCE_BYTES
+
+
+def _dotted(loc: KeyPath) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
+    """Strip pydantic's union tags from ``loc``: keep only the parts that exist in the data."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, Mapping) and isinstance(part, str) and part[:1].isupper():
+            continue  # a discriminator tag such as 'LED' inside devices.<name>
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key; expected one of the documented keys (check the spelling)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        tag = error.get("ctx", {}).get("tag", "")
+        return f"unknown device type {tag!r}; expected one of {tags}"
+    if kind == "union_tag_not_found":
+        return "missing 'type'; expected a gpiozero device class name such as LED or Button"
+    message = message.removeprefix("Value error, ")
+    return f"{message} (got {error['input']!r})" if _shows_input(error) else message
+
+
+def _shows_input(error: Mapping[str, Any]) -> bool:
+    value = error.get("input")
+    return isinstance(value, str | int | float | bool) and error["type"] != "value_error"
+
+
+def format_validation_error(document: YamlDocument, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        path = _data_path(document.data, tuple(error["loc"]))
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        lines.append(f"{document.locate(path)}: {_dotted(path)}: {_describe(error)}")
+    return lines
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    check_files: bool = True,
+) -> GatewayConfig:
+    """Load and validate ``path``; raises ``ConfigError`` listing every problem found.
+
+    ``overrides`` are merged over the file (used by the demo to point at its own broker).
+    """
+    document = load_yaml(path)
+    data = document.data
+    if not isinstance(data, dict):
+        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
+    if overrides:
+        data = _deep_merge(data, overrides)
+    context = {"base_dir": path.resolve().parent, "check_files": check_files}
+    try:
+        config = GatewayConfig.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(document, exc)) from exc
+    problems = _cross_field_problems(config)
+    if problems:
+        raise ConfigError(
+            [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
+        )
+    return config
