@@ -1,0 +1,256 @@
+"""A throwaway certificate authority for the dev cloud (EC P-256, SHA-256).
+
+Key material is written with mode 0600 from the moment the file exists and is never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import secrets
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.errors import GatewayError
+
+__all__ = ["Credentials", "DevCA", "DevCloudError", "client_ssl_context"]
+
+_CA_CERT = "ca.pem"
+_CA_KEY = "ca.key"
+_CERT = "cert.pem"
+_KEY = "privkey.pem"
+# Certificates start a day in the past so small clock skews never make them "not yet valid".
+_BACKDATE = dt.timedelta(days=1)
+_CA_DAYS = 3650
+
+
+class DevCloudError(GatewayError):
+    """The local dev cloud (CA, broker, shadow service) failed."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Paths of a CA bundle, a certificate and its private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def client_ssl_context(credentials: Credentials) -> ssl.SSLContext:
+    """Build a TLS >= 1.2 client context for mutual TLS (blocking: reads files)."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(credentials.ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(certfile=str(credentials.cert), keyfile=str(credentials.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise DevCloudError(f"cannot load TLS credentials {credentials.cert}: {exc}") from exc
+    return ctx
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` via a temp file created with ``mode`` and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+class DevCA:
+    """A self-signed CA kept in one directory (``ca.pem``, ``ca.key``)."""
+
+    def __init__(self, directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey):
+        self._directory = directory
+        self._cert = cert
+        self._key = key
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> DevCA:
+        """Load the CA in ``directory``, creating it (and the directory) if missing."""
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / _CA_CERT, directory / _CA_KEY
+        if cert_path.exists() and key_path.exists():
+            return cls._load(directory, cert_path, key_path)
+        key = _new_key()
+        now = dt.datetime.now(dt.UTC)
+        public = key.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("edge-gateway dev CA"))
+            .issuer_name(_name("edge-gateway dev CA"))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + dt.timedelta(days=_CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        # Key first: a reader that sees ca.pem can then always find its key.
+        _write_atomic(key_path, _key_pem(key), 0o600)
+        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        return cls(directory, cert, key)
+
+    @classmethod
+    def _load(cls, directory: Path, cert_path: Path, key_path: Path) -> DevCA:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise DevCloudError(f"cannot load dev CA from {directory}: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise DevCloudError(f"{key_path} does not hold the key of {cert_path}")
+        return cls(directory, cert, key)
+
+    @property
+    def cert_path(self) -> Path:
+        """Path of the CA certificate (PEM)."""
+        return self._directory / _CA_CERT
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The CA certificate."""
+        return self._cert
+
+    def issue(
+        self,
+        common_name: str,
+        directory: Path,
+        *,
+        server: bool = False,
+        days: int = 365,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+    ) -> Credentials:
+        """Issue a client (or ``server``) certificate into ``directory``.
+
+        Writes ``cert.pem``, ``privkey.pem`` (0600) and a copy of the CA as ``ca.pem``.
+        """
+        if server:
+            dns_names = ["localhost", *dns_names]
+            ip_addresses = ["127.0.0.1", *ip_addresses]
+        key = _new_key()
+        cert = self._build(
+            common_name,
+            key.public_key(),
+            days=days,
+            server=server,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        creds = Credentials(ca=directory / _CA_CERT, cert=directory / _CERT, key=directory / _KEY)
+        _write_atomic(creds.key, _key_pem(key), 0o600)
+        _write_atomic(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write_atomic(creds.ca, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        return creds
+
+    def sign_csr(self, csr_pem: bytes, common_name: str, days: int = 365) -> bytes:
+        """Sign a CSR as a client certificate for ``common_name`` (the CSR subject is ignored)."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise DevCloudError(f"invalid CSR: {exc}") from exc
+        if not csr.is_signature_valid:
+            raise DevCloudError("CSR signature is invalid")
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            # RSA is accepted too: some provisioning tools default to it.
+            raise DevCloudError("CSR key must be EC or RSA")
+        cert = self._build(common_name, public, days=days, server=False)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _build(
+        self,
+        common_name: str,
+        public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        *,
+        days: int,
+        server: bool,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+    ) -> x509.Certificate:
+        now = dt.datetime.now(dt.UTC)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self._cert.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+        )
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(dns_names)]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in dict.fromkeys(ip_addresses)]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(self._key, hashes.SHA256())
+

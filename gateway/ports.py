@@ -1,0 +1,67 @@
+"""The small interfaces the services use; adapters implement them around the libraries.
+
+Services depend on these protocols only, never on aiomqtt or gpiozero, so the reconcile and
+shadow logic can be tested with plain fakes and reused with any transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.values import JsonValue, NativeValue
+
+# Called on the event loop's thread with (device name, reported value, wall-clock epoch seconds
+# at which the change was observed).
+InputCallback = Callable[[str, JsonValue, float], None]
+Clock = Callable[[], float]
+
+
+class DeviceBank(Protocol):
+    """The configured devices on one pin factory."""
+
+    @property
+    def is_mock(self) -> bool: ...
+
+    def open(self, on_input: InputCallback) -> None:
+        """Create every device (outputs at their initial value) and start input callbacks."""
+
+    def write(self, name: str, value: NativeValue) -> JsonValue:
+        """Drive an output to an already validated value; returns the value read back."""
+
+    def read(self, name: str) -> JsonValue:
+        """The current reported value of any device (a sensor read may block briefly)."""
+
+    def drive_mock_input(self, name: str, value: JsonValue) -> None:
+        """Simulate an input or sensor value; only on mock GPIO."""
+
+    def close(self) -> None:
+        """Release every pin."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+
+
+class MqttSession(Protocol):
+    """One live MQTT connection."""
+
+    async def subscribe(self, topics: Sequence[str]) -> None: ...
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+    def messages(self) -> AsyncIterator[InboundMessage]:
+        """Inbound messages until the connection drops (then ``MqttConnectionError``)."""
+        ...
+
+
+class MqttConnector(Protocol):
+    """Makes connections; each ``connect()`` is one session, closed on exit."""
+
+    def connect(self) -> AbstractAsyncContextManager[MqttSession]: ...
