@@ -25,7 +25,7 @@ from gateway.config import (
 )
 from gateway.errors import DeviceValueError
 
-JsonValue: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
+JsonValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
 # What a device takes: on/off, a level or angle, or an RGB triple.
 NativeValue: TypeAlias = bool | float | tuple[float, float, float]
 
