@@ -21,7 +21,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.errors import GatewayError
 
-__all__ = ["Credentials", "DevCA", "DevCloudError", "client_ssl_context"]
+__all__ = [
+    "Credentials",
+    "DevCA",
+    "DevCloudError",
+    "certificate_common_name",
+    "client_ssl_context",
+    "write_atomic",
+]
 
 _CA_CERT = "ca.pem"
 _CA_KEY = "ca.key"
@@ -56,7 +63,20 @@ def client_ssl_context(credentials: Credentials) -> ssl.SSLContext:
     return ctx
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def certificate_common_name(cert_path: Path) -> str:
+    """The subject CN of a PEM certificate (blocking: reads the file)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DevCloudError(f"cannot read certificate {cert_path}: {exc}") from exc
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise DevCloudError(f"certificate {cert_path} has no common name")
+    value = names[0].value
+    return value if isinstance(value, str) else value.decode()
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` via a temp file created with ``mode`` and ``os.replace``."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -132,8 +152,8 @@ class DevCA:
             .sign(key, hashes.SHA256())
         )
         # Key first: a reader that sees ca.pem can then always find its key.
-        _write_atomic(key_path, _key_pem(key), 0o600)
-        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(key_path, _key_pem(key), 0o600)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cls(directory, cert, key)
 
     @classmethod
@@ -185,9 +205,9 @@ class DevCA:
         )
         directory.mkdir(parents=True, exist_ok=True)
         creds = Credentials(ca=directory / _CA_CERT, cert=directory / _CERT, key=directory / _KEY)
-        _write_atomic(creds.key, _key_pem(key), 0o600)
-        _write_atomic(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        _write_atomic(creds.ca, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(creds.key, _key_pem(key), 0o600)
+        write_atomic(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(creds.ca, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return creds
 
     def sign_csr(self, csr_pem: bytes, common_name: str, days: int = 365) -> bytes:
@@ -253,4 +273,3 @@ class DevCA:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return builder.sign(self._key, hashes.SHA256())
-

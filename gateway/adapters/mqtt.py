@@ -1,0 +1,183 @@
+"""MQTT 3.1.1 over mutual TLS with aiomqtt: the only module that imports it.
+
+The TLS context is built off the event loop (loading keys blocks), ``TCP_NODELAY`` is set so a
+quiet link does not wait on Nagle/delayed ACK, and every aiomqtt/paho error leaves this module
+as a ``GatewayError`` that says whether the broker refused our certificate or the network failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import structlog
+
+from gateway.errors import MqttConnectionError, TlsSetupError
+from gateway.ports import InboundMessage
+
+log = structlog.get_logger()
+
+AWS_ALPN_PORT = 443
+AWS_ALPN_PROTOCOL = "x-amzn-mqtt-ca"  # AWS IoT's ALPN name for MQTT on port 443
+
+
+class CertificateRejectedError(MqttConnectionError):
+    """The TLS handshake failed on certificates: ours refused, or the broker's not trusted."""
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int
+    client_id: str
+    ca: Path
+    cert: Path
+    key: Path
+    keepalive_s: int = 60
+    connect_timeout_s: float = 10.0
+    will: Will | None = None
+
+
+def build_tls_context(ca: Path, cert: Path, key: Path, *, alpn: bool) -> ssl.SSLContext:
+    """A client context that verifies the broker and presents our certificate (blocking)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"cannot load CA certificate {ca}: {_reason(exc)}") from exc
+    try:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except (OSError, ssl.SSLError) as exc:
+        # Never include key material: only the file names and the library's reason.
+        raise TlsSetupError(
+            f"cannot load client certificate {cert} with key {key}: {_reason(exc)}"
+        ) from exc
+    if alpn:
+        context.set_alpn_protocols([AWS_ALPN_PROTOCOL])
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _is_certificate_problem(exc: BaseException) -> bool:
+    """True when a failure chain contains a TLS certificate or handshake alert."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(current, ssl.SSLError):
+            reason = (current.reason or "").upper()
+            if any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE", "ALERT")):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _convert(exc: BaseException, action: str) -> MqttConnectionError:
+    if _is_certificate_problem(exc):
+        return CertificateRejectedError(f"{action}: TLS certificate rejected ({exc})")
+    return MqttConnectionError(f"{action}: {exc}")
+
+
+class AiomqttSession:
+    """An open aiomqtt client behind the ``MqttSession`` port."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        try:
+            await self._client.subscribe([(topic, 1) for topic in topics])
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "subscribe failed") from exc
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "publish failed") from exc
+
+    async def messages(self) -> AsyncIterator[InboundMessage]:
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = b"" if payload is None else str(payload).encode()
+                yield InboundMessage(message.topic.value, bytes(payload))
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "connection lost") from exc
+
+
+class AiomqttConnector:
+    """Opens sessions to one broker with one identity; the TLS context is built once."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self._tls: ssl.SSLContext | None = None
+
+    async def tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            s = self.settings
+            self._tls = await asyncio.to_thread(
+                build_tls_context, s.ca, s.cert, s.key, alpn=s.port == AWS_ALPN_PORT
+            )
+        return self._tls
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AiomqttSession]:
+        s = self.settings
+        tls = await self.tls_context()
+        will = None
+        if s.will is not None:
+            will = aiomqtt.Will(s.will.topic, s.will.payload, qos=1, retain=s.will.retain)
+        client = aiomqtt.Client(
+            hostname=s.host,
+            port=s.port,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            tls_context=tls,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            clean_session=True,
+            will=will,
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
+        except OSError as exc:
+            raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
+        log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)
+        try:
+            yield AiomqttSession(client)
+        finally:
+            try:
+                await client.__aexit__(None, None, None)
+            except aiomqtt.MqttError as exc:
+                log.debug("mqtt_disconnect_unclean", error=str(exc))
+            log.info("mqtt_disconnected", host=s.host, port=s.port)

@@ -1,0 +1,125 @@
+"""Shadow service replies, validated into typed frozen models as soon as they arrive.
+
+A payload that is too large, too deeply nested, not JSON or not shaped like the reply it
+claims to be raises ``PayloadError``; the caller logs it and drops it without touching a pin.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import GatewayError
+from gateway.topics import Reply
+
+MAX_PAYLOAD_BYTES = 128 * 1024
+MAX_NESTING = 6  # AWS's shadow limit for desired/reported sections
+# state -> section -> keys: an AWS shadow reply adds these levels above the user's nesting.
+_ENVELOPE_LEVELS = 3
+
+
+class PayloadError(GatewayError):
+    """An MQTT payload that cannot be used; ``shape`` describes it for the log."""
+
+    def __init__(self, reason: str, shape: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.shape = shape
+
+
+class _Reply(BaseModel):
+    # AWS may add fields; unknown ones are ignored, the ones we use are checked.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    client_token: str | None = Field(default=None, alias="clientToken")
+    timestamp: int | float | None = None
+
+
+class DeltaMessage(_Reply):
+    version: int = Field(ge=0)
+    state: dict[str, Any]
+
+
+class ShadowState(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    desired: dict[str, Any] | None = None
+    reported: dict[str, Any] | None = None
+    delta: dict[str, Any] | None = None
+
+
+class ShadowDocument(_Reply):
+    """A get/accepted reply: the whole document."""
+
+    version: int = Field(ge=0)
+    state: ShadowState = ShadowState()
+
+
+class UpdateAccepted(_Reply):
+    version: int = Field(ge=0)
+
+
+class ErrorReply(_Reply):
+    code: int
+    message: str = ""
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def describe_shape(value: object, *, depth: int = 2) -> str:
+    """A short, value-free description of a JSON value, safe to log."""
+    if isinstance(value, dict):
+        if depth == 0:
+            return "{...}"
+        inner = ", ".join(
+            f"{key}: {describe_shape(item, depth=depth - 1)}" for key, item in value.items()
+        )
+        return "{" + inner[:200] + "}"
+    if isinstance(value, list):
+        return f"list[{len(value)}]"
+    return type(value).__name__
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Bytes to a JSON object, enforcing the size and nesting bounds."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}", "bytes")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not valid JSON: {exc}", "bytes") from exc
+    if not isinstance(data, dict):
+        raise PayloadError("expected a JSON object", describe_shape(data))
+    if _depth(data) > MAX_NESTING + _ENVELOPE_LEVELS:
+        raise PayloadError(f"JSON nested deeper than {MAX_NESTING} levels", "deep")
+    return data
+
+
+_MODELS: dict[Reply, type[_Reply]] = {
+    Reply.UPDATE_DELTA: DeltaMessage,
+    Reply.UPDATE_ACCEPTED: UpdateAccepted,
+    Reply.UPDATE_REJECTED: ErrorReply,
+    Reply.GET_ACCEPTED: ShadowDocument,
+    Reply.GET_REJECTED: ErrorReply,
+}
+
+
+def parse_reply(kind: Reply, payload: bytes) -> _Reply:
+    """Validate a reply payload into its model; raises ``PayloadError``."""
+    data = decode(payload)
+    try:
+        return _MODELS[kind].model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()[:3]
+        )
+        raise PayloadError(
+            f"not a valid {kind.value} reply: {problems}", describe_shape(data)
+        ) from exc

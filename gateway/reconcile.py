@@ -1,0 +1,222 @@
+"""Pure reconciliation logic: desired (delta) -> what to drive -> what to report.
+
+No I/O, no MQTT, no GPIO: everything here takes plain data and a clock, so it is tested
+exhaustively with hypothesis. ``shadow.py`` wires it to the transport and the devices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import DeviceValueError
+from gateway.values import JsonValue, NativeValue, ValueCodec
+
+GATEWAY_KEY = "gateway"
+MAX_CLIENT_TOKEN_BYTES = 64
+MAX_ERROR_REASON_CHARS = 120
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """What to do about one delta (or the delta of a fetched document)."""
+
+    version: int
+    stale: bool = False
+    apply: dict[str, NativeValue] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # name -> reason
+
+
+@dataclass(frozen=True)
+class ShadowUpdate:
+    """The body of one update request, before a clientToken is attached."""
+
+    reported: dict[str, JsonValue]
+    desired: dict[str, None] | None = None
+    version: int | None = None
+    timestamp_ms: int | None = None
+
+    def to_payload(self, client_token: str) -> dict[str, Any]:
+        state: dict[str, Any] = {"reported": self.reported}
+        if self.desired:
+            state["desired"] = self.desired
+        payload: dict[str, Any] = {"state": state, "clientToken": client_token}
+        if self.version is not None:
+            payload["version"] = self.version
+        if self.timestamp_ms is not None:
+            payload["timestamp"] = self.timestamp_ms
+        return payload
+
+
+class Reconciler:
+    """Decides what a delta means for the devices, and tracks shadow version and errors."""
+
+    def __init__(self, codecs: Mapping[str, ValueCodec]) -> None:
+        self._codecs = dict(codecs)
+        self.newest_version = -1
+        self.errors: dict[str, str] = {}  # name -> reason, mirrored in reported.gateway.errors
+
+    def observe_version(self, version: int) -> None:
+        self.newest_version = max(self.newest_version, version)
+
+    def plan(self, delta: Mapping[str, Any], version: int) -> DeltaPlan:
+        """Validate every key of ``delta``; a delta older than the newest seen is stale."""
+        if version < self.newest_version:
+            return DeltaPlan(version=version, stale=True)
+        self.observe_version(version)
+        apply: dict[str, NativeValue] = {}
+        rejected: dict[str, str] = {}
+        for name, value in delta.items():
+            if name == GATEWAY_KEY:
+                continue  # the gateway's own status section is not a device
+            codec = self._codecs.get(name)
+            if codec is None:
+                rejected[name] = "unknown resource: no device of that name is configured"
+                continue
+            try:
+                apply[name] = codec.parse_desired(value)
+            except DeviceValueError as exc:
+                rejected[name] = str(exc)[:MAX_ERROR_REASON_CHARS]
+        return DeltaPlan(version=version, apply=apply, rejected=rejected)
+
+    def restore_plan(
+        self, reported: Mapping[str, Any], names: Iterable[str]
+    ) -> dict[str, NativeValue]:
+        """Values to restore at start from the last reported state (invalid ones are skipped)."""
+        restored: dict[str, NativeValue] = {}
+        for name in names:
+            codec = self._codecs.get(name)
+            if codec is None or name not in reported:
+                continue
+            try:
+                restored[name] = codec.parse_desired(reported[name])
+            except DeviceValueError:
+                continue
+        return restored
+
+    def error_changes(self, plan: DeltaPlan) -> dict[str, str | None]:
+        """Update the error table; returns the changes for ``reported.gateway.errors``.
+
+        A name with a new reason is set; a name that had an error and now got a valid value is
+        set to null, which deletes it from the shadow.
+        """
+        changes: dict[str, str | None] = {}
+        for name in plan.apply:
+            if self.errors.pop(name, None) is not None:
+                changes[name] = None
+        for name, reason in plan.rejected.items():
+            if self.errors.get(name) != reason:
+                self.errors[name] = reason
+                changes[name] = reason
+        return changes
+
+    def build_update(
+        self,
+        plan: DeltaPlan,
+        applied: Mapping[str, JsonValue],
+        *,
+        clear_desired: bool,
+        timestamp_ms: int | None = None,
+        extra_reported: Mapping[str, JsonValue] | None = None,
+    ) -> ShadowUpdate | None:
+        """The one update answering ``plan``: read-back values, error changes, desired clears.
+
+        With ``clear_desired`` the update carries the delta's version, so a desired value
+        written meanwhile is not wiped: the service answers 409 instead and we fetch again.
+        """
+        reported: dict[str, JsonValue] = dict(extra_reported or {})
+        reported.update(applied)
+        error_changes = self.error_changes(plan)
+        if error_changes:
+            reported[GATEWAY_KEY] = {"errors": dict(error_changes)}
+        if not reported and not (clear_desired and applied):
+            return None
+        if clear_desired and applied:
+            return ShadowUpdate(
+                reported=reported,
+                desired=dict.fromkeys(applied),
+                version=plan.version,
+                timestamp_ms=timestamp_ms,
+            )
+        return ShadowUpdate(reported=reported, timestamp_ms=timestamp_ms)
+
+
+class Coalescer:
+    """Batches reported changes so at most one update goes out per ``interval_s``.
+
+    The first change after a quiet period is due at once (lowest latency); changes inside the
+    window wait for its end. Last value per key wins, so the final value is never lost.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._pending: dict[str, JsonValue] = {}
+        self._observed_at: float | None = None  # wall-clock epoch of the newest change
+        self._last_flush: float | None = None  # monotonic time of the last take()
+
+    def add(self, name: str, value: JsonValue, observed_at: float) -> None:
+        self._pending[name] = value
+        self._observed_at = (
+            observed_at if self._observed_at is None else max(self._observed_at, observed_at)
+        )
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a flush is allowed (0 = now), or None if nothing is pending."""
+        if not self._pending:
+            return None
+        if self._last_flush is None:
+            return 0.0
+        return max(0.0, self._last_flush + self.interval_s - now)
+
+    def take(self, now: float) -> tuple[dict[str, JsonValue], float | None]:
+        """The pending batch and its newest observation time; starts a new window."""
+        batch, observed_at = self._pending, self._observed_at
+        self._pending, self._observed_at = {}, None
+        self._last_flush = now
+        return batch, observed_at
+
+    def put_back(self, batch: Mapping[str, JsonValue], observed_at: float | None) -> None:
+        """Return a batch that could not be sent; newer values already pending win."""
+        for name, value in batch.items():
+            self._pending.setdefault(name, value)
+        if observed_at is not None and self._observed_at is None:
+            self._observed_at = observed_at
+
+
+class RateLimiter:
+    """Token bucket: at most ``rate`` requests per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated: float | None = None
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next request may go; takes a token when it returns 0."""
+        if self._updated is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+
+class ClientTokens:
+    """Unique clientTokens (at most 64 bytes) so replies can be matched to requests."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self._prefix = prefix if prefix is not None else os.urandom(4).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        token = f"eg-{self._prefix}-{next(self._counter)}"
+        return token[-MAX_CLIENT_TOKEN_BYTES:]

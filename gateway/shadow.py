@@ -1,0 +1,440 @@
+"""Keeps the devices and the thing's shadow in sync over one MQTT session at a time.
+
+Per session three named tasks share one ``TaskGroup``: the reader (replies and deltas, applied
+synchronously so a relay follows the shadow within milliseconds), the sender (clientTokens, at
+most 10 requests in flight and 20 per second, as AWS allows) and the reporter (input and sensor
+changes coalesced to at most one update per 50 ms). The decisions are in ``reconcile.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from gateway import __version__
+from gateway.config import ShadowConfig
+from gateway.errors import GatewayError
+from gateway.messages import (
+    DeltaMessage,
+    ErrorReply,
+    PayloadError,
+    ShadowDocument,
+    UpdateAccepted,
+    describe_shape,
+    parse_reply,
+)
+from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
+from gateway.reconcile import (
+    GATEWAY_KEY,
+    ClientTokens,
+    Coalescer,
+    DeltaPlan,
+    RateLimiter,
+    Reconciler,
+    ShadowUpdate,
+)
+from gateway.topics import Reply, ShadowTopics
+from gateway.values import JsonValue, NativeValue, ValueCodec
+
+log = structlog.get_logger()
+
+MAX_IN_FLIGHT = 10  # AWS answers 429 beyond 10 unacknowledged shadow requests per connection
+MAX_REQUESTS_PER_S = 20  # AWS's per-thing shadow request rate
+REPORT_INTERVAL_S = 0.05  # coalesce input bursts to one update per 50 ms
+REPLY_TIMEOUT_S = 10.0
+THROTTLE_RETRY_S = 1.0
+FINAL_REPORT_TIMEOUT_S = 2.0
+
+
+@dataclass(eq=False)
+class _Request:
+    kind: Literal["get", "update"]
+    token: str
+    payload: dict[str, Any]
+    # Input/sensor changes this update carries: put back for resending if it is not accepted.
+    batch: dict[str, JsonValue] = field(default_factory=dict)
+    observed_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+
+
+class ShadowSync:
+    """The shadow side of the gateway: owns the reconciler and the last known values."""
+
+    def __init__(
+        self,
+        *,
+        thing: str,
+        shadow: ShadowConfig,
+        bank: DeviceBank,
+        codecs: Mapping[str, ValueCodec],
+        restore: frozenset[str] = frozenset(),
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        self.thing = thing
+        self.topics = ShadowTopics(thing, shadow.name)
+        self._shadow = shadow
+        self._bank = bank
+        self._codecs = dict(codecs)
+        self._restore = restore
+        self._clock = clock
+        self._monotonic = monotonic
+        self.reconciler = Reconciler(codecs)
+        self._coalescer = Coalescer(REPORT_INTERVAL_S)
+        self._tokens = ClientTokens()
+        self._limiter = RateLimiter(MAX_REQUESTS_PER_S, burst=MAX_IN_FLIGHT)
+        self.values: dict[str, JsonValue] = {}
+        self.connected = False
+        self.synced = asyncio.Event()  # set once a fetched document has been reconciled
+        self.counters = {"deltas_applied": 0, "deltas_rejected": 0, "deltas_stale": 0}
+        self._restored = False
+        self._stopping = False
+        self._first_get_in_session = True
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._in_flight: dict[str, _Request] = {}
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._report_wake = asyncio.Event()
+        self._get_pending = False
+
+    # -- inputs from the device side (all on the loop thread) --------------------------------
+
+    def prime(self, values: Mapping[str, JsonValue]) -> None:
+        """The devices' values at start-up, before any session."""
+        self.values.update(values)
+
+    def on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
+        """An input or sensor changed: record it and schedule a coalesced report."""
+        self.values[name] = value
+        self._coalescer.add(name, value, observed_at)
+        self._report_wake.set()
+        log.debug("input_changed", device=name, value=value)
+
+    # -- one session ----------------------------------------------------------------------------
+
+    async def run_session(self, session: MqttSession, stop: asyncio.Event) -> None:
+        """Sync over ``session`` until ``stop`` is set (then report and return) or it drops."""
+        self._reset_session()
+        await session.subscribe(self.topics.subscriptions)
+        self.connected = True
+        log.info(
+            "shadow_subscribed", topics=len(self.topics.subscriptions), shadow=self.topics.prefix
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._read_loop(session), name="shadow_reader"),
+                    group.create_task(self._send_loop(session), name="shadow_sender"),
+                    group.create_task(self._report_loop(), name="shadow_reporter"),
+                ]
+                self._request_get()
+                await stop.wait()
+                await self._final_report()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self.connected = False
+            self._abandon_requests()
+
+    def _reset_session(self) -> None:
+        self._stopping = False
+        self._first_get_in_session = True
+        self._get_pending = False
+        self._queue = asyncio.Queue()
+        self._in_flight.clear()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    def _abandon_requests(self) -> None:
+        """The session is gone: keep every unacknowledged input change for the next one."""
+        pending = list(self._in_flight.values())
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for request in pending:
+            if request.timer is not None:
+                request.timer.cancel()
+            if request.batch:
+                self._coalescer.put_back(request.batch, request.observed_at)
+            request.done.set()
+        self._in_flight.clear()
+
+    async def _final_report(self) -> None:
+        """On shutdown: stop taking deltas, report the final state and wait briefly for it."""
+        self._stopping = True
+        batch, observed_at = self._coalescer.take(self._monotonic())
+        request = self._enqueue_update(
+            ShadowUpdate(reported=self._full_reported(), timestamp_ms=self._timestamp(observed_at)),
+            batch=batch,
+            observed_at=observed_at,
+        )
+        try:
+            async with asyncio.timeout(FINAL_REPORT_TIMEOUT_S):
+                await request.done.wait()
+            log.info("final_state_reported")
+        except TimeoutError:
+            log.warning("final_state_not_confirmed", timeout_s=FINAL_REPORT_TIMEOUT_S)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read_loop(self, session: MqttSession) -> None:
+        async for message in session.messages():
+            self.handle_message(message)
+
+    def handle_message(self, message: InboundMessage) -> None:
+        kind = self.topics.classify(message.topic)
+        if kind is None:
+            return
+        try:
+            reply = parse_reply(kind, message.payload)
+        except PayloadError as exc:
+            log.warning("payload_dropped", topic=message.topic, reason=exc.reason, shape=exc.shape)
+            return
+        if isinstance(reply, DeltaMessage):
+            self._on_delta(reply)
+        elif isinstance(reply, ShadowDocument):
+            self._on_document(reply)
+        elif isinstance(reply, UpdateAccepted):
+            self._on_update_accepted(reply)
+        elif isinstance(reply, ErrorReply):
+            self._on_rejected(kind, reply)
+
+    def _on_delta(self, delta: DeltaMessage) -> None:
+        if self._stopping:
+            return
+        plan = self.reconciler.plan(delta.state, delta.version)
+        if plan.stale:
+            self.counters["deltas_stale"] += 1
+            log.info(
+                "delta_ignored_stale", version=delta.version, newest=self.reconciler.newest_version
+            )
+            return
+        self._apply_and_report(plan, extra_reported=None)
+
+    def _on_document(self, document: ShadowDocument) -> None:
+        self.reconciler.observe_version(document.version)
+        request = self._in_flight.get(document.client_token or "")
+        if request is None:
+            return  # somebody else's get
+        self._complete(request)
+        self._get_pending = False
+        if self._stopping:
+            return
+        reported = document.state.reported or {}
+        if not self._restored:
+            self._restore_outputs(reported, document.state.delta or {})
+        plan = self.reconciler.plan(document.state.delta or {}, document.version)
+        extra: dict[str, JsonValue] | None = None
+        if self._first_get_in_session:
+            # After every connect, report everything: changes made while offline catch up.
+            self._first_get_in_session = False
+            extra = self._full_reported(stale_errors=_error_names(reported))
+        self._apply_and_report(plan, extra_reported=extra)
+        self.synced.set()
+
+    def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
+        self._restored = True
+        # A pending desired value wins over restoring the old reported one.
+        names = [name for name in self._restore if name not in delta]
+        for name, value in self.reconciler.restore_plan(reported, names).items():
+            self._write(name, value)
+            log.info("output_restored", device=name, value=self.values[name])
+
+    def _apply_and_report(
+        self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
+    ) -> None:
+        applied: dict[str, JsonValue] = {}
+        for name, value in plan.apply.items():
+            try:
+                applied[name] = self._write(name, value)
+            except GatewayError as exc:
+                plan.rejected[name] = str(exc)
+                continue
+            log.info("desired_applied", device=name, value=applied[name], version=plan.version)
+        for name, reason in plan.rejected.items():
+            log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
+        self.counters["deltas_applied"] += len(applied)
+        self.counters["deltas_rejected"] += len(plan.rejected)
+        applied_plan = DeltaPlan(
+            version=plan.version,
+            apply={name: plan.apply[name] for name in applied},
+            rejected=plan.rejected,
+        )
+        update = self.reconciler.build_update(
+            applied_plan,
+            applied,
+            clear_desired=self._shadow.clear_desired,
+            timestamp_ms=self._timestamp(None),
+            extra_reported=extra_reported,
+        )
+        if update is not None:
+            self._enqueue_update(update)
+
+    def _write(self, name: str, value: NativeValue) -> JsonValue:
+        actual = self._bank.write(name, value)
+        self.values[name] = actual
+        return actual
+
+    def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
+        self.reconciler.observe_version(accepted.version)
+        request = self._in_flight.get(accepted.client_token or "")
+        if request is not None:
+            self._complete(request)
+
+    def _on_rejected(self, kind: Reply, error: ErrorReply) -> None:
+        request = self._in_flight.get(error.client_token or "")
+        if request is None:
+            return  # a reply to another client of this thing
+        self._complete(request)
+        if kind is Reply.GET_REJECTED:
+            self._get_pending = False
+            if error.code == 404:
+                # No shadow yet: create it by reporting the devices' current state.
+                log.info("shadow_created", reason="get returned 404")
+                self._first_get_in_session = False
+                self._enqueue_update(ShadowUpdate(reported=self._full_reported()))
+                self.synced.set()
+                return
+            log.warning("shadow_get_rejected", code=error.code, message=error.message)
+            self._retry_later(self._request_get, THROTTLE_RETRY_S)
+            return
+        if error.code == 409:
+            log.info("update_version_conflict", message=error.message)
+            self._request_get()
+        elif error.code in (429, 500, 503):
+            log.warning("update_throttled", code=error.code, message=error.message)
+            self._retry_later(lambda: self._resend(request), THROTTLE_RETRY_S)
+        else:
+            shape = describe_shape(request.payload)
+            log.warning(
+                "update_rejected_dropped", code=error.code, message=error.message, shape=shape
+            )
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _request_get(self) -> None:
+        if self._get_pending:
+            return  # one fetch answers every conflict noticed meanwhile
+        self._get_pending = True
+        token = self._tokens.next()
+        self._queue.put_nowait(_Request("get", token, {"clientToken": token}))
+
+    def _enqueue_update(
+        self,
+        update: ShadowUpdate,
+        *,
+        batch: dict[str, JsonValue] | None = None,
+        observed_at: float | None = None,
+    ) -> _Request:
+        token = self._tokens.next()
+        request = _Request("update", token, update.to_payload(token), batch or {}, observed_at)
+        self._queue.put_nowait(request)
+        return request
+
+    def _resend(self, request: _Request) -> None:
+        if not self.connected:
+            return
+        token = self._tokens.next()
+        payload = {**request.payload, "clientToken": token}
+        self._queue.put_nowait(
+            _Request(request.kind, token, payload, request.batch, request.observed_at)
+        )
+
+    def _retry_later(self, action: Any, delay_s: float) -> None:
+        asyncio.get_running_loop().call_later(delay_s, action)
+
+    async def _send_loop(self, session: MqttSession) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            request = await self._queue.get()
+            await self._slots.acquire()
+            # Sleeping on the token bucket (not an event): the wait is computed, not signalled.
+            while (wait := self._limiter.delay(self._monotonic())) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            topic = self.topics.get if request.kind == "get" else self.topics.update
+            self._in_flight[request.token] = request
+            request.timer = loop.call_later(REPLY_TIMEOUT_S, self._expire, request.token)
+            body = json.dumps(request.payload, separators=(",", ":")).encode()
+            await session.publish(topic, body, qos=1)
+
+    def _complete(self, request: _Request) -> None:
+        if self._in_flight.pop(request.token, None) is None:
+            return
+        if request.timer is not None:
+            request.timer.cancel()
+        self._slots.release()
+        request.done.set()
+
+    def _expire(self, token: str) -> None:
+        request = self._in_flight.get(token)
+        if request is None:
+            return
+        log.warning("shadow_reply_timeout", kind=request.kind, timeout_s=REPLY_TIMEOUT_S)
+        self._complete(request)
+        if request.kind == "get":
+            self._get_pending = False
+            self._request_get()
+        elif request.batch:
+            self._coalescer.put_back(request.batch, request.observed_at)
+            self._report_wake.set()
+        elif "desired" in request.payload["state"]:
+            self._request_get()  # the delta is still there; fetch and reconcile again
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_wake.wait()
+            self._report_wake.clear()
+            due = self._coalescer.due_in(self._monotonic())
+            if due is None:
+                continue
+            if due > 0:
+                await asyncio.sleep(due)
+            batch, observed_at = self._coalescer.take(self._monotonic())
+            if not batch:
+                continue
+            update = ShadowUpdate(reported=dict(batch), timestamp_ms=self._timestamp(observed_at))
+            self._enqueue_update(update, batch=batch, observed_at=observed_at)
+            if self._coalescer.pending:
+                self._report_wake.set()
+
+    def _full_reported(self, stale_errors: frozenset[str] = frozenset()) -> dict[str, JsonValue]:
+        errors: dict[str, str | None] = dict.fromkeys(stale_errors - self.reconciler.errors.keys())
+        errors.update(self.reconciler.errors)
+        status: dict[str, JsonValue] = {"version": __version__}
+        if errors:
+            status["errors"] = dict(errors)
+        return {**self.values, GATEWAY_KEY: status}
+
+    def _timestamp(self, observed_at: float | None) -> int | None:
+        if not self._shadow.send_timestamp:
+            return None
+        return int((observed_at if observed_at is not None else self._clock()) * 1000)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "synced": self.synced.is_set(),
+            "thing": self.thing,
+            "shadow": self._shadow.name,
+            "shadow_version": self.reconciler.newest_version
+            if self.reconciler.newest_version >= 0
+            else None,
+            "devices": dict(self.values),
+            "errors": dict(self.reconciler.errors),
+            "counters": dict(self.counters),
+            "in_flight": len(self._in_flight),
+        }
+
+
+def _error_names(reported: Mapping[str, Any]) -> frozenset[str]:
+    status = reported.get(GATEWAY_KEY)
+    errors = status.get("errors") if isinstance(status, dict) else None
+    return frozenset(errors) if isinstance(errors, dict) else frozenset()
+
+
