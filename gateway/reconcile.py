@@ -220,3 +220,13 @@ class ClientTokens:
     def next(self) -> str:
         token = f"eg-{self._prefix}-{next(self._counter)}"
         return token[-MAX_CLIENT_TOKEN_BYTES:]
+
+
+def sensor_changed(previous: JsonValue, current: JsonValue, min_change: float) -> bool:
+    """Whether a polled sensor value is worth reporting (first value, or moved by min_change)."""
+    if previous is None or current is None:
+        return previous != current
+    if isinstance(previous, int | float) and isinstance(current, int | float):
+        delta = abs(float(current) - float(previous))
+        return delta > 0 and delta >= min_change
+    return previous != current

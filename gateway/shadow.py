@@ -436,5 +436,3 @@ def _error_names(reported: Mapping[str, Any]) -> frozenset[str]:
     status = reported.get(GATEWAY_KEY)
     errors = status.get("errors") if isinstance(status, dict) else None
     return frozenset(errors) if isinstance(errors, dict) else frozenset()
-
-

@@ -1,0 +1,187 @@
+"""The ``edge-gateway`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
+
+
+def demo_dir() -> Path:
+    """Where ``edge-gateway demo`` keeps its dev cloud, certificates and admin socket."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "edge-gateway" / "demo"
+
+
+def _default_demo_config() -> Path:
+    """config/demo.yaml of the checkout (the README runs the demo from there)."""
+    local = Path("config/demo.yaml")
+    return local if local.exists() else Path(__file__).resolve().parent.parent / local
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    """The admin socket: --socket, then -c's config, then $EDGE_GATEWAY_SOCKET, then the
+    system service's socket, then the demo's; the first one that exists wins."""
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        from gateway.config import load_config
+
+        return load_config(Path(args.config), check_files=False).admin_socket
+    candidates = [Path(p) for p in [os.environ.get("EDGE_GATEWAY_SOCKET")] if p]
+    candidates += [SYSTEM_SOCKET, demo_dir() / "admin.sock"]
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value as JSON (true, 0.5, [1,0,0]) or else as a plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    config = load_config(Path(args.config))
+    print(f"{args.config}: OK (thing {config.thing!r}, {len(config.devices)} devices)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.logs import configure_logging
+
+    config = load_config(Path(args.config))
+    configure_logging(config.logging.format, config.logging.level)
+    from gateway.app import run_gateway
+
+    return _run_async(run_gateway(config, mock_gpio=args.mock_gpio))
+
+
+def _run_async(coro: Any) -> int:
+    import structlog
+
+    code = EXIT_OK
+    try:
+        asyncio.run(coro)
+    except* GatewayError as group:
+        for exc in group.exceptions:
+            structlog.get_logger().error("gateway_failed", error=str(exc))
+            print(f"edge-gateway: {exc}", file=sys.stderr)
+        code = EXIT_RUNTIME
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.admin import request
+
+    reply = request(_socket_path(args), {"cmd": "status"})
+    reply.pop("ok", None)
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return EXIT_OK
+    state = "connected" if reply.get("connected") else "disconnected"
+    synced = ", synced" if reply.get("synced") else ""
+    print(
+        f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
+    )
+    print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    for name, value in sorted(reply.get("devices", {}).items()):
+        error = reply.get("errors", {}).get(name)
+        print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
+    return EXIT_OK
+
+
+def cmd_mock_set(args: argparse.Namespace) -> int:
+    from gateway.admin import request
+
+    value = _parse_value(args.value)
+    request(_socket_path(args), {"cmd": "mock_set", "name": args.name, "value": value})
+    print(f"{args.name} = {json.dumps(value)}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(
+        workdir=Path(args.workdir) if args.workdir else demo_dir(), config=Path(args.config)
+    )
+
+
+def _add_socket_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="the daemon's config file (to find its socket)")
+    parser.add_argument("--socket", help="path of the daemon's admin socket")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Keep Raspberry Pi GPIO devices in sync with an AWS IoT Device Shadow.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument("--mock-gpio", action="store_true", help="use gpiozero's mock pins")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.set_defaults(handler=cmd_check_config)
+
+    status = commands.add_parser("status", help="show the state of a running gateway")
+    _add_socket_options(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_status)
+
+    mock = commands.add_parser("mock", help="drive mock inputs of a gateway on mock GPIO")
+    mock_commands = mock.add_subparsers(dest="mock_command", required=True, metavar="ACTION")
+    mock_set = mock_commands.add_parser("set", help="set a mock input, e.g. 'mock set button true'")
+    mock_set.add_argument("name", help="device name from the config")
+    mock_set.add_argument("value", help="value as JSON: true, false, 0.5, 42.0")
+    _add_socket_options(mock_set)
+    mock_set.set_defaults(handler=cmd_mock_set)
+
+    demo = commands.add_parser(
+        "demo", help="run the local dev cloud and a mock-GPIO gateway (needs mosquitto)"
+    )
+    demo.add_argument("-c", "--config", default=str(_default_demo_config()), help="gateway config")
+    demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
