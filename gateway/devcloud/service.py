@@ -186,7 +186,9 @@ class ShadowService:
                 task.cancel()
             if self._save_task is not None:
                 self._save_task.cancel()
-            if self._dirty:
+            if self._writer is not None:
+                # Always: a cancelled save may have been mid-write, with _dirty already cleared.
+                # The writer's lock and sequence number keep this final snapshot the one that wins.
                 await self._save()
 
     def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:

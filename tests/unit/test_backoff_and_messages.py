@@ -1,0 +1,102 @@
+"""Reconnect backoff, and the bounds every inbound payload must meet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.backoff import Backoff
+from gateway.messages import (
+    MAX_PAYLOAD_BYTES,
+    DeltaMessage,
+    PayloadError,
+    ShadowDocument,
+    parse_reply,
+)
+from gateway.topics import Reply, ShadowTopics
+
+
+def upper_bound(_: float, high: float) -> float:
+    return high
+
+
+def test_backoff_doubles_from_one_second_to_the_cap() -> None:
+    backoff = Backoff(base_s=1, cap_s=120, rng=upper_bound)
+    assert [backoff.next_delay() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 64, 120, 120]
+
+
+def test_backoff_resets_after_a_stable_connection() -> None:
+    backoff = Backoff(base_s=1, cap_s=120, reset_after_s=60, rng=upper_bound)
+    for _ in range(5):
+        backoff.next_delay()
+    assert backoff.next_delay(connected_for_s=61) == 1
+
+
+def test_backoff_keeps_growing_after_a_short_lived_connection() -> None:
+    backoff = Backoff(base_s=1, cap_s=120, reset_after_s=60, rng=upper_bound)
+    backoff.next_delay()
+    assert backoff.next_delay(connected_for_s=5) == 2
+
+
+def test_backoff_jitter_stays_within_zero_and_the_ceiling() -> None:
+    backoff = Backoff(base_s=1, cap_s=120)
+    for _ in range(50):
+        assert 0 <= backoff.next_delay() <= 120
+
+
+def test_delta_is_parsed_into_a_typed_model() -> None:
+    reply = parse_reply(
+        Reply.UPDATE_DELTA, b'{"version": 4, "state": {"led": true}, "clientToken": "t"}'
+    )
+    assert reply == DeltaMessage(version=4, state={"led": True}, clientToken="t")
+
+
+def test_document_without_delta_parses() -> None:
+    reply = parse_reply(
+        Reply.GET_ACCEPTED, b'{"version": 2, "state": {"reported": {"led": false}}}'
+    )
+    assert isinstance(reply, ShadowDocument) and reply.state.delta is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"state": {"led": true}}', "version"),
+        (b'{"version": "x", "state": {}}', "version"),
+    ],
+)
+def test_malformed_deltas_raise_payload_errors(payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        parse_reply(Reply.UPDATE_DELTA, payload)
+
+
+def test_oversized_payload_is_refused_before_parsing() -> None:
+    payload = json.dumps({"version": 1, "state": {"x": "a" * MAX_PAYLOAD_BYTES}}).encode()
+    with pytest.raises(PayloadError, match="exceeds"):
+        parse_reply(Reply.UPDATE_DELTA, payload)
+
+
+def test_payload_nested_deeper_than_aws_allows_is_refused() -> None:
+    nested: dict[str, object] = {"v": 1}
+    for _ in range(8):
+        nested = {"n": nested}
+    payload = json.dumps({"version": 1, "state": nested}).encode()
+    with pytest.raises(PayloadError, match="nested deeper"):
+        parse_reply(Reply.UPDATE_DELTA, payload)
+
+
+def test_payload_error_shape_carries_no_values() -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_reply(Reply.UPDATE_DELTA, b'{"version": "secret-value", "state": {}}')
+    assert "secret-value" not in caught.value.shape
+
+
+def test_classic_and_named_shadow_topics() -> None:
+    assert ShadowTopics("pi").update == "$aws/things/pi/shadow/update"
+    named = ShadowTopics("pi", "gpio")
+    assert named.reply(Reply.UPDATE_DELTA) == "$aws/things/pi/shadow/name/gpio/update/delta"
+    assert named.classify("$aws/things/pi/shadow/name/gpio/get/accepted") is Reply.GET_ACCEPTED
+    assert named.classify("$aws/things/pi/shadow/update/delta") is None
