@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/demo.sh and scripts/test.sh: mosquitto from apt (when missing) and
+# a virtualenv in .venv with edge-gateway installed (editable) plus the extras asked for.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+extras="${1:-}"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "==> installing mosquitto (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+# Debian enables the system broker on install; the gateway starts its own, so stop that one.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "edge-gateway needs Python 3.11 or newer; $python is $("$python" --version)" >&2
+  exit 1
+fi
+if [ ! -x "$root/.venv/bin/python" ]; then
+  if ! "$python" -m venv "$root/.venv" 2>/dev/null; then
+    echo "==> installing python3-venv (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    "$python" -m venv "$root/.venv"
+  fi
+fi
+stamp="$root/.venv/.installed${extras:+-$extras}"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  echo "==> installing edge-gateway into .venv"
+  "$root/.venv/bin/python" -m pip install -q --upgrade pip
+  "$root/.venv/bin/python" -m pip install -q -e "$root${extras:+[$extras]}"
+  touch "$stamp"
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole check: ruff, mypy (strict on gateway/), then pytest (unit + real-mosquitto
+# integration tests). Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/bootstrap.sh" test
+cd "$root"
+bin="$root/.venv/bin"
+echo "==> ruff"
+"$bin/ruff" check gateway tests bench
+"$bin/ruff" format --check gateway tests bench
+echo "==> mypy (strict)"
+"$bin/mypy" gateway
+echo "==> pytest"
+exec "$bin/pytest" "$@"
