@@ -124,6 +124,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_desired(args: argparse.Namespace) -> int:
+    from gateway.demo import set_desired
+
+    workdir = Path(args.workdir) if args.workdir else demo_dir()
+    return set_desired(workdir, args.assignments, show=args.show)
+
+
 def _add_socket_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="the daemon's config file (to find its socket)")
     parser.add_argument("--socket", help="path of the daemon's admin socket")
@@ -165,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-c", "--config", default=str(_default_demo_config()), help="gateway config")
     demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
     demo.set_defaults(handler=cmd_demo)
+
+    desired = commands.add_parser(
+        "desired", help="set desired state of the demo's thing (as the cloud app would)"
+    )
+    desired.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. led=true")
+    desired.add_argument("--show", action="store_true", help="print the shadow document")
+    desired.add_argument("--workdir", help=f"the demo's state folder (default {demo_dir()})")
+    desired.set_defaults(handler=cmd_desired)
     return parser
 
 

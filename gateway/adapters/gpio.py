@@ -63,9 +63,11 @@ def make_pin_factory(name: PinFactoryName) -> Factory:
         return _mock_factory_class()()
     if name != "auto":
         try:
-            return _load_factory(name)
+            factory = _load_factory(name)
         except Exception as exc:
             raise GpioError(f"pin factory {name!r} could not be loaded: {exc}") from exc
+        _log.info("gpio_pin_factory_selected", factory=name)
+        return factory
     failures = []
     for candidate in _FACTORIES:
         try:
@@ -411,6 +413,7 @@ class GpiozeroBank:
                     pin_factory=factory,
                     **options,
                 )
+                _await_first_samples(device)
                 return _Entry(config, device, lambda: device.is_active, None)
             case SystemSensorConfig(type="CPUTemperature"):
                 options = {}
@@ -442,6 +445,19 @@ class GpiozeroBank:
                 )
                 return _Entry(config, device, lambda: device.value, None)
         raise GpioError(f"device {name!r}: unsupported type {type(config).__name__}")
+
+
+def _await_first_samples(device: Any) -> None:
+    """Let a smoothed input (MotionSensor, LineSensor) fill its sample queue before we go on.
+
+    gpiozero samples these on a background thread and treats the first full sample as the
+    initial state, not an edge: until then they read inactive, and a change in that window
+    would never be reported. Waiting here (at start-up only, at most ~0.1 s with the defaults)
+    makes the first read() true and every later change an edge.
+    """
+    queue = getattr(device, "_queue", None)  # gpiozero's GPIOQueue; absent on plain inputs
+    if queue is not None and not queue.full.wait(timeout=2.0):
+        raise GpioError("the input did not produce a first sample within 2 s")
 
 
 def _switch_writer(device: Any) -> Callable[[NativeValue], None]:

@@ -110,7 +110,10 @@ def _name(common_name: str) -> x509.Name:
 class DevCA:
     """A self-signed CA kept in one directory (``ca.pem``, ``ca.key``)."""
 
-    def __init__(self, directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey):
+    def __init__(
+        self, directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+    ) -> None:
+        """Use `load_or_create`; this wraps an already loaded certificate and key."""
         self._directory = directory
         self._cert = cert
         self._key = key

@@ -14,6 +14,7 @@ import aiomqtt
 import pytest
 
 from gateway.devcloud import (
+    BrokerError,
     DevCA,
     MosquittoBroker,
     ShadowClient,
@@ -44,8 +45,8 @@ async def thing_client(broker: MosquittoBroker, thing: str) -> AsyncIterator[aio
         yield client
 
 
-async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
-    async with asyncio.timeout(timeout):
+async def next_message(client: aiomqtt.Client) -> aiomqtt.Message:
+    async with asyncio.timeout(5):
         async for message in client.messages:
             return message
     raise AssertionError("message iterator ended")
@@ -71,7 +72,7 @@ async def test_update_is_accepted_and_delta_reaches_the_thing(
     async with thing_client(broker, thing) as device:
         await device.subscribe(f"$aws/things/{thing}/shadow/update/delta", qos=1)
         accepted = await shadow_client.update(thing, {"desired": {"on": True}})
-        delta = json.loads(bytes((await next_message(device)).payload))  # type: ignore[arg-type]
+        delta = json.loads(bytes((await next_message(device)).payload))
     assert accepted["state"] == {"desired": {"on": True}}
     assert accepted["version"] == 1
     assert delta["state"] == {"on": True}
@@ -169,3 +170,22 @@ async def test_service_reconnects_after_broker_restart(dev_ca: DevCA, tmp_path: 
                             break
                     await asyncio.sleep(0.1)
     assert accepted["version"] == 1
+
+
+def test_missing_mosquitto_is_a_clear_error(
+    dev_ca: DevCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.devcloud.broker.shutil.which", lambda _name: None)
+    monkeypatch.setattr("gateway.devcloud.broker._FALLBACK_BINARY", str(tmp_path / "none"))
+    with pytest.raises(BrokerError, match="mosquitto not found"):
+        MosquittoBroker(tmp_path, dev_ca).start()
+
+
+def test_start_failure_reports_the_log_tail(
+    broker: MosquittoBroker, dev_ca: DevCA, tmp_path: Path
+) -> None:
+    clash = MosquittoBroker(tmp_path, dev_ca, port=broker.port)  # port already taken
+    with pytest.raises(BrokerError, match="mosquitto log tail") as info:
+        clash.start()
+    assert "Address already in use" in str(info.value)
+    assert not clash.running

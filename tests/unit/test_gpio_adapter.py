@@ -122,9 +122,7 @@ async def test_led_write_returns_read_back_and_drives_pin(
 
 
 async def test_active_low_relay_inverts_the_pin_level(make_bank: MakeBank, factory: Any) -> None:
-    bank = make_bank(
-        {"relay": BinaryOutputConfig(type="OutputDevice", pin=27, active_high=False)}
-    )
+    bank = make_bank({"relay": BinaryOutputConfig(type="OutputDevice", pin=27, active_high=False)})
     assert bank.write("relay", True) is True
     assert factory.pin(27).state == 0
 
@@ -406,3 +404,18 @@ async def test_codec_is_exposed_per_device(make_bank: MakeBank) -> None:
     assert bank.codec("dim").kind == "level"
     with pytest.raises(GpioError, match="unknown device"):
         bank.codec("nope")
+
+
+async def test_motion_sensor_change_right_after_open_is_an_edge(make_bank: MakeBank) -> None:
+    delivered = asyncio.Event()
+    events: list[object] = []
+
+    def on_input(name: str, value: object, at: float) -> None:
+        events.append(value)
+        delivered.set()
+
+    bank = make_bank({"pir": DigitalInputConfig(type="MotionSensor", pin=4)}, on_input=on_input)
+    assert bank.read("pir") is False
+    bank.drive_mock_input("pir", True)
+    await asyncio.wait_for(delivered.wait(), timeout=2)
+    assert events == [True]

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.devcloud.pki import (
+    Credentials,
     DevCA,
     DevCloudError,
     certificate_common_name,
@@ -127,8 +128,6 @@ def test_client_ssl_context_loads_issued_credentials(ca: DevCA, tmp_path: Path) 
 
 
 def test_client_ssl_context_reports_missing_files(tmp_path: Path) -> None:
-    from gateway.devcloud.pki import Credentials
-
     missing = Credentials(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem")
     with pytest.raises(DevCloudError, match="cannot load TLS credentials"):
         client_ssl_context(missing)
@@ -143,4 +142,5 @@ def test_write_atomic_replaces_content_with_mode(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     write_atomic(target, b"new", 0o600)
     assert target.read_bytes() == b"new"
+    assert mode(target) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]

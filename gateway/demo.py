@@ -1,0 +1,163 @@
+"""``edge-gateway demo``: the local dev cloud and one gateway on mock GPIO, in one process.
+
+mosquitto (mutual TLS, throwaway CA), the shadow service and the gateway run under one
+``TaskGroup``; Ctrl+C stops the gateway first (it reports its final state), then the rest.
+``edge-gateway desired`` finds this dev cloud through ``devcloud.json`` in the work folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.app import build_gateway
+from gateway.config import load_config
+from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService
+from gateway.devcloud.pki import Credentials
+from gateway.errors import GatewayError
+from gateway.logs import configure_logging
+
+log = structlog.get_logger()
+DISCOVERY_FILE = "devcloud.json"
+
+
+def run_demo(*, workdir: Path, config: Path) -> int:
+    configure_logging("auto", "info")
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Validate the gateway config (placeholder certificates) before starting anything;
+    # a ConfigError goes to the CLI, which exits 2.
+    thing = load_config(config, check_files=False).thing
+    code = 0
+    try:
+        asyncio.run(_demo(workdir, config, thing))
+    except* GatewayError as group:
+        for exc in group.exceptions:
+            log.error("demo_failed", error=str(exc))
+        code = 1
+    return code
+
+
+async def _demo(workdir: Path, config_path: Path, thing: str) -> None:
+    ca = await asyncio.to_thread(DevCA.load_or_create, workdir / "ca")
+    thing_creds = await asyncio.to_thread(ca.issue, thing, workdir / "things" / thing)
+    broker = MosquittoBroker(workdir / "broker", ca)
+    await asyncio.to_thread(broker.start)
+    try:
+        config = load_config(
+            config_path,
+            overrides={
+                "mqtt": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "ca": str(thing_creds.ca),
+                    "cert": str(thing_creds.cert),
+                    "key": str(thing_creds.key),
+                },
+                "state_dir": str(workdir / "state"),
+                "admin_socket": str(workdir / "admin.sock"),
+            },
+        )
+        admin = broker.credentials(broker.admin_identities[0])
+        _write_discovery(workdir, broker, admin, thing, config.shadow.name)
+        service = ShadowService(
+            broker.host,
+            broker.port,
+            broker.credentials(broker.service_identity),
+            state_file=workdir / "shadows.json",
+        )
+        structlog.contextvars.bind_contextvars(thing=thing)
+        gateway = build_gateway(config, mock_gpio=True)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, gateway.stop)
+        service_ready = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            cloud = group.create_task(service.run(ready=service_ready), name="devcloud_shadow")
+            await service_ready.wait()
+            running = group.create_task(gateway.run(), name="gateway")
+            _print_instructions(broker, thing, workdir)
+            await gateway.stop_event.wait()
+            # The gateway reports its final state through the shadow service, so it goes first.
+            await asyncio.wait({running}, timeout=5.0)
+            cloud.cancel()
+    finally:
+        await asyncio.to_thread(broker.stop)
+        print("demo stopped")
+
+
+def _write_discovery(
+    workdir: Path, broker: MosquittoBroker, admin: Credentials, thing: str, shadow: str | None
+) -> None:
+    info = {
+        "host": broker.host,
+        "port": broker.port,
+        "ca": str(admin.ca),
+        "cert": str(admin.cert),
+        "key": str(admin.key),
+        "thing": thing,
+        "shadow": shadow,
+    }
+    (workdir / DISCOVERY_FILE).write_text(json.dumps(info, indent=2))
+
+
+def _print_instructions(broker: MosquittoBroker, thing: str, workdir: Path) -> None:
+    print(
+        f"""
+edge-gateway demo is running: thing '{thing}' on mock GPIO, dev cloud broker on
+{broker.host}:{broker.port} (mutual TLS). From a second terminal (in this folder):
+
+  .venv/bin/edge-gateway desired led=true fan=0.5    # set desired state in the shadow
+  .venv/bin/edge-gateway mock set button true        # press the mock button
+  .venv/bin/edge-gateway status                      # the gateway's view
+  .venv/bin/edge-gateway desired --show              # the whole shadow document
+
+State lives in {workdir}. Press Ctrl+C to stop.
+""",
+        flush=True,
+    )
+
+
+def _parse_assignment(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise GatewayError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+async def _desired(workdir: Path, assignments: list[str], show: bool) -> dict[str, Any] | None:
+    try:
+        info = json.loads((workdir / DISCOVERY_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GatewayError(
+            f"no demo dev cloud found in {workdir}: is 'edge-gateway demo' running?"
+        ) from exc
+    creds = Credentials(ca=Path(info["ca"]), cert=Path(info["cert"]), key=Path(info["key"]))
+    async with ShadowClient(info["host"], info["port"], creds, timeout=5.0) as client:
+        if assignments:
+            desired = dict(_parse_assignment(item) for item in assignments)
+            await client.update(info["thing"], {"desired": desired}, shadow_name=info["shadow"])
+        if show or not assignments:
+            return await client.get(info["thing"], shadow_name=info["shadow"])
+    return None
+
+
+def set_desired(workdir: Path, assignments: list[str], *, show: bool = False) -> int:
+    """``edge-gateway desired``: set desired keys of the demo's thing, or show its document."""
+    try:
+        document = asyncio.run(_desired(workdir, assignments, show))
+    except* GatewayError as group:
+        raise group.exceptions[0] from None
+    if document is not None:
+        print(json.dumps(document.get("state", {}), indent=2, sort_keys=True))
+    elif assignments:
+        print("desired state updated")
+    return 0
