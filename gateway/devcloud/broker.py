@@ -95,6 +95,7 @@ class MosquittoBroker:
         self._admin_identities = tuple(admin_identities)
         self._process: subprocess.Popen[bytes] | None = None
         self._credentials: dict[str, Credentials] = {}
+        self._log_offset = 0
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -152,6 +153,8 @@ class MosquittoBroker:
         if self._port == 0:
             self._port = _free_port(self._host)
         conf = self._write_config()
+        # The log is appended to across restarts; only what this process writes counts.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         stderr_path = self._workdir / "mosquitto.stderr"
         with stderr_path.open("wb") as stderr:
             self._process = subprocess.Popen(
@@ -271,17 +274,30 @@ class MosquittoBroker:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise self._failure(f"mosquitto exited with code {self._process.returncode}")
-            try:
-                self._probe(context)
-                return
-            except (OSError, ssl.SSLError, BrokerError) as exc:
-                last_error = str(exc) or type(exc).__name__
+            # Probe only once this process says it is running: until then (or if its listener
+            # failed) a probe could be answered by another broker on the same port.
+            if self._logged_running():
+                try:
+                    self._probe(context)
+                    return
+                except (OSError, ssl.SSLError, BrokerError) as exc:
+                    last_error = str(exc) or type(exc).__name__
+            else:
+                last_error = "mosquitto has not logged 'running' yet"
             if time.monotonic() > deadline:
                 raise self._failure(
                     f"mosquitto did not accept a TLS connection on {self._host}:{self._port} "
                     f"within {_START_TIMEOUT:.0f} s (last error: {last_error})"
                 )
             time.sleep(0.05)
+
+    def _logged_running(self) -> bool:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                return b" running" in fh.read()
+        except OSError:
+            return False
 
     def _probe(self, context: ssl.SSLContext) -> None:
         """Connect as an admin over TLS and complete an MQTT CONNECT/CONNACK exchange."""

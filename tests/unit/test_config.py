@@ -1,4 +1,4 @@
-"""Config loading: every bad-input class names file:line:col, the dotted key and what was expected."""
+"""Config loading: each bad input names file:line:col, the dotted key and what was expected."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_pin_forms_are_translated_to_bcm(text: object, bcm: int) -> None:
 
 @pytest.mark.parametrize("bad", [True, "P1-11", 28, -1, "BOARD1", 3.5])
 def test_bad_pins_are_refused(bad: object) -> None:
-    with pytest.raises(ValueError, match="pin|GPIO|BOARD"):
+    with pytest.raises(ValueError, match=r"pin|GPIO|BOARD"):
         parse_pin(bad)
 
 

@@ -1,0 +1,309 @@
+"""The gateway end to end: real mosquitto (mutual TLS), the dev cloud shadow service, gpiozero's
+MockFactory. The gateway runs in-process so the tests can look at its mock pins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
+from gateway.adapters.mqtt import AiomqttConnector
+from gateway.app import Gateway, mqtt_settings
+from gateway.config import GatewayConfig, load_config
+from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
+
+pytestmark = pytest.mark.integration
+
+DEVICES = """\
+  led:    {type: LED, pin: 17}
+  relay:  {type: OutputDevice, pin: 27, active_high: false}
+  fan:    {type: PWMLED, pin: 18}
+  button: {type: Button, pin: 4, pull_up: true}
+"""
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    factory: Any
+    config: GatewayConfig
+
+    @property
+    def thing(self) -> str:
+        return self.config.thing
+
+    def pin(self, number: int) -> Any:
+        return self.factory.pin(number)
+
+
+def write_config(
+    directory: Path, broker: MosquittoBroker, thing: str, *, devices: str = DEVICES, extra: str = ""
+) -> Path:
+    creds = broker.credentials(thing)
+    text = f"""\
+thing: {thing}
+mqtt:
+  host: {broker.host}
+  port: {broker.port}
+  ca: {creds.ca}
+  cert: {creds.cert}
+  key: {creds.key}
+  keepalive_s: 30
+gpio: {{pin_factory: mock}}
+state_dir: {directory / "state"}
+admin_socket: {directory / "admin.sock"}
+devices:
+{devices}{textwrap.dedent(extra)}"""
+    path = directory / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def thing() -> str:
+    return f"pi-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def start_gateway(broker: MosquittoBroker, tmp_path: Path) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def start(thing: str, **options: Any) -> AsyncIterator[RunningGateway]:
+        config = load_config(write_config(tmp_path, broker, thing, **options))
+        factory = make_pin_factory("mock")
+        bank = GpiozeroBank(
+            config.devices,
+            factory,
+            loop=asyncio.get_running_loop(),
+            is_mock=True,
+            mock_dir=tmp_path / "mock",
+        )
+        gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+        task = asyncio.create_task(gateway.run(), name="gateway_under_test")
+        try:
+            async with asyncio.timeout(10):
+                await gateway.shadow.synced.wait()
+            yield RunningGateway(gateway, factory, config)
+        finally:
+            gateway.stop()
+            await asyncio.wait_for(task, timeout=10)
+            factory.close()
+
+    return start
+
+
+def reported(key: str, value: Any) -> Callable[[dict[str, Any]], bool]:
+    return lambda doc: doc.get("state", {}).get("reported", {}).get(key) == value
+
+
+async def test_desired_drives_the_pin_and_is_reported_and_cleared(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    async with start_gateway(thing) as running:
+        await shadow_client.update(thing, {"desired": {"led": True, "relay": True, "fan": 0.25}})
+        doc = await shadow_client.wait_for(thing, reported("fan", 0.25), timeout=5)
+        assert doc["state"]["reported"]["led"] is True
+        assert doc["state"]["reported"]["relay"] is True
+        assert "desired" not in doc["state"] or not doc["state"]["desired"]  # cleared
+        assert running.pin(17).state == 1
+        assert running.pin(27).state == 0  # active_high: false drives the pin low for on
+        assert running.pin(18).state == pytest.approx(0.25)
+
+
+async def test_button_press_is_reported(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    async with start_gateway(thing) as running:
+        running.pin(4).drive_low()  # pull-up button: pressed pulls the pin low
+        await shadow_client.wait_for(thing, reported("button", True), timeout=5)
+        running.pin(4).drive_high()
+        await shadow_client.wait_for(thing, reported("button", False), timeout=5)
+
+
+async def test_burst_of_presses_ends_with_the_final_value_reported(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    async with start_gateway(thing) as running:
+        for _ in range(25):
+            running.pin(4).drive_low()
+            running.pin(4).drive_high()
+        running.pin(4).drive_low()
+        doc = await shadow_client.wait_for(thing, reported("button", True), timeout=5)
+        # 51 edges in well under 50 ms coalesce into a handful of updates, not 51.
+        assert doc["version"] < 20
+
+
+async def test_desired_set_while_the_gateway_was_down_is_applied_at_start(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    await shadow_client.update(thing, {"desired": {"led": True}})
+    async with start_gateway(thing) as running:
+        await shadow_client.wait_for(thing, reported("led", True), timeout=5)
+        assert running.pin(17).state == 1
+
+
+async def test_bad_desired_value_leaves_the_pin_alone_and_reports_the_error(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    async with start_gateway(thing) as running:
+        with capture_logs() as logs:
+            await shadow_client.update(thing, {"desired": {"fan": 7, "button": True}})
+
+            def has_errors(doc: dict[str, Any]) -> bool:
+                errors = doc["state"].get("reported", {}).get("gateway", {}).get("errors", {})
+                return {"fan", "button"} <= set(errors)
+
+            doc = await shadow_client.wait_for(thing, has_errors, timeout=5)
+        errors = doc["state"]["reported"]["gateway"]["errors"]
+        assert "out of range" in errors["fan"]
+        assert "read-only" in errors["button"]
+        assert running.pin(18).state == 0
+        assert any(entry["event"] == "desired_rejected" for entry in logs)
+        # A valid value clears the error.
+        await shadow_client.update(thing, {"desired": {"fan": 0.5}})
+
+        def fan_error_gone(doc: dict[str, Any]) -> bool:
+            errors = doc["state"].get("reported", {}).get("gateway", {}).get("errors", {})
+            return "fan" not in errors and doc["state"]["reported"].get("fan") == 0.5
+
+        await shadow_client.wait_for(thing, fan_error_gone, timeout=5)
+
+
+async def test_stale_delta_is_ignored(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    start_gateway: Any,
+    thing: str,
+) -> None:
+    async with start_gateway(thing) as running:
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        await shadow_client.wait_for(thing, reported("led", True), timeout=5)
+        newest = running.gateway.shadow.reconciler.newest_version
+        stale = {"version": 1, "timestamp": 0, "state": {"led": False}}
+        await _publish_as_admin(broker, f"$aws/things/{thing}/shadow/update/delta", stale)
+        await _until(lambda: running.gateway.shadow.counters["deltas_stale"] == 1)
+        assert running.pin(17).state == 1
+        assert newest >= 2
+
+
+async def test_malformed_delta_payload_is_dropped_without_touching_a_pin(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    start_gateway: Any,
+    thing: str,
+) -> None:
+    async with start_gateway(thing) as running:
+        with capture_logs() as logs:
+            await _publish_raw_as_admin(
+                broker, f"$aws/things/{thing}/shadow/update/delta", b'{"state": {"led": tru'
+            )
+            await _until(lambda: any(e["event"] == "payload_dropped" for e in logs))
+        assert running.pin(17).state == 0
+        # ...and the gateway keeps working.
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        await shadow_client.wait_for(thing, reported("led", True), timeout=5)
+
+
+async def test_named_shadow_is_kept_in_sync(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    async with start_gateway(thing, extra="shadow: {name: gpio}\n") as running:
+        await shadow_client.update(thing, {"desired": {"led": True}}, shadow_name="gpio")
+        await shadow_client.wait_for(thing, reported("led", True), timeout=5, shadow_name="gpio")
+        assert running.pin(17).state == 1
+        assert await shadow_client.get(thing) is None  # the classic shadow is untouched
+
+
+async def test_restore_applies_the_last_reported_value_at_start(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    devices = "  relay: {type: OutputDevice, pin: 27, restore: true}\n"
+    await shadow_client.update(thing, {"reported": {"relay": True}})
+    async with start_gateway(thing, devices=devices) as running:
+        await _until(lambda: running.pin(27).state == 1)
+        doc = await shadow_client.get(thing)
+        assert doc is not None and doc["state"]["reported"]["relay"] is True
+
+
+async def test_key_material_never_appears_in_logs(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
+) -> None:
+    with capture_logs() as logs:
+        async with start_gateway(thing):
+            await shadow_client.update(thing, {"desired": {"led": True}})
+            await shadow_client.wait_for(thing, reported("led", True), timeout=5)
+    text = json.dumps(logs, default=str)
+    assert "PRIVATE KEY" not in text
+    assert any(entry["event"] == "mqtt_connected" for entry in logs)
+
+
+async def test_delta_to_reported_round_trip_latency(
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    start_gateway: Any,
+    thing: str,
+    record_property: Any,
+) -> None:
+    """Measures desired -> pin -> reported over 120 round trips; the figure is information,
+    written to the test report, and the assertions are about correctness of every trip.
+
+    Rounds start 60 ms apart: the gateway keeps to AWS's 20 shadow requests per second per
+    thing, so back-to-back rounds would measure that rate limit instead of the latency.
+    """
+    rounds = 120
+    samples = []
+    async with start_gateway(thing) as running:
+        next_start = time.perf_counter()
+        for index in range(rounds):
+            await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
+            next_start += 0.06
+            level = round((index % 100) / 100 + 0.005, 3)
+            started = time.perf_counter()
+            await shadow_client.update(thing, {"desired": {"fan": level}})
+            await shadow_client.wait_for(thing, reported("fan", level), timeout=5)
+            samples.append(time.perf_counter() - started)
+            assert running.pin(18).state == pytest.approx(level)
+    median_ms = statistics.median(samples) * 1000
+    record_property("delta_to_reported_median_ms", round(median_ms, 2))
+    print(f"\ndesired->reported round trip: median {median_ms:.2f} ms over {rounds} trips")
+    assert len(samples) == rounds
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def _publish_as_admin(broker: MosquittoBroker, topic: str, payload: dict[str, Any]) -> None:
+    await _publish_raw_as_admin(broker, topic, json.dumps(payload).encode())
+
+
+async def _publish_raw_as_admin(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
+    import aiomqtt
+
+    from gateway.adapters.mqtt import build_tls_context
+
+    creds = broker.credentials(broker.admin_identities[0])
+    tls = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"test-{uuid.uuid4().hex[:8]}",
+        tls_context=tls,
+        protocol=aiomqtt.ProtocolVersion.V311,
+    ) as client:
+        await client.publish(topic, payload, qos=1)
