@@ -68,7 +68,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(Path(args.config))
     configure_logging(config.logging.format, config.logging.level)
+    import structlog
+
     from gateway.app import run_gateway
+
+    # Bound here, outside the loop, so even the last line after asyncio.run names the thing.
+    structlog.contextvars.bind_contextvars(thing=config.thing)
 
     return _run_async(run_gateway(config, mock_gpio=args.mock_gpio))
 

@@ -91,6 +91,7 @@ class Gateway:
 
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
+        await self.connector.prepare()
         self.bank.open(self.shadow.on_input)
         try:
             self.shadow.prime(await self._read_all())

@@ -64,4 +64,7 @@ class MqttSession(Protocol):
 class MqttConnector(Protocol):
     """Makes connections; each ``connect()`` is one session, closed on exit."""
 
+    async def prepare(self) -> None:
+        """Load credentials up front, so bad ones fail before any pin is touched."""
+
     def connect(self) -> AbstractAsyncContextManager[MqttSession]: ...

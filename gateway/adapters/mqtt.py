@@ -139,6 +139,9 @@ class AiomqttConnector:
         self.settings = settings
         self._tls: ssl.SSLContext | None = None
 
+    async def prepare(self) -> None:
+        await self.tls_context()
+
     async def tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
             s = self.settings
