@@ -149,6 +149,8 @@ class ShadowSync:
         self._queue = asyncio.Queue()
         self._in_flight.clear()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        if self._coalescer.pending:
+            self._report_wake.set()  # changes kept from the last session go out first thing
 
     def _abandon_requests(self) -> None:
         """The session is gone: keep every unacknowledged input change for the next one."""

@@ -1,0 +1,251 @@
+"""ShadowSync's request handling with a fake session: replies, limits and rejections.
+
+The broker paths are covered by the integration tests; here a fake session lets each reply
+(409, 429, 400, timeouts) be played exactly, which a real shadow service rarely produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from gateway.config import BinaryOutputConfig, DigitalInputConfig, ShadowConfig
+from gateway.ports import InboundMessage
+from gateway.shadow import MAX_IN_FLIGHT, ShadowSync
+from gateway.topics import Reply, ShadowTopics
+from gateway.values import JsonValue, NativeValue, codec_for
+
+THING = "pi"
+TOPICS = ShadowTopics(THING)
+
+
+class FakeBank:
+    is_mock = True
+
+    def __init__(self) -> None:
+        self.pins: dict[str, JsonValue] = {"led": False, "button": False}
+        self.writes: list[tuple[str, NativeValue]] = []
+
+    def write(self, name: str, value: NativeValue) -> JsonValue:
+        self.writes.append((name, value))
+        self.pins[name] = value  # type: ignore[assignment]
+        return self.pins[name]
+
+    def read(self, name: str) -> JsonValue:
+        return self.pins[name]
+
+    def open(self, on_input: Any) -> None: ...
+    def drive_mock_input(self, name: str, value: JsonValue) -> None: ...
+    def close(self) -> None: ...
+
+
+class FakeSession:
+    """Records publishes; the test feeds inbound messages."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self.inbound: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self.subscribed: list[str] = []
+        self.new_publish = asyncio.Event()
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        self.subscribed.extend(topics)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        self.published.append((topic, json.loads(payload)))
+        self.new_publish.set()
+
+    async def messages(self) -> AsyncIterator[InboundMessage]:
+        while True:
+            yield await self.inbound.get()
+
+    def reply(self, kind: Reply, payload: dict[str, Any]) -> None:
+        self.inbound.put_nowait(InboundMessage(TOPICS.reply(kind), json.dumps(payload).encode()))
+
+    async def wait_publishes(self, count: int) -> list[tuple[str, dict[str, Any]]]:
+        async with asyncio.timeout(2):
+            while len(self.published) < count:
+                self.new_publish.clear()
+                await self.new_publish.wait()
+        return self.published
+
+
+def make_sync(bank: FakeBank, **shadow: Any) -> ShadowSync:
+    devices = {
+        "led": BinaryOutputConfig(type="LED", pin=17),
+        "button": DigitalInputConfig(type="Button", pin=4),
+    }
+    sync = ShadowSync(
+        thing=THING,
+        shadow=ShadowConfig(**shadow),
+        bank=bank,
+        codecs={name: codec_for(device) for name, device in devices.items()},
+        clock=lambda: 1700000000.0,
+    )
+    sync.prime(dict(bank.pins))
+    return sync
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[ShadowSync, FakeSession, FakeBank]]:
+    bank = FakeBank()
+    sync = make_sync(bank)
+    session = FakeSession()
+    stop = asyncio.Event()
+    task = asyncio.create_task(sync.run_session(session, stop))
+    await session.wait_publishes(1)  # the initial get
+    yield sync, session, bank
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def answer_initial_get(session: FakeSession, version: int = 5, delta: Any = None) -> None:
+    _, get = session.published[0]
+    state: dict[str, Any] = {"reported": {"led": False}}
+    if delta:
+        state["delta"] = delta
+    session.reply(
+        Reply.GET_ACCEPTED, {"version": version, "state": state, "clientToken": get["clientToken"]}
+    )
+
+
+async def test_subscribes_to_the_five_reply_topics_then_gets() -> None:
+    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    task = asyncio.create_task(make_sync(bank).run_session(session, stop))
+    published = await session.wait_publishes(1)
+    assert sorted(session.subscribed) == sorted(TOPICS.subscriptions)
+    assert published[0][0] == TOPICS.get
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_version_conflict_fetches_the_document_again(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session)
+    await session.wait_publishes(2)  # the full report after the get
+    session.reply(Reply.UPDATE_DELTA, {"version": 6, "state": {"led": True}})
+    published = await session.wait_publishes(3)
+    topic, update = published[2]
+    assert topic == TOPICS.update and update["version"] == 6
+    session.reply(
+        Reply.UPDATE_REJECTED,
+        {"code": 409, "message": "Version conflict", "clientToken": update["clientToken"]},
+    )
+    published = await session.wait_publishes(4)
+    assert published[3][0] == TOPICS.get
+
+
+async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.shadow
+
+    monkeypatch.setattr(gateway.shadow, "THROTTLE_RETRY_S", 0.01)
+    sync, session, bank = running
+    await answer_initial_get(session)
+    _, report = (await session.wait_publishes(2))[1]
+    session.reply(
+        Reply.UPDATE_REJECTED,
+        {"code": 429, "message": "Too Many Requests", "clientToken": report["clientToken"]},
+    )
+    published = await session.wait_publishes(3)
+    retry = published[2][1]
+    assert retry["state"] == report["state"] and retry["clientToken"] != report["clientToken"]
+
+
+async def test_bad_request_is_dropped_not_retried(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session)
+    _, report = (await session.wait_publishes(2))[1]
+    session.reply(
+        Reply.UPDATE_REJECTED, {"code": 400, "message": "Bad", "clientToken": report["clientToken"]}
+    )
+    await asyncio.sleep(0.05)
+    assert len(session.published) == 2
+
+
+async def test_rejection_for_another_clients_token_is_ignored(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session)
+    await session.wait_publishes(2)
+    session.reply(
+        Reply.UPDATE_REJECTED, {"code": 409, "message": "x", "clientToken": "someone-else"}
+    )
+    await asyncio.sleep(0.05)
+    assert len(session.published) == 2
+
+
+async def test_pending_delta_in_the_fetched_document_is_applied(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session, delta={"led": True})
+    _, update = (await session.wait_publishes(2))[1]
+    assert bank.writes == [("led", True)]
+    assert update["state"]["desired"] == {"led": None}
+    assert update["state"]["reported"]["led"] is True
+    assert update["state"]["reported"]["gateway"]["version"]
+
+
+async def test_no_more_than_ten_requests_are_in_flight(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session)
+    await session.wait_publishes(2)
+    for index in range(15):
+        sync.on_input("button", index % 2 == 0, 1.0)
+        await asyncio.sleep(0.06)  # past the coalescing window, so each is its own update
+    await asyncio.sleep(0.1)
+    # Nothing was answered: the initial report plus at most 9 more are outstanding.
+    assert len(session.published) - 1 == MAX_IN_FLIGHT  # minus the answered get
+
+
+async def test_missing_shadow_is_created_by_reporting_everything(running: Any) -> None:
+    sync, session, bank = running
+    _, get = session.published[0]
+    session.reply(
+        Reply.GET_REJECTED,
+        {"code": 404, "message": "No shadow exists", "clientToken": get["clientToken"]},
+    )
+    _, update = (await session.wait_publishes(2))[1]
+    assert update["state"]["reported"]["led"] is False and "button" in update["state"]["reported"]
+    assert sync.synced.is_set()
+
+
+async def test_timestamp_is_sent_when_configured() -> None:
+    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    sync = make_sync(bank, send_timestamp=True)
+    task = asyncio.create_task(sync.run_session(session, stop))
+    await session.wait_publishes(1)
+    await answer_initial_get(session)
+    _, report = (await session.wait_publishes(2))[1]
+    assert report["timestamp"] == 1700000000000
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_no_timestamp_by_default(running: Any) -> None:
+    sync, session, bank = running
+    await answer_initial_get(session)
+    _, report = (await session.wait_publishes(2))[1]
+    assert "timestamp" not in report
+
+
+async def test_unacknowledged_input_report_is_kept_for_the_next_session() -> None:
+    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    sync = make_sync(bank)
+    task = asyncio.create_task(sync.run_session(session, stop))
+    await session.wait_publishes(1)
+    await answer_initial_get(session)
+    await session.wait_publishes(2)
+    sync.on_input("button", True, 1.0)
+    await session.wait_publishes(3)
+    task.cancel()  # the link drops before the update is accepted
+    await asyncio.gather(task, return_exceptions=True)
+    second, stop2 = FakeSession(), asyncio.Event()
+    task2 = asyncio.create_task(sync.run_session(second, stop2))
+    published = await second.wait_publishes(2)  # get, then the kept button report
+    assert published[1][1]["state"]["reported"] == {"button": True}
+    task2.cancel()
+    await asyncio.gather(task2, return_exceptions=True)
