@@ -126,7 +126,7 @@ async def test_subscribes_to_the_five_reply_topics_then_gets() -> None:
 
 
 async def test_version_conflict_fetches_the_document_again(running: Any) -> None:
-    sync, session, bank = running
+    _sync, session, _bank = running
     await answer_initial_get(session)
     await session.wait_publishes(2)  # the full report after the get
     session.reply(Reply.UPDATE_DELTA, {"version": 6, "state": {"led": True}})
@@ -145,7 +145,7 @@ async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.Mon
     import gateway.shadow
 
     monkeypatch.setattr(gateway.shadow, "THROTTLE_RETRY_S", 0.01)
-    sync, session, bank = running
+    _sync, session, _bank = running
     await answer_initial_get(session)
     _, report = (await session.wait_publishes(2))[1]
     session.reply(
@@ -158,7 +158,7 @@ async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.Mon
 
 
 async def test_bad_request_is_dropped_not_retried(running: Any) -> None:
-    sync, session, bank = running
+    _sync, session, _bank = running
     await answer_initial_get(session)
     _, report = (await session.wait_publishes(2))[1]
     session.reply(
@@ -169,7 +169,7 @@ async def test_bad_request_is_dropped_not_retried(running: Any) -> None:
 
 
 async def test_rejection_for_another_clients_token_is_ignored(running: Any) -> None:
-    sync, session, bank = running
+    _sync, session, _bank = running
     await answer_initial_get(session)
     await session.wait_publishes(2)
     session.reply(
@@ -180,7 +180,7 @@ async def test_rejection_for_another_clients_token_is_ignored(running: Any) -> N
 
 
 async def test_pending_delta_in_the_fetched_document_is_applied(running: Any) -> None:
-    sync, session, bank = running
+    _sync, session, bank = running
     await answer_initial_get(session, delta={"led": True})
     _, update = (await session.wait_publishes(2))[1]
     assert bank.writes == [("led", True)]
@@ -190,7 +190,7 @@ async def test_pending_delta_in_the_fetched_document_is_applied(running: Any) ->
 
 
 async def test_no_more_than_ten_requests_are_in_flight(running: Any) -> None:
-    sync, session, bank = running
+    sync, session, _bank = running
     await answer_initial_get(session)
     await session.wait_publishes(2)
     for index in range(15):
@@ -202,7 +202,7 @@ async def test_no_more_than_ten_requests_are_in_flight(running: Any) -> None:
 
 
 async def test_missing_shadow_is_created_by_reporting_everything(running: Any) -> None:
-    sync, session, bank = running
+    sync, session, _bank = running
     _, get = session.published[0]
     session.reply(
         Reply.GET_REJECTED,
@@ -226,7 +226,7 @@ async def test_timestamp_is_sent_when_configured() -> None:
 
 
 async def test_no_timestamp_by_default(running: Any) -> None:
-    sync, session, bank = running
+    _sync, session, _bank = running
     await answer_initial_get(session)
     _, report = (await session.wait_publishes(2))[1]
     assert "timestamp" not in report
