@@ -6,6 +6,7 @@ straight to it. Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -264,14 +265,34 @@ def _existing_file(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
+class ReconnectConfig(_Frozen):
+    """Exponential backoff with full jitter between connection attempts."""
+
+    min_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    max_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    reset_after_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.min_s > self.max_s:
+            raise ValueError("min_s must not exceed max_s")
+        return self
+
+
+TopicName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")]
+
+
 class MqttConfig(_Frozen):
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
     ca: Path
     cert: Path
     key: Path
-    keepalive_s: Annotated[int, Field(ge=30, le=1200)] = 60
+    # AWS IoT raises a keepalive under 30 s to 30 s; smaller values only matter on other brokers.
+    keepalive_s: Annotated[int, Field(ge=5, le=1200)] = 60
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    will_topic: TopicName | None = None  # default things/<thing>/status
+    reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("ca", "cert", "key")
     @classmethod
@@ -291,6 +312,27 @@ class LoggingConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def parse_listen(value: object) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9108`` for IPv6) as an IP literal and a port."""
+    if not isinstance(value, str):
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError("expected HOST:PORT with an IP address, such as 127.0.0.1:9108") from None
+    if not sep or not 1 <= number <= 65_535:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    return host, number
+
+
+class MetricsConfig(_Frozen):
+    # Prometheus /metrics and /healthz over HTTP; loopback unless you mean to expose it.
+    listen: Annotated[tuple[str, int], BeforeValidator(parse_listen)]
+
+
 _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 
 
@@ -306,6 +348,7 @@ class GatewayConfig(_Frozen):
     state_dir: Path = Path("/var/lib/edge-gateway")
     admin_socket: Path = Path("/run/edge-gateway/admin.sock")
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig | None = None  # not given: no HTTP endpoint
 
     @field_validator("state_dir", "admin_socket")
     @classmethod

@@ -1,0 +1,195 @@
+"""The durable outbox: nothing accepted is lost by crashes, restarts or a full disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from structlog.testing import capture_logs
+
+from gateway.outbox import Change, Outbox
+
+
+def events_of(outbox: Outbox) -> list[tuple[str, Any]]:
+    return [(event.device, event.value) for event in outbox.next_events(10**6)]
+
+
+def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record(
+        [Change("button", True, 1.0, event=True), Change("button", False, 2.0, event=True)]
+    )
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.db")
+    reopened.open()
+    assert events_of(reopened) == [("button", True), ("button", False)]
+
+
+def test_acknowledged_events_are_deleted(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("b", n, float(n), event=True) for n in range(5)])
+    outbox.ack_events(outbox.next_events(3))
+    assert [value for _, value in events_of(outbox)] == [3, 4]
+
+
+def test_event_ids_are_never_reused_across_restarts(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("b", 1, 1.0, event=True)])
+    first = outbox.next_events(1)[0].id
+    outbox.ack_events(outbox.next_events(1))
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.db")
+    reopened.open()
+    reopened.record([Change("b", 2, 2.0, event=True)])
+    assert reopened.next_events(1)[0].id > first
+
+
+def test_reported_values_coalesce_to_the_last_per_key(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("cpu", 40.0, 1.0), Change("cpu", 41.0, 2.0), Change("led", True, 3.0)])
+    assert outbox.pending_reported() == {"cpu": (41.0, 2.0), "led": (True, 3.0)}
+    assert events_of(outbox) == []
+
+
+def test_ack_of_a_superseded_reported_value_keeps_the_newer_one(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("cpu", 40.0, 1.0)])
+    outbox.record([Change("cpu", 41.0, 2.0)])
+    outbox.ack_reported({"cpu": 40.0})
+    assert outbox.pending_reported() == {"cpu": (41.0, 2.0)}
+
+
+def test_bound_drops_the_oldest_events_with_a_counted_warning(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", max_events=3)
+    outbox.open()
+    with capture_logs() as logs:
+        outbox.record([Change("b", n, float(n), event=True) for n in range(5)])
+    assert [value for _, value in events_of(outbox)] == [2, 3, 4]
+    assert outbox.dropped_events == 2
+    warning = next(entry for entry in logs if entry["event"] == "outbox_events_dropped")
+    assert warning["dropped"] == 2 and warning["log_level"] == "warning"
+
+
+def test_dropped_count_survives_a_restart(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", max_events=1)
+    outbox.open()
+    outbox.record([Change("b", n, float(n), event=True) for n in range(4)])
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.db", max_events=1)
+    reopened.open()
+    assert reopened.depth()["dropped_events"] == 3
+
+
+def test_outbox_file_is_private(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    assert (tmp_path / "outbox.db").stat().st_mode & 0o777 == 0o600
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_full_disk_keeps_changes_in_memory_then_moves_them_back(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024, monotonic=clock)
+    outbox.open()
+    big = "x" * 2000
+    with capture_logs() as logs:
+        for n in range(60):  # ~120 KB of events into a 64 KB file
+            outbox.record([Change("b", [n, big], float(n), event=True)])
+    assert outbox.degraded
+    assert any(entry["event"] == "outbox_disk_failed" for entry in logs)
+    assert [value[0] for _, value in events_of(outbox)] == list(range(60))  # nothing lost
+    # Delivery frees the disk; after the retry interval the memory part moves back.
+    outbox.ack_events(outbox.next_events(50))
+    clock.now = 10.0
+    with capture_logs() as logs:
+        outbox.record([Change("b", [60, "y"], 60.0, event=True)])
+    assert not outbox.degraded
+    assert any(entry["event"] == "outbox_disk_recovered" for entry in logs)
+    assert [value[0] for _, value in events_of(outbox)] == list(range(50, 61))
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(Exception, match="cannot open the outbox"):
+        Outbox(path).open()
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """Any interleaving of writes, acks, crashes and restarts loses nothing acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.directory = Path(tempfile.mkdtemp())
+        self.path = self.directory / "outbox.db"
+        self.outbox = Outbox(self.path, sync="normal")
+        self.outbox.open()
+        self.expected_events: list[tuple[str, int]] = []
+        self.expected_reported: dict[str, int] = {}
+        self.counter = 0
+
+    @rule(device=st.sampled_from(["a", "b", "c"]), event=st.booleans(), count=st.integers(1, 4))
+    def write(self, device: str, event: bool, count: int) -> None:
+        changes = []
+        for _ in range(count):
+            self.counter += 1
+            changes.append(Change(device, self.counter, float(self.counter), event=event))
+            if event:
+                self.expected_events.append((device, self.counter))
+            self.expected_reported[device] = self.counter
+        self.outbox.record(changes)
+
+    @rule(count=st.integers(0, 5))
+    def deliver_events(self, count: int) -> None:
+        batch = self.outbox.next_events(count)
+        self.outbox.ack_events(batch)
+        del self.expected_events[: len(batch)]
+
+    @rule(device=st.sampled_from(["a", "b", "c"]))
+    def deliver_reported(self, device: str) -> None:
+        pending = self.outbox.pending_reported()
+        if device in pending:
+            self.outbox.ack_reported({device: pending[device][0]})
+            del self.expected_reported[device]
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        # kill -9: the connection is abandoned, not closed; a new process opens the file.
+        self.outbox = Outbox(self.path, sync="normal")
+        self.outbox.open()
+
+    @invariant()
+    def nothing_acknowledged_is_lost(self) -> None:
+        assert events_of(self.outbox) == self.expected_events
+        pending = {name: value for name, (value, _) in self.outbox.pending_reported().items()}
+        assert pending == self.expected_reported
+
+
+TestOutboxMachine = OutboxMachine.TestCase
+TestOutboxMachine.settings = __import__("hypothesis").settings(
+    max_examples=40, stateful_step_count=15
+)
+
+
+def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
+    Outbox(tmp_path / "outbox.db").open()
+    mode = sqlite3.connect(tmp_path / "outbox.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
