@@ -1,4 +1,5 @@
-"""The ``edge-gateway`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage."""
+"""The ``edge-gateway`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage,
+75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts on 1 and 75."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gateway.errors import ConfigError, GatewayError
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+# An update was installed: exit so systemd starts the new version (RestartForceExitStatus=75).
+EXIT_RESTART_FOR_UPDATE = 75
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
 
 
@@ -75,7 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Bound here, outside the loop, so even the last line after asyncio.run names the thing.
     structlog.contextvars.bind_contextvars(thing=config.thing)
 
-    return _run_async(run_gateway(config, mock_gpio=args.mock_gpio))
+    return _run_async(
+        run_gateway(config, mock_gpio=args.mock_gpio, config_path=Path(args.config).resolve())
+    )
 
 
 def _run_async(coro: Any) -> int:
@@ -106,10 +111,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
     )
     print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    print(_health_line(reply))
     for name, value in sorted(reply.get("devices", {}).items()):
         error = reply.get("errors", {}).get(name)
         print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
     return EXIT_OK
+
+
+def _health_line(reply: dict[str, Any]) -> str:
+    """The figures the metrics endpoint exports, on one line."""
+    counters = reply.get("counters", {})
+    parts = [
+        "healthy" if reply.get("healthy") else "UNHEALTHY",
+        f"reconnects {reply.get('reconnects', 0)}",
+        f"deltas applied {counters.get('deltas_applied', 0)}"
+        f" / rejected {counters.get('deltas_rejected', 0)}",
+    ]
+    for key, label in (("outbox_depth", "outbox"), ("last_checkin", "last check-in")):
+        if reply.get(key) is not None:
+            parts.append(f"{label} {reply[key]}")
+    days = reply.get("certificate_days_left")
+    parts.append("certificate unreadable" if days is None else f"certificate {days:.0f} days left")
+    return ", ".join(parts)
 
 
 def cmd_mock_set(args: argparse.Namespace) -> int:
@@ -125,7 +148,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return run_demo(
-        workdir=Path(args.workdir) if args.workdir else demo_dir(), config=Path(args.config)
+        workdir=Path(args.workdir) if args.workdir else demo_dir(),
+        config=Path(args.config),
+        http=_address(args.http, 8080) if args.http else None,
+    )
+
+
+def devcloud_dir() -> Path:
+    """Where ``edge-gateway devcloud`` keeps its state unless ``--state-dir`` says otherwise."""
+    return demo_dir().parent / "devcloud"
+
+
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    from gateway.devcloud.web.cloud import parse_address
+
+    try:
+        return parse_address(text, default_port)
+    except ValueError as exc:
+        raise GatewayError(f"invalid address {text!r}: expected HOST:PORT") from exc
+
+
+def cmd_devcloud(args: argparse.Namespace) -> int:
+    from gateway.devcloud.web.run import parse_claims, run_devcloud
+
+    return run_devcloud(
+        state_dir=Path(args.state_dir) if args.state_dir else devcloud_dir(),
+        things=args.things,
+        http=_address(args.http, 8080),
+        https=_address(args.https, 8443),
+        mqtt_port=args.mqtt_port,
+        claims=parse_claims(args.claim),
     )
 
 
@@ -176,7 +228,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-c", "--config", default=str(_default_demo_config()), help="gateway config")
     demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
+    demo.add_argument(
+        "--http", help="dashboard address HOST:PORT (default 127.0.0.1:8080, or a free port)"
+    )
     demo.set_defaults(handler=cmd_demo)
+
+    devcloud = commands.add_parser(
+        "devcloud",
+        help="run the local dev cloud: broker, shadows, dashboard, Provision API (needs mosquitto)",
+    )
+    devcloud.add_argument(
+        "--things", type=int, default=0, metavar="N", help="create a batch of N things"
+    )
+    devcloud.add_argument(
+        "--http", default="127.0.0.1:8080", help="dashboard address (plain HTTP; keep it loopback)"
+    )
+    devcloud.add_argument("--https", default="127.0.0.1:8443", help="Provision API address")
+    devcloud.add_argument("--mqtt-port", type=int, default=8883, help="broker port (0: any free)")
+    devcloud.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="ID[=THING]",
+        help="a claim id /provision/getCerts accepts (repeatable; also claims.json)",
+    )
+    devcloud.add_argument("--state-dir", help=f"state folder (default {devcloud_dir()})")
+    devcloud.set_defaults(handler=cmd_devcloud)
 
     desired = commands.add_parser(
         "desired", help="set desired state of the demo's thing (as the cloud app would)"

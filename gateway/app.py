@@ -2,6 +2,14 @@
 
 One ``asyncio.TaskGroup`` supervises the named tasks; SIGTERM/SIGINT set a stop event, the
 shadow reports its final state, and everything is closed within ``SHUTDOWN_TIMEOUT_S``.
+
+Under systemd (``Type=notify``) the ``systemd_notify`` task sends ``READY=1`` once the devices
+are open, the admin socket listens and the first MQTT connection attempt has ended (connected
+or not: a Pi that boots offline has still started), then ``STATUS=`` lines, and ``WATCHDOG=1``
+every half ``WATCHDOG_USEC`` only while it gets to run (the event loop is responsive) and every
+supervised task is alive. SIGHUP re-reads the config: a valid one is applied between shadow
+sessions (changed devices re-created, MQTT reconnected only if its settings or certificate
+files changed); an invalid one is logged and the running one kept.
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,6 +31,7 @@ from gateway.adapters.mqtt import (
     AiomqttConnector,
     CertificateRejectedError,
     MqttSettings,
+    Will,
 )
 from gateway.admin import serve_admin
 from gateway.backoff import Backoff
@@ -31,15 +42,22 @@ from gateway.config import (
     SystemSensorConfig,
     is_output,
 )
-from gateway.errors import GatewayError, MqttConnectionError
+from gateway.errors import ConfigError, GatewayError, MqttConnectionError
+from gateway.metrics import certificate_expiry, serve_metrics
+from gateway.outbox import Outbox, OutboxWriter
 from gateway.ports import DeviceBank, MqttConnector
 from gateway.reconcile import sensor_changed
+from gateway.reload import ReloadPlan, files_digest, keep_restart_only, plan_reload, tls_files
+from gateway.sdnotify import Notifier
 from gateway.shadow import ShadowSync
 from gateway.values import JsonValue, codec_for
 
 log = structlog.get_logger()
 
 SHUTDOWN_TIMEOUT_S = 4.0  # inside the 5 s users (and systemd's stop job) are promised
+STATUS_INTERVAL_S = 1.0  # how often the systemd STATUS= line is refreshed (sent when changed)
+# Supervised tasks that may end while the gateway is healthy (no sensors; metrics port busy).
+MAY_FINISH = frozenset({"sensor_poller", "metrics_http"})
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:
@@ -53,7 +71,33 @@ def mqtt_settings(config: GatewayConfig) -> MqttSettings:
         key=mqtt.key,
         keepalive_s=mqtt.keepalive_s,
         connect_timeout_s=mqtt.connect_timeout_s,
+        # The broker says "offline" (retained) for us when the link dies without a goodbye.
+        will=Will(config.status_topic, b"offline", retain=True),
     )
+
+
+def backoff_for(config: GatewayConfig) -> Backoff:
+    policy = config.mqtt.reconnect
+    return Backoff(policy.min_s, policy.max_s, policy.reset_after_s)
+
+
+def outbox_for(config: GatewayConfig) -> Outbox:
+    settings = config.outbox
+    return Outbox(
+        config.state_dir / "outbox.sqlite3",
+        max_events=settings.max_events,
+        max_bytes=settings.max_bytes,
+        sync=settings.sync,
+    )
+
+
+@dataclass(frozen=True)
+class Rewiring:
+    """How a config reload rebuilds the parts it replaces (``build_gateway`` supplies it)."""
+
+    load_config: Callable[[], GatewayConfig]
+    make_bank: Callable[[GatewayConfig], DeviceBank]
+    make_connector: Callable[[GatewayConfig], MqttConnector]
 
 
 class Gateway:
@@ -66,14 +110,40 @@ class Gateway:
         bank: DeviceBank,
         connector: MqttConnector,
         backoff: Backoff | None = None,
+        rewiring: Rewiring | None = None,
+        notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.bank = bank
         self.connector = connector
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or backoff_for(config)
+        self.outbox = outbox or outbox_for(config)
+        # Shared by every shadow a reload creates, so nothing accepted is dropped on a swap.
+        # A lambda on purpose: it must reach whichever shadow is current when changes land.
+        self.writer = OutboxWriter(self.outbox, lambda changes: self.shadow.on_persisted(changes))  # noqa: PLW0108
         self.stop_event = asyncio.Event()
         self.admin_ready = asyncio.Event()
-        self.shadow = ShadowSync(
+        self.shadow = self._make_shadow(config, bank)
+        self.reconnects = 0
+        self.rewiring = rewiring
+        self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every message a no-op
+        self.first_attempt = asyncio.Event()  # the first MQTT connection attempt has ended
+        self.reload_counts = {"reloads_applied": 0, "reloads_rejected": 0}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        # Set to end the current shadow session: by stop(), or by a reload that swaps devices,
+        # shadow or connection (the connection task swaps them between two sessions).
+        self._session_end = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._pending: tuple[GatewayConfig, ReloadPlan] | None = None
+        self._swap_done = asyncio.Event()
+        self._reloading = False
+        self._tls_digest = ""
+        self._cert_expiry: float | None = None
+
+    def _make_shadow(self, config: GatewayConfig, bank: DeviceBank) -> ShadowSync:
+        return ShadowSync(
             thing=config.thing,
             shadow=config.shadow,
             bank=bank,
@@ -83,16 +153,47 @@ class Gateway:
                 for name, device in config.devices.items()
                 if is_output(device) and getattr(device, "restore", False)
             ),
+            outbox=self.outbox,
+            writer=self.writer,
+            event_devices=frozenset(n for n, d in config.devices.items() if d.events),
+            events_topic=config.event_topic,
+            status_topic=config.status_topic,
+            min_intervals_s={
+                name: getattr(device, "min_interval_ms", 0) / 1000
+                for name, device in config.devices.items()
+                if getattr(device, "min_interval_ms", 0)
+            },
         )
-        self.reconnects = 0
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._session_end.set()
+
+    def request_reload(self) -> None:
+        """Re-read the config soon (the SIGHUP handler)."""
+        self._reload_requested.set()
+
+    def _on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
+        self.shadow.on_input(name, value, observed_at)  # whichever shadow is current
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        assert self._group is not None
+        task = self._group.create_task(coro, name=name)
+        self._tasks[name] = task
+        return task
+
+    def healthy(self) -> bool:
+        """Every supervised task is still running (the ones allowed to end aside)."""
+        return bool(self._tasks) and all(
+            not task.done() or name in MAY_FINISH for name, task in self._tasks.items()
+        )
 
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
         await self.connector.prepare()
-        self.bank.open(self.shadow.on_input)
+        await asyncio.to_thread(self.outbox.open)
+        self.shadow.recover()
+        self.bank.open(self._on_input)
         try:
             self.shadow.prime(await self._read_all())
             log.info(
@@ -101,16 +202,25 @@ class Gateway:
                 devices=len(self.config.devices),
                 mock_gpio=self.bank.is_mock,
             )
+            self._tls_digest, self._cert_expiry = await asyncio.to_thread(_tls_facts, self.config)
             async with asyncio.TaskGroup() as group:
-                connection = group.create_task(self._connection_loop(), name="mqtt_connection")
-                poller = group.create_task(self._poll_sensors(), name="sensor_poller")
-                admin = group.create_task(
+                self._group = group
+                connection = self._start(self._connection_loop(), "mqtt_connection")
+                self._start(self._poll_sensors(), "sensor_poller")
+                admin = self._start(
                     serve_admin(self.config.admin_socket, self._admin, self.admin_ready),
-                    name="admin_socket",
+                    "admin_socket",
                 )
+                self._start(self._reload_loop(), "config_reloader")
+                if self.config.metrics is not None:
+                    host, port = self.config.metrics.listen
+                    self._start(serve_metrics(host, port, self.status), "metrics_http")
+                self._start(self._systemd_loop(), "systemd_notify")
+                self._start(self.writer.run(), "outbox_writer")
                 await self.stop_event.wait()
                 log.info("gateway_stopping")
-                poller.cancel()
+                self.notifier.stopping()
+                self._tasks["sensor_poller"].cancel()
                 try:
                     async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
                         await asyncio.shield(connection)
@@ -118,9 +228,193 @@ class Gateway:
                     log.warning("shutdown_timed_out", timeout_s=SHUTDOWN_TIMEOUT_S)
                     connection.cancel()
                 admin.cancel()
+                for task in self._tasks.values():
+                    task.cancel()
         finally:
+            self._group = None
             self.bank.close()
+            await asyncio.to_thread(self.writer.drain)
+            await asyncio.to_thread(self.outbox.close)
             log.info("gateway_stopped")
+
+    # -- systemd ---------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status`` (STATUS=)."""
+        if self.stop_event.is_set():
+            return "stopping"
+        if self._reloading:
+            return "reloading the configuration"
+        mqtt = self.config.mqtt
+        if self.shadow.connected:
+            state = f"connected to {mqtt.host}:{mqtt.port}"
+            state += ", shadow synced" if self.shadow.synced.is_set() else ", syncing the shadow"
+        elif self.reconnects:
+            state = f"disconnected, retrying {mqtt.host}:{mqtt.port} ({self.reconnects} retries)"
+        else:
+            state = f"connecting to {mqtt.host}:{mqtt.port}"
+        line = f"{state}; {len(self.config.devices)} devices"
+        if errors := len(self.shadow.reconciler.errors):
+            line += f", {errors} with errors"
+        return line
+
+    async def _systemd_loop(self) -> None:
+        """READY=1 once up, STATUS= when it changes, WATCHDOG=1 while healthy.
+
+        A ping needs this task to run, so a blocked event loop stops the pings by itself; a
+        finished supervised task withholds them, and systemd restarts the service."""
+        loop = asyncio.get_running_loop()
+        interval = self.notifier.watchdog_interval_s
+        next_ping = loop.time()
+        ready_sent = False
+        last_status = ""
+        while True:
+            now = loop.time()
+            line = self.status_line()
+            if not ready_sent and self.first_attempt.is_set() and self.admin_ready.is_set():
+                self.notifier.ready(line)
+                log.info("service_ready", status=line)
+                ready_sent = True
+                last_status = line
+            elif line != last_status and not self._reloading:
+                self.notifier.status(line)
+                last_status = line
+            if interval is not None and now >= next_ping:
+                if now - next_ping > interval:
+                    log.warning("event_loop_stalled", late_s=round(now - next_ping, 3))
+                if self.healthy():
+                    self.notifier.watchdog()
+                else:
+                    ended = sorted(n for n, t in self._tasks.items() if t.done())
+                    log.error("watchdog_withheld", ended_tasks=ended)
+                next_ping = now + interval
+            wait = STATUS_INTERVAL_S
+            if interval is not None:
+                wait = min(wait, max(0.0, next_ping - loop.time()))
+            await asyncio.sleep(wait)
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read and apply the config; on any problem keep the running one. True if applied."""
+        if self.rewiring is None:
+            log.warning("config_reload_unavailable", reason="started without a config file")
+            return False
+        rewiring = self.rewiring
+        self._reloading = True
+        self.notifier.reloading()
+        log.info("config_reload_started")
+        try:
+
+            def load() -> tuple[GatewayConfig, str, float | None]:
+                new = rewiring.load_config()
+                return (new, *_tls_facts(new))
+
+            try:
+                new, digest, expiry = await asyncio.to_thread(load)
+            except ConfigError as exc:
+                self.reload_counts["reloads_rejected"] += 1
+                log.error("config_reload_rejected", problems=exc.problems)
+                return False
+            plan = plan_reload(
+                self.config, new, old_tls_digest=self._tls_digest, new_tls_digest=digest
+            )
+            if plan.restart_only:
+                log.warning("config_reload_needs_restart", keys=list(plan.restart_only))
+            new = keep_restart_only(self.config, new)
+            if plan.restart_session:
+                self._swap_done.clear()
+                self._pending = (new, plan)
+                self._session_end.set()  # the connection task swaps between sessions
+                await self._swap_done.wait()
+                if self.config is not new:
+                    self.reload_counts["reloads_rejected"] += 1
+                    return False
+            else:
+                self.config = new
+            self._tls_digest, self._cert_expiry = digest, expiry
+            self.reload_counts["reloads_applied"] += 1
+            log.info(
+                "config_reloaded",
+                devices_changed=sorted(plan.devices_changed),
+                session_restarted=plan.restart_session,
+                reconnected=plan.reconnect,
+            )
+            return True
+        finally:
+            self._reloading = False
+            self.notifier.ready(self.status_line())
+
+    async def _apply_pending_reload(self) -> bool:
+        """Swap in a pending config (no session is running); True if MQTT must reconnect."""
+        pending, self._pending = self._pending, None
+        if not self.stop_event.is_set():
+            self._session_end.clear()
+        if pending is None:
+            return False
+        new, plan = pending
+        try:
+            await self._swap(new, plan)
+        finally:
+            self._swap_done.set()
+        return plan.reconnect and self.config is new
+
+    async def _swap(self, new: GatewayConfig, plan: ReloadPlan) -> None:
+        assert self.rewiring is not None
+        old_values = dict(self.shadow.values)
+        poller = self._tasks.get("sensor_poller")
+        if poller is not None:
+            poller.cancel()
+            await asyncio.wait({poller})
+        try:
+            if plan.devices_changed:
+                self.bank = self._reopen(new, old_values, plan.devices_changed)
+            shadow = self._make_shadow(new, self.bank)
+            shadow.counters.update(self.shadow.counters)
+            self.shadow = shadow
+            self.config = new
+            shadow.prime(await self._read_all())
+            if plan.reconnect:
+                self.connector = self.rewiring.make_connector(new)
+        except GatewayError as exc:
+            log.error("config_reload_failed", error=str(exc))
+            # Back to the running config's devices; failing here too ends the gateway.
+            self.bank = self._reopen(self.config, old_values, frozenset(), may_fail=False)
+        finally:
+            self._start(self._poll_sensors(), "sensor_poller")
+
+    def _reopen(
+        self,
+        config: GatewayConfig,
+        values: Mapping[str, JsonValue],
+        changed: frozenset[str],
+        *,
+        may_fail: bool = True,
+    ) -> DeviceBank:
+        """Close the bank and open ``config``'s devices; unchanged outputs keep their values."""
+        assert self.rewiring is not None
+        bank = self.rewiring.make_bank(config)
+        self.bank.close()
+        try:
+            bank.open(self._on_input)
+        except GatewayError:
+            if may_fail:
+                return self._reopen(self.config, values, frozenset(), may_fail=False)
+            raise
+        for name, device in config.devices.items():
+            if name in changed or not is_output(device) or name not in values:
+                continue
+            try:
+                bank.write(name, codec_for(device).parse_desired(values[name]))
+            except GatewayError as exc:
+                log.warning("output_not_restored", device=name, error=str(exc))
+        return bank
 
     async def _read_all(self) -> dict[str, JsonValue]:
         values: dict[str, JsonValue] = {}
@@ -132,15 +426,20 @@ class Gateway:
         return values
 
     async def _connection_loop(self) -> None:
-        """Connect, sync, and reconnect with backoff until stopped."""
+        """Connect, sync, and reconnect with backoff until stopped; reloads swap in between."""
         while not self.stop_event.is_set():
+            await self._apply_pending_reload()
             connected_at: float | None = None
             delay: float
             try:
                 async with self.connector.connect() as session:
                     connected_at = time.monotonic()
-                    await self.shadow.run_session(session, self.stop_event)
-                return  # clean stop: final state reported, session closed
+                    self.first_attempt.set()
+                    while not await self._session_then_reload(session):
+                        pass
+                if self.stop_event.is_set():
+                    return  # clean stop: final state reported, session closed
+                continue  # MQTT settings changed: connect again with the new ones
             except* CertificateRejectedError as group:
                 log.error("mqtt_certificate_rejected", error=str(group.exceptions[0]))
                 delay = self.backoff.at_cap()  # retrying sooner cannot fix a certificate
@@ -152,10 +451,18 @@ class Gateway:
                     error=str(group.exceptions[0]),
                     retry_in_s=round(delay, 2),
                 )
+            self.first_attempt.set()
             self.reconnects += 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self.stop_event.wait()
+                    await self._session_end.wait()  # stop, or a reload to apply now
+
+    async def _session_then_reload(self, session: Any) -> bool:
+        """One shadow session; True when the connection should close (stop or reconnect)."""
+        await self.shadow.run_session(session, self._session_end)
+        if self.stop_event.is_set():
+            return True
+        return await self._apply_pending_reload()
 
     async def _poll_sensors(self) -> None:
         """Read each sensor on its own interval; report changes of at least ``min_change``."""
@@ -184,12 +491,7 @@ class Gateway:
     async def _admin(self, request: Mapping[str, Any]) -> dict[str, Any]:
         command = request["cmd"]
         if command == "status":
-            return {
-                **self.shadow.status(),
-                "version": __version__,
-                "mock_gpio": self.bank.is_mock,
-                "reconnects": self.reconnects,
-            }
+            return self.status()
         if command == "mock_set":
             if not self.bank.is_mock:
                 raise GatewayError("refused: this gateway drives real GPIO, not mock pins")
@@ -200,30 +502,79 @@ class Gateway:
             return {"device": name, "value": request.get("value")}
         raise GatewayError(f"unknown command {command!r}")
 
+    def status(self) -> dict[str, Any]:
+        """The state ``edge-gateway status`` shows and the metrics endpoint exports."""
+        days_left = None
+        if self._cert_expiry is not None:
+            days_left = round((self._cert_expiry - time.time()) / 86_400, 3)
+        return {
+            **self.shadow.status(),
+            "version": __version__,
+            "mock_gpio": self.bank.is_mock,
+            "reconnects": self.reconnects,
+            "healthy": self.healthy(),
+            "certificate_days_left": days_left,
+            **self.reload_counts,
+        }
 
-def build_gateway(config: GatewayConfig, *, mock_gpio: bool = False) -> Gateway:
-    """The production wiring: gpiozero devices and aiomqtt, as configured."""
+
+def _tls_facts(config: GatewayConfig) -> tuple[str, float | None]:
+    """A digest of the TLS files and the client certificate's expiry (blocking)."""
+    return files_digest(tls_files(config)), certificate_expiry(config.mqtt.cert)
+
+
+def build_gateway(
+    config: GatewayConfig, *, mock_gpio: bool = False, config_path: Path | None = None
+) -> Gateway:
+    """The production wiring: gpiozero devices and aiomqtt, as configured. With
+    ``config_path``, a reload re-reads it (new devices go on the same pin factory)."""
+    from gateway.config import load_config
+
     mock = mock_gpio or config.mock_gpio
     factory = make_pin_factory("mock" if mock else config.gpio.pin_factory)
-    bank = GpiozeroBank(
-        config.devices,
-        factory,
-        loop=asyncio.get_running_loop(),
-        is_mock=mock,
-        mock_dir=config.state_dir / "mock",
-    )
-    return Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
-
-
-async def run_gateway(config: GatewayConfig, *, mock_gpio: bool = False) -> None:
-    """Run until SIGTERM/SIGINT; used by ``edge-gateway run``."""
-    structlog.contextvars.bind_contextvars(thing=config.thing)
-    gateway = build_gateway(config, mock_gpio=mock_gpio)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, gateway.stop)
+
+    def make_bank(current: GatewayConfig) -> DeviceBank:
+        return GpiozeroBank(
+            current.devices,
+            factory,
+            loop=loop,
+            is_mock=mock,
+            mock_dir=config.state_dir / "mock",
+        )
+
+    def make_connector(current: GatewayConfig) -> MqttConnector:
+        return AiomqttConnector(mqtt_settings(current))
+
+    rewiring = None
+    if config_path is not None:
+        rewiring = Rewiring(lambda: load_config(config_path), make_bank, make_connector)
+    return Gateway(
+        config,
+        bank=make_bank(config),
+        connector=make_connector(config),
+        rewiring=rewiring,
+        notifier=Notifier(),
+    )
+
+
+async def run_gateway(
+    config: GatewayConfig, *, mock_gpio: bool = False, config_path: Path | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``."""
+    structlog.contextvars.bind_contextvars(thing=config.thing)
+    gateway = build_gateway(config, mock_gpio=mock_gpio, config_path=config_path)
+    loop = asyncio.get_running_loop()
+    handlers: dict[signal.Signals, Callable[[], None]] = {
+        signal.SIGTERM: gateway.stop,
+        signal.SIGINT: gateway.stop,
+        signal.SIGHUP: gateway.request_reload,
+    }
+    for signum, handler in handlers.items():
+        loop.add_signal_handler(signum, handler)
     try:
         await gateway.run()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in handlers:
             loop.remove_signal_handler(signum)
+        gateway.notifier.close()

@@ -72,6 +72,9 @@ class _Frozen(BaseModel):
 
 
 class _DeviceBase(_Frozen):
+    # Also keep every change, in order, and publish it to events_topic (see the outbox).
+    events: bool = False
+
     def pins(self) -> dict[str, int]:
         """Field name -> BCM pin, for every pin this device occupies."""
         return {
@@ -86,6 +89,8 @@ _PIN_FIELD_NAMES = frozenset({"pin", "red", "green", "blue", "forward", "backwar
 
 class _OutputBase(_DeviceBase):
     restore: bool = False  # re-apply the last reported value at start
+    # At most one change per this interval; a flood of deltas keeps only the last value.
+    min_interval_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
 
 
 class BinaryOutputConfig(_OutputBase):
@@ -300,6 +305,14 @@ class MqttConfig(_Frozen):
         return _existing_file(value, info)
 
 
+class OutboxConfig(_Frozen):
+    """The durable outbox in state_dir (SQLite, WAL)."""
+
+    max_events: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    max_bytes: Annotated[int, Field(ge=65_536)] | None = None  # cap on the file's size
+    sync: Literal["full", "normal"] = "full"  # full: survives power cuts; normal: crashes only
+
+
 PinFactoryName = Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"]
 
 
@@ -348,6 +361,8 @@ class GatewayConfig(_Frozen):
     state_dir: Path = Path("/var/lib/edge-gateway")
     admin_socket: Path = Path("/run/edge-gateway/admin.sock")
     logging: LoggingConfig = LoggingConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    events_topic: TopicName | None = None  # default things/<thing>/events
     metrics: MetricsConfig | None = None  # not given: no HTTP endpoint
 
     @field_validator("state_dir", "admin_socket")
@@ -365,6 +380,14 @@ class GatewayConfig(_Frozen):
     @property
     def mock_gpio(self) -> bool:
         return self.gpio.pin_factory == "mock"
+
+    @property
+    def status_topic(self) -> str:
+        return self.mqtt.will_topic or f"things/{self.thing}/status"
+
+    @property
+    def event_topic(self) -> str:
+        return self.events_topic or f"things/{self.thing}/events"
 
 
 def _device_pins(device: BaseModel) -> dict[str, int]:

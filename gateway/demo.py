@@ -1,7 +1,8 @@
 """``edge-gateway demo``: the local dev cloud and one gateway on mock GPIO, in one process.
 
-mosquitto (mutual TLS, throwaway CA), the shadow service and the gateway run under one
-``TaskGroup``; Ctrl+C stops the gateway first (it reports its final state), then the rest.
+The dev cloud (mosquitto with mutual TLS and a throwaway CA, the shadow service, the web
+dashboard and the Provision API) and the gateway run under one ``TaskGroup``; Ctrl+C stops
+the gateway first (it reports its final state), then the rest.
 ``edge-gateway desired`` finds this dev cloud through ``devcloud.json`` in the work folder.
 """
 
@@ -17,8 +18,9 @@ import structlog
 
 from gateway.app import build_gateway
 from gateway.config import load_config
-from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService
+from gateway.devcloud import ShadowClient
 from gateway.devcloud.pki import Credentials
+from gateway.devcloud.web.cloud import DEFAULT_HTTP, DevCloud, controls_for
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
 
@@ -26,7 +28,7 @@ log = structlog.get_logger()
 DISCOVERY_FILE = "devcloud.json"
 
 
-def run_demo(*, workdir: Path, config: Path) -> int:
+def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None) -> int:
     configure_logging("auto", "info")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,7 @@ def run_demo(*, workdir: Path, config: Path) -> int:
     thing = load_config(config, check_files=False).thing
     code = 0
     try:
-        asyncio.run(_demo(workdir, config, thing))
+        asyncio.run(_demo(workdir, config, thing, http))
     except* GatewayError as group:
         for exc in group.exceptions:
             log.error("demo_failed", error=str(exc))
@@ -43,12 +45,12 @@ def run_demo(*, workdir: Path, config: Path) -> int:
     return code
 
 
-async def _demo(workdir: Path, config_path: Path, thing: str) -> None:
-    ca = await asyncio.to_thread(DevCA.load_or_create, workdir / "ca")
-    thing_creds = await asyncio.to_thread(ca.issue, thing, workdir / "things" / thing)
-    broker = MosquittoBroker(workdir / "broker", ca)
-    await asyncio.to_thread(broker.start)
-    try:
+async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, int] | None) -> None:
+    # The dashboard's default port falls back to a free one when taken; an explicit one does not.
+    cloud = DevCloud(workdir, http=http or DEFAULT_HTTP, port_fallback=http is None)
+    async with cloud:
+        thing_creds = await asyncio.to_thread(cloud.ca.issue, thing, workdir / "things" / thing)
+        broker = cloud.broker
         config = load_config(
             config_path,
             overrides={
@@ -64,36 +66,29 @@ async def _demo(workdir: Path, config_path: Path, thing: str) -> None:
             },
         )
         admin = broker.credentials(broker.admin_identities[0])
-        _write_discovery(workdir, broker, admin, thing, config.shadow.name)
-        service = ShadowService(
-            broker.host,
-            broker.port,
-            broker.credentials(broker.service_identity),
-            state_file=workdir / "shadows.json",
-        )
+        _write_discovery(workdir, cloud, admin, thing, config.shadow.name)
+        cloud.hub.add_thing(thing, controls_for(config))
         structlog.contextvars.bind_contextvars(thing=thing)
         gateway = build_gateway(config, mock_gpio=True)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, gateway.stop)
-        service_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            cloud = group.create_task(service.run(ready=service_ready), name="devcloud_shadow")
-            await service_ready.wait()
+            devcloud = group.create_task(cloud.run(), name="devcloud")
+            await cloud.ready.wait()
             running = group.create_task(gateway.run(), name="gateway")
-            _print_instructions(broker, thing, workdir)
+            _print_instructions(cloud, thing, workdir)
             await gateway.stop_event.wait()
             # The gateway reports its final state through the shadow service, so it goes first.
             await asyncio.wait({running}, timeout=5.0)
-            cloud.cancel()
-    finally:
-        await asyncio.to_thread(broker.stop)
-        print("demo stopped")
+            devcloud.cancel()
+    print("demo stopped")
 
 
 def _write_discovery(
-    workdir: Path, broker: MosquittoBroker, admin: Credentials, thing: str, shadow: str | None
+    workdir: Path, cloud: DevCloud, admin: Credentials, thing: str, shadow: str | None
 ) -> None:
+    broker = cloud.broker
     info = {
         "host": broker.host,
         "port": broker.port,
@@ -102,15 +97,21 @@ def _write_discovery(
         "key": str(admin.key),
         "thing": thing,
         "shadow": shadow,
+        "dashboard": cloud.dashboard_url,
     }
     (workdir / DISCOVERY_FILE).write_text(json.dumps(info, indent=2))
 
 
-def _print_instructions(broker: MosquittoBroker, thing: str, workdir: Path) -> None:
+def _print_instructions(cloud: DevCloud, thing: str, workdir: Path) -> None:
+    broker = cloud.broker
     print(
         f"""
 edge-gateway demo is running: thing '{thing}' on mock GPIO, dev cloud broker on
-{broker.host}:{broker.port} (mutual TLS). From a second terminal (in this folder):
+{broker.host}:{broker.port} (mutual TLS).
+
+  Dashboard: {cloud.dashboard_url}   (open it in a browser; plain HTTP on loopback)
+
+From a second terminal (in this folder):
 
   .venv/bin/edge-gateway desired led=true fan=0.5    # set desired state in the shadow
   .venv/bin/edge-gateway mock set button true        # press the mock button

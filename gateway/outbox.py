@@ -14,11 +14,12 @@ outbox keeps working in memory, says so in the log, and moves back to disk once 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +329,8 @@ class Outbox:
         return {"events": events, "reported": reported, "dropped_events": self.dropped_events}
 
     def _safe_query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        assert self._db is not None
+        if self._db is None:
+            return []  # in-memory outbox
         try:
             return list(self._db.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
@@ -355,3 +357,49 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+class OutboxWriter:
+    """The one task that writes the outbox, so every accepted change is on disk before the
+    gateway acts on it; it outlives shadow sessions and config reloads.
+
+    ``accept`` is called on the loop thread; ``run`` persists in batches off the loop and then
+    hands the changes to ``on_persisted`` (the current shadow's reporter).
+    """
+
+    def __init__(self, outbox: Outbox, on_persisted: Callable[[list[Change]], None]) -> None:
+        self.outbox = outbox
+        self._on_persisted = on_persisted
+        self._intake: list[Change] = []
+        self._delivered: dict[str, Any] = {}
+        self._wake = asyncio.Event()
+
+    def accept(self, change: Change) -> None:
+        self._intake.append(change)
+        self._wake.set()
+
+    def delivered(self, batch: Mapping[str, Any]) -> None:
+        """The shadow accepted these reported values: the outbox may forget them."""
+        self._delivered.update(batch)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            changes, self._intake = self._intake, []
+            delivered, self._delivered = self._delivered, {}
+            if changes:
+                await asyncio.to_thread(self.outbox.record, changes)
+                self._on_persisted(changes)
+            if delivered:
+                await asyncio.to_thread(self.outbox.ack_reported, delivered)
+
+    def drain(self) -> None:
+        """On shutdown (blocking): store what is still waiting, so a clean stop loses nothing."""
+        changes, self._intake = self._intake, []
+        delivered, self._delivered = self._delivered, {}
+        if changes:
+            self.outbox.record(changes)
+        if delivered:
+            self.outbox.ack_reported(delivered)

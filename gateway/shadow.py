@@ -29,6 +29,7 @@ from gateway.messages import (
     describe_shape,
     parse_reply,
 )
+from gateway.outbox import Change, Outbox, OutboxWriter
 from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
@@ -50,6 +51,7 @@ REPORT_INTERVAL_S = 0.05  # coalesce input bursts to one update per 50 ms
 REPLY_TIMEOUT_S = 10.0
 THROTTLE_RETRY_S = 1.0
 FINAL_REPORT_TIMEOUT_S = 2.0
+EVENT_BATCH = 100  # events per message: in order, far below the 128 KB payload limit
 
 
 @dataclass(eq=False)
@@ -75,6 +77,12 @@ class ShadowSync:
         bank: DeviceBank,
         codecs: Mapping[str, ValueCodec],
         restore: frozenset[str] = frozenset(),
+        outbox: Outbox | None = None,
+        writer: OutboxWriter | None = None,
+        event_devices: frozenset[str] = frozenset(),
+        events_topic: str | None = None,
+        status_topic: str | None = None,
+        min_intervals_s: Mapping[str, float] | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -102,6 +110,16 @@ class ShadowSync:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._report_wake = asyncio.Event()
         self._get_pending = False
+        self._outbox = outbox if outbox is not None else Outbox(None)
+        self._event_devices = event_devices
+        self._events_topic = events_topic or f"things/{thing}/events"
+        self._status_topic = status_topic or f"things/{thing}/status"
+        # Accepted input changes reach the reporter only once the writer has them on disk.
+        self._writer = writer
+        self._events_wake = asyncio.Event()
+        self._min_intervals = dict(min_intervals_s or {})
+        self._last_applied: dict[str, float] = {}
+        self._deferred: dict[str, tuple[NativeValue, int]] = {}
 
     # -- inputs from the device side (all on the loop thread) --------------------------------
 
@@ -110,11 +128,29 @@ class ShadowSync:
         self.values.update(values)
 
     def on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed: record it and schedule a coalesced report."""
+        """An input or sensor changed: persist it, then schedule a coalesced report."""
         self.values[name] = value
-        self._coalescer.add(name, value, observed_at)
-        self._report_wake.set()
+        change = Change(name, value, observed_at, event=name in self._event_devices)
+        if self._writer is not None:
+            self._writer.accept(change)
+        else:
+            self.on_persisted([change])
         log.debug("input_changed", device=name, value=value)
+
+    def on_persisted(self, changes: list[Change]) -> None:
+        """Changes are durable: report them (coalesced) and publish their events."""
+        for change in changes:
+            self._coalescer.add(change.device, change.value, change.observed_at)
+        self._report_wake.set()
+        if any(change.event for change in changes):
+            self._events_wake.set()
+
+    def recover(self) -> None:
+        """At start: what the outbox kept from before a crash goes out on the first session."""
+        for name, (value, observed_at) in self._outbox.pending_reported().items():
+            self._coalescer.add(name, value, observed_at)
+        if self._coalescer.pending:
+            log.info("outbox_recovered", **self._outbox.depth())
 
     # -- one session ----------------------------------------------------------------------------
 
@@ -122,6 +158,7 @@ class ShadowSync:
         """Sync over ``session`` until ``stop`` is set (then report and return) or it drops."""
         self._reset_session()
         await session.subscribe(self.topics.subscriptions)
+        await session.publish(self._status_topic, b"online", qos=1, retain=True)
         self.connected = True
         log.info(
             "shadow_subscribed", topics=len(self.topics.subscriptions), shadow=self.topics.prefix
@@ -132,12 +169,16 @@ class ShadowSync:
                     group.create_task(self._read_loop(session), name="shadow_reader"),
                     group.create_task(self._send_loop(session), name="shadow_sender"),
                     group.create_task(self._report_loop(), name="shadow_reporter"),
+                    group.create_task(self._event_loop(session), name="event_publisher"),
                 ]
                 self._request_get()
                 await stop.wait()
                 await self._final_report()
                 for task in tasks:
                     task.cancel()
+                # Said last, after the final report: "offline" on a clean stop (the Last Will
+                # says it when the link dies instead).
+                await session.publish(self._status_topic, b"offline", qos=1, retain=True)
         finally:
             self.connected = False
             self._abandon_requests()
@@ -279,13 +320,36 @@ class ShadowSync:
     def _write(self, name: str, value: NativeValue) -> JsonValue:
         actual = self._bank.write(name, value)
         self.values[name] = actual
+        self._last_applied[name] = self._monotonic()
         return actual
+
+    def _defer_if_too_soon(self, name: str, value: NativeValue, version: int) -> bool:
+        """Rate-limit an output: inside its min interval, keep only the newest value for later."""
+        interval = self._min_intervals.get(name, 0.0)
+        last = self._last_applied.get(name)
+        if not interval or last is None:
+            return False
+        wait = last + interval - self._monotonic()
+        if wait <= 0:
+            return False
+        if name not in self._deferred:
+            asyncio.get_running_loop().call_later(wait, self._apply_deferred, name)
+        self._deferred[name] = (value, version)  # last value wins; nothing queues up
+        return True
+
+    def _apply_deferred(self, name: str) -> None:
+        value, version = self._deferred.pop(name)
+        if self._stopping or not self.connected:
+            return  # the next session's fetch reconciles it
+        self._apply_and_report(DeltaPlan(version=version, apply={name: value}), extra_reported=None)
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
         self.reconciler.observe_version(accepted.version)
         request = self._in_flight.get(accepted.client_token or "")
         if request is not None:
             self._complete(request)
+            if request.batch and self._writer is not None:
+                self._writer.delivered(request.batch)  # the outbox may forget these now
 
     def _on_rejected(self, kind: Reply, error: ErrorReply) -> None:
         request = self._in_flight.get(error.client_token or "")
@@ -386,6 +450,24 @@ class ShadowSync:
         elif "desired" in request.payload["state"]:
             self._request_get()  # the delta is still there; fetch and reconcile again
 
+    # -- events ---------------------------------------------------------------------------------
+
+    async def _event_loop(self, session: MqttSession) -> None:
+        """Publish queued events in order, at least once; delete each batch after its PUBACK."""
+        while True:
+            events = await asyncio.to_thread(self._outbox.next_events, EVENT_BATCH)
+            if not events:
+                self._events_wake.clear()
+                await self._events_wake.wait()
+                continue
+            body = {"thing": self.thing, "events": [event.to_json() for event in events]}
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            await session.publish(self._events_topic, payload, qos=1)
+            await asyncio.to_thread(self._outbox.ack_events, events)
+            self.counters["events_published"] = self.counters.get("events_published", 0) + len(
+                events
+            )
+
     # -- reporting ------------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
@@ -431,6 +513,7 @@ class ShadowSync:
             "errors": dict(self.reconciler.errors),
             "counters": dict(self.counters),
             "in_flight": len(self._in_flight),
+            "outbox": self._outbox.depth(),
         }
 
 

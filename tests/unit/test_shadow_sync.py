@@ -50,6 +50,7 @@ class FakeSession:
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.inbound: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self.subscribed: list[str] = []
+        self.statuses: list[tuple[str, bool]] = []
         self.new_publish = asyncio.Event()
 
     async def subscribe(self, topics: Sequence[str]) -> None:
@@ -58,6 +59,9 @@ class FakeSession:
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
+        if topic == f"things/{THING}/status":
+            self.statuses.append((payload.decode(), retain))
+            return
         self.published.append((topic, json.loads(payload)))
         self.new_publish.set()
 
@@ -249,3 +253,19 @@ async def test_unacknowledged_input_report_is_kept_for_the_next_session() -> Non
     assert published[1][1]["state"]["reported"] == {"button": True}
     task2.cancel()
     await asyncio.gather(task2, return_exceptions=True)
+
+
+async def test_online_is_published_retained_on_connect_and_offline_on_clean_stop() -> None:
+    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    task = asyncio.create_task(make_sync(bank).run_session(session, stop))
+    await session.wait_publishes(1)
+    assert session.statuses == [("online", True)]
+    await answer_initial_get(session)
+    published = await session.wait_publishes(2)
+    stop.set()
+    final = (await session.wait_publishes(3))[2][1]
+    session.reply(Reply.UPDATE_ACCEPTED, {"version": 9, "clientToken": final["clientToken"]})
+    async with asyncio.timeout(3):
+        await task
+    assert session.statuses == [("online", True), ("offline", True)]
+    assert published[1][0] == TOPICS.update

@@ -1,0 +1,240 @@
+"""The dev cloud's HTTPS Provision API and OTA artifact hosting (aiohttp, server cert from DevCA).
+
+- ``POST /provision/getCerts`` ``{"id": claim}`` issues a thing certificate from the dev CA for a
+  known claim id: ``{accountId, certificate, key, endpoint, id, port, thing}``.
+- ``POST /provision/checkin`` ``{"id", "productId", "test", "version"}`` answers the offer
+  configured for the product in ``offers.json`` (``{"version", "url", "checksum"}``), or ``{}``.
+- ``GET /artifacts/<name>`` serves files of ``artifacts/`` with HTTP Range support.
+
+State lives in one directory: ``claims.json`` (claim id -> thing name), ``offers.json``
+(product id -> offer, optionally with a ``"test"`` offer for test devices), ``issued.json`` (the
+certificates issued) and ``issued/<thing>/`` (cert, key, CA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, write_atomic
+
+__all__ = ["ProvisionError", "ProvisionService", "provision_app", "server_ssl_context"]
+
+CLAIMS_FILE: Final = "claims.json"
+OFFERS_FILE: Final = "offers.json"
+ISSUED_FILE: Final = "issued.json"
+ARTIFACTS_DIR: Final = "artifacts"
+ACCOUNT_ID: Final = "devcloud"
+_MAX_BODY: Final = 64 * 1024
+
+log = structlog.get_logger()
+
+# Called with (thing, kind, details) for the dashboard: kind is "checkin" or "certificate".
+ProvisionListener = Callable[[str, str, dict[str, Any]], None]
+
+
+class ProvisionError(DevCloudError):
+    """A provisioning state file is unreadable or malformed."""
+
+
+def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
+    """A TLS >= 1.2 server context for a DevCA server certificate (blocking: reads files)."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(certfile=str(credentials.cert), keyfile=str(credentials.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ProvisionError(f"cannot load server certificate {credentials.cert}: {exc}") from exc
+    return ctx
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProvisionError(f"{path} must hold a JSON object")
+    return data
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+class ProvisionService:
+    """Claims, offers and issued certificates of the dev cloud (files under ``state_dir``)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        ca: DevCA,
+        *,
+        endpoint: str,
+        port: int,
+        claims: Mapping[str, str] | None = None,
+        listener: ProvisionListener | None = None,
+    ) -> None:
+        self._dir = state_dir
+        self._ca = ca
+        self.endpoint = endpoint
+        self.port = port
+        self._extra_claims = dict(claims or {})
+        self._listener = listener
+        self.checkins: dict[str, dict[str, Any]] = {}
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self._dir / ARTIFACTS_DIR
+
+    def set_listener(self, listener: ProvisionListener | None) -> None:
+        self._listener = listener
+
+    def prepare(self) -> None:
+        """Create the state directory and write the claims given on the command line (blocking)."""
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self._extra_claims:
+            claims = {**_read_json_object(self._dir / CLAIMS_FILE), **self._extra_claims}
+            write_atomic(self._dir / CLAIMS_FILE, json.dumps(claims, indent=2).encode(), 0o600)
+        if not (self._dir / OFFERS_FILE).exists():
+            write_atomic(self._dir / OFFERS_FILE, b"{}\n", 0o644)
+
+    def claims(self) -> dict[str, str]:
+        """Claim id -> thing name (blocking: reads ``claims.json``)."""
+        return {str(k): str(v) for k, v in _read_json_object(self._dir / CLAIMS_FILE).items()}
+
+    def issue_for_claim(self, claim: str) -> dict[str, Any] | None:
+        """The getCerts answer for ``claim``, or None for an unknown claim (blocking)."""
+        thing = self.claims().get(claim)
+        if thing is None:
+            return None
+        if not _valid_name(thing):
+            raise ProvisionError(f"claim {claim!r} names an invalid thing {thing!r}")
+        creds = self._ca.issue(thing, self._dir / "issued" / thing)
+        issued = _read_json_object(self._dir / ISSUED_FILE)
+        issued.setdefault(thing, []).append({"claim": claim, "at": int(time.time())})
+        write_atomic(self._dir / ISSUED_FILE, json.dumps(issued, indent=2).encode(), 0o600)
+        return {
+            "accountId": ACCOUNT_ID,
+            "certificate": creds.cert.read_text(),
+            "key": creds.key.read_text(),
+            "endpoint": self.endpoint,
+            "id": claim,
+            "port": self.port,
+            "thing": thing,
+        }
+
+    def offer_for(self, product: str, test: bool) -> dict[str, Any]:
+        """The configured offer of ``product`` (its ``test`` offer for test devices) (blocking)."""
+        entry = _read_json_object(self._dir / OFFERS_FILE).get(product)
+        if not isinstance(entry, dict):
+            return {}
+        test_offer = entry.get("test")
+        chosen = test_offer if test and isinstance(test_offer, dict) else entry
+        offer = {k: chosen[k] for k in ("version", "url", "checksum") if k in chosen}
+        if "version" not in offer or "url" not in offer:
+            return {}
+        url = str(offer["url"])
+        prefix = f"/{ARTIFACTS_DIR}/"
+        if "checksum" not in offer and url.startswith(prefix):
+            name = url[len(prefix) :]
+            path = self.artifacts_dir / name
+            if _valid_name(name) and path.is_file():
+                offer["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return offer
+
+    def notify(self, thing: str, kind: str, details: dict[str, Any]) -> None:
+        if self._listener is not None:
+            self._listener(thing, kind, details)
+
+
+_SERVICE_KEY: Final = web.AppKey("provision_service", ProvisionService)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > _MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=_MAX_BODY, actual_size=request.content_length)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise _bad_request("body must be JSON") from exc
+    if not isinstance(body, dict):
+        raise _bad_request("body must be a JSON object")
+    return body
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _get_certs(request: web.Request) -> web.Response:
+    service = request.app[_SERVICE_KEY]
+    body = await _json_body(request)
+    claim = body.get("id")
+    if not isinstance(claim, str) or not claim:
+        raise _bad_request("'id' (the claim id) must be a non-empty string")
+    answer = await asyncio.to_thread(service.issue_for_claim, claim)
+    if answer is None:
+        log.warning("provision_claim_unknown", claim=claim)
+        return web.json_response({"error": f"unknown claim id {claim!r}"}, status=404)
+    log.info("provision_certificate_issued", claim=claim, thing=answer["thing"])
+    service.notify(answer["thing"], "certificate", {"claim": claim})
+    return web.json_response(answer)
+
+
+async def _checkin(request: web.Request) -> web.Response:
+    service = request.app[_SERVICE_KEY]
+    body = await _json_body(request)
+    thing, product, version = body.get("id"), body.get("productId"), body.get("version")
+    test = body.get("test", False)
+    if not isinstance(thing, str) or not thing:
+        raise _bad_request("'id' must be a non-empty string")
+    if not isinstance(product, str) or not product:
+        raise _bad_request("'productId' must be a non-empty string")
+    if not isinstance(test, bool):
+        raise _bad_request("'test' must be true or false")
+    offer = await asyncio.to_thread(service.offer_for, product, test)
+    url = offer.get("url")
+    if isinstance(url, str) and url.startswith("/"):
+        offer["url"] = f"{request.scheme}://{request.host}{url}"
+    record = {
+        "at": time.time(),
+        "productId": product,
+        "version": version,
+        "test": test,
+        "offer": offer,
+    }
+    service.checkins[thing] = record
+    log.info("provision_checkin", thing=thing, product=product, version=version, offered=offer)
+    service.notify(thing, "checkin", record)
+    return web.json_response(offer)
+
+
+async def _artifact(request: web.Request) -> web.StreamResponse:
+    service = request.app[_SERVICE_KEY]
+    name = request.match_info["name"]
+    path = service.artifacts_dir / name
+    if not _valid_name(name) or not path.is_file():
+        raise web.HTTPNotFound(text=f"no artifact {name!r}")
+    return web.FileResponse(path)  # serves Range requests with 206 Partial Content
+
+
+def provision_app(service: ProvisionService) -> web.Application:
+    """The Provision API and artifact hosting; serve it over HTTPS (``server_ssl_context``)."""
+    app = web.Application(client_max_size=_MAX_BODY)
+    app[_SERVICE_KEY] = service
+    app.router.add_post("/provision/getCerts", _get_certs)
+    app.router.add_post("/provision/checkin", _checkin)
+    app.router.add_get("/artifacts/{name}", _artifact)
+    return app

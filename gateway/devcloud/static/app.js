@@ -1,0 +1,312 @@
+// edge-gateway dev cloud dashboard: live things, shadows and events over Server-Sent Events.
+// Plain JS, no dependencies. Every DOM update is keyed, so 50 things stay cheap and a control
+// the user is dragging or typing in is never overwritten under the pointer.
+"use strict";
+
+const state = { things: new Map(), selected: null, signed: new Set() };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const json = (value) => (value === undefined ? "" : JSON.stringify(value));
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+
+function toast(message) {
+  const box = $("toast");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 5000);
+}
+
+// --- the live feed ------------------------------------------------------------------------------
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.onopen = () => { $("feed").dataset.state = "live"; $("feed").textContent = "live"; };
+  source.onerror = () => { $("feed").dataset.state = "down"; $("feed").textContent = "reconnecting…"; };
+  source.onmessage = (message) => {
+    const data = JSON.parse(message.data);
+    if (data.type === "snapshot") {
+      state.things = new Map(data.things.map((t) => [t.thing, t]));
+      renderList();
+      if (!state.selected || !state.things.has(state.selected)) select(initialSelection());
+      else renderDetail();
+    } else if (data.type === "thing") {
+      const previous = state.things.get(data.thing.thing);
+      state.things.set(data.thing.thing, { ...data.thing, events: previous ? previous.events : [] });
+      renderListItem(data.thing.thing);
+      renderCounts();
+      if (!state.selected) select(data.thing.thing);
+      else if (state.selected === data.thing.thing) renderDetail();
+    } else if (data.type === "event") {
+      const thing = state.things.get(data.thing);
+      if (!thing) return;
+      thing.events.push(data.event);
+      if (thing.events.length > 200) thing.events.shift();
+      if (state.selected === data.thing) prependEvent(data.event);
+    }
+  };
+}
+
+function initialSelection() {
+  const wanted = decodeURIComponent(location.hash.replace(/^#thing=/, ""));
+  if (wanted && state.things.has(wanted)) return wanted;
+  const names = [...state.things.keys()].sort();
+  return names.find((n) => state.things.get(n).status === "online") || names[0] || null;
+}
+
+// --- the list of things -------------------------------------------------------------------------
+
+function renderCounts() {
+  const counts = { online: 0, offline: 0, unknown: 0 };
+  for (const thing of state.things.values()) counts[thing.status] = (counts[thing.status] || 0) + 1;
+  $("counts").textContent =
+    `${state.things.size} things · ${counts.online} online · ${counts.offline} offline` +
+    (counts.unknown ? ` · ${counts.unknown} unknown` : "");
+}
+
+function renderList() {
+  const list = $("things");
+  list.replaceChildren();
+  for (const name of [...state.things.keys()].sort()) renderListItem(name);
+  renderCounts();
+}
+
+function renderListItem(name) {
+  const thing = state.things.get(name);
+  const list = $("things");
+  let item = list.querySelector(`li[data-thing="${CSS.escape(name)}"]`);
+  if (!item) {
+    const button = el("button", { type: "button" }, el("span", { class: "dot" }),
+      el("span", { class: "name", text: name }), el("span", { class: "meta" }));
+    button.addEventListener("click", () => select(name));
+    item = el("li", { "data-thing": name }, button);
+    const after = [...list.children].find((li) => li.dataset.thing > name);
+    list.insertBefore(item, after || null);
+  }
+  item.dataset.status = thing.status;
+  item.classList.toggle("selected", name === state.selected);
+  const classic = thing.shadows[""];
+  item.querySelector(".meta").textContent = classic ? `v${classic.version}` : "";
+  item.title = `${name}: ${thing.status}`;
+  applyFilter(item);
+}
+
+function applyFilter(item) {
+  const text = $("filter").value.trim().toLowerCase();
+  item.hidden = Boolean(text) && !item.dataset.thing.toLowerCase().includes(text);
+}
+
+function select(name) {
+  state.selected = name;
+  if (name) history.replaceState(null, "", `#thing=${encodeURIComponent(name)}`);
+  for (const item of $("things").children) item.classList.toggle("selected", item.dataset.thing === name);
+  $("detail").replaceChildren();
+  if (!name) {
+    $("detail").append(el("p", { class: "empty", text: "No things yet." }));
+    return;
+  }
+  renderDetail();
+}
+
+// --- the selected thing -------------------------------------------------------------------------
+
+function renderDetail() {
+  const thing = state.things.get(state.selected);
+  if (!thing) return;
+  const detail = $("detail");
+  let section = detail.querySelector("section.thing");
+  if (!section || section.dataset.thing !== thing.thing) {
+    detail.replaceChildren();
+    section = el("section", { class: "thing", "data-thing": thing.thing },
+      el("h2", {}, el("span", { text: thing.thing }), el("span", { class: "badge", id: "thing-status" })),
+      el("div", { class: "panel", id: "ota" }, el("h3", { text: "Check-in / OTA" }), el("dl", { class: "facts" })),
+      el("div", { id: "shadows" }),
+      el("div", { class: "panel" }, el("h3", { text: "Events" }), el("ol", { id: "events" })));
+    detail.append(section);
+    for (const event of thing.events) prependEvent(event);
+  }
+  const badge = $("thing-status");
+  badge.dataset.status = thing.status;
+  badge.textContent = thing.status;
+  renderOta(thing);
+  const shadows = $("shadows");
+  const names = Object.keys(thing.shadows).sort();
+  for (const panel of [...shadows.children]) if (!(panel.dataset.shadow in thing.shadows)) panel.remove();
+  if (!names.length) {
+    if (!shadows.querySelector(".empty")) shadows.append(el("p", { class: "empty", text: "No shadow yet." }));
+  } else {
+    shadows.querySelector(".empty")?.remove();
+  }
+  for (const name of names) renderShadow(thing, name, thing.shadows[name]);
+}
+
+function renderOta(thing) {
+  const facts = [];
+  const gateway = (thing.shadows[""] && thing.shadows[""].reported.gateway) || {};
+  if (gateway.version !== undefined) facts.push(["gateway version", gateway.version]);
+  if (gateway.ota !== undefined) facts.push(["OTA", json(gateway.ota)]);
+  const checkin = thing.checkin;
+  if (checkin) {
+    facts.push(["last check-in", `${clock(checkin.at)} · product ${checkin.productId}` +
+      ` · version ${checkin.version}${checkin.test ? " · test" : ""}`]);
+    const offer = checkin.offer || {};
+    facts.push(["offered", offer.version ? `${offer.version} (${offer.url})` : "nothing (up to date)"]);
+  } else {
+    facts.push(["last check-in", "none yet"]);
+  }
+  if (thing.certificates) facts.push(["certificates issued", String(thing.certificates)]);
+  const list = $("ota").querySelector("dl");
+  list.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+}
+
+function renderShadow(thing, name, doc) {
+  const shadows = $("shadows");
+  let panel = [...shadows.children].find((p) => p.dataset.shadow === name);
+  if (!panel) {
+    panel = el("div", { class: "panel shadow", "data-shadow": name },
+      el("h3", {}, el("span", { text: name ? `Named shadow "${name}"` : "Classic shadow" }), " ", el("small")),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["resource", "control", "desired", "reported", "delta"]
+        .map((h) => el("th", { text: h })))), el("tbody")));
+    shadows.append(panel);
+  }
+  panel.querySelector("h3 small").textContent = `version ${doc.version}`;
+  const errors = (doc.reported.gateway && doc.reported.gateway.errors) || {};
+  const keys = [...new Set([...Object.keys(doc.desired), ...Object.keys(doc.reported),
+    ...Object.keys(thing.controls)])].filter((k) => k !== "gateway").sort();
+  const body = panel.querySelector("tbody");
+  for (const row of [...body.children]) if (!keys.includes(row.dataset.key)) row.remove();
+  keys.forEach((key, index) => {
+    let row = body.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
+    if (!row) {
+      row = el("tr", { "data-key": key }, el("td", { class: "key", text: key }), el("td", { class: "control" }),
+        el("td", { class: "value desired" }), el("td", { class: "value reported" }), el("td", { class: "value delta" }));
+    }
+    if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
+    const desired = doc.desired[key];
+    const reported = doc.reported[key];
+    row.querySelector(".desired").textContent = json(desired);
+    row.querySelector(".reported").textContent = json(reported);
+    row.querySelector(".delta").textContent = json(doc.delta[key]);
+    row.classList.toggle("pending", key in doc.delta);
+    renderControl(thing, name, key, row.querySelector(".control"), desired, reported, errors[key]);
+  });
+}
+
+// --- controls, from control hints (the dev cloud's own things) or from the values' types --------
+
+function controlSpec(thing, key, desired, reported, error) {
+  const hint = thing.controls[key];
+  if (hint) {
+    if (!hint.writable) return { kind: "readonly" };
+    if (hint.kind === "switch") return { kind: "toggle" };
+    if (hint.kind === "rgb") return { kind: "colour" };
+    return { kind: "slider", low: hint.low, high: hint.high };
+  }
+  if (error && error.includes("read-only")) return { kind: "readonly" };
+  const values = [desired, reported].filter((v) => v !== undefined && v !== null);
+  if (!values.length) return { kind: "text" };
+  if (values.every((v) => typeof v === "boolean")) return { kind: "toggle" };
+  if (values.every((v) => typeof v === "number")) {
+    const memo = `${thing.thing}/${key}`;
+    if (values.some((v) => v < 0)) state.signed.add(memo);
+    if (values.every((v) => v >= -1 && v <= 1)) {
+      return state.signed.has(memo) ? { kind: "slider", low: -1, high: 1 } : { kind: "slider", low: 0, high: 1 };
+    }
+    return { kind: "number" };
+  }
+  if (values.every((v) => Array.isArray(v) && v.length === 3 && v.every((c) => typeof c === "number" && c >= 0 && c <= 1))) {
+    return { kind: "colour" };
+  }
+  return { kind: "text" };
+}
+
+function send(thing, shadow, key, value) {
+  fetch(`/api/things/${encodeURIComponent(thing)}/desired`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ shadow: shadow || null, desired: { [key]: value } }),
+  }).then(async (response) => {
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      toast(`${thing}: setting ${key} failed: ${body.error || response.status}`);
+    }
+  }, (error) => toast(`${thing}: setting ${key} failed: ${error}`));
+}
+
+const toHex = (rgb) => "#" + rgb.map((c) => Math.round(c * 255).toString(16).padStart(2, "0")).join("");
+
+function renderControl(thing, shadow, key, cell, desired, reported, error) {
+  const spec = controlSpec(thing, key, desired, reported, error);
+  const signature = JSON.stringify(spec);
+  const current = desired !== undefined && desired !== null ? desired : reported;
+  if (cell.dataset.spec !== signature) {
+    cell.dataset.spec = signature;
+    cell.replaceChildren(buildControl(thing.thing, shadow, key, spec), el("div", { class: "error" }));
+  }
+  cell.querySelector(".error").textContent = error || "";
+  const input = cell.querySelector("input");
+  if (!input || input.dataset.busy === "1") return;
+  if (spec.kind === "toggle") input.checked = current === true;
+  else if (spec.kind === "slider" && typeof current === "number") {
+    input.value = String(current);
+    cell.querySelector(".readout").textContent = current.toFixed(2);
+  } else if (spec.kind === "colour" && Array.isArray(current)) input.value = toHex(current);
+  else if (spec.kind === "number" && document.activeElement !== input && current !== undefined) input.value = String(current);
+  else if (spec.kind === "text" && document.activeElement !== input) input.value = json(current);
+}
+
+function buildControl(thing, shadow, key, spec) {
+  const label = `${key} of ${thing}`;
+  if (spec.kind === "readonly") return el("span", { class: "readonly", text: "read-only" });
+  if (spec.kind === "toggle") {
+    const input = el("input", { type: "checkbox", role: "switch", "aria-label": label });
+    input.addEventListener("change", () => send(thing, shadow, key, input.checked));
+    return el("label", { class: "switch" }, input, el("span", { class: "track" }));
+  }
+  if (spec.kind === "slider") {
+    const step = spec.high - spec.low > 10 ? "1" : "0.01";
+    const input = el("input", { type: "range", min: String(spec.low), max: String(spec.high), step, "aria-label": label });
+    const readout = el("span", { class: "readout" });
+    input.addEventListener("pointerdown", () => { input.dataset.busy = "1"; });
+    input.addEventListener("pointerup", () => { input.dataset.busy = "0"; });
+    input.addEventListener("input", () => { readout.textContent = Number(input.value).toFixed(2); });
+    input.addEventListener("change", () => { input.dataset.busy = "0"; send(thing, shadow, key, Number(input.value)); });
+    return el("span", {}, input, readout);
+  }
+  if (spec.kind === "colour") {
+    const input = el("input", { type: "color", "aria-label": label });
+    input.addEventListener("change", () => send(thing, shadow, key, input.value));
+    return input;
+  }
+  const input = el("input", { type: spec.kind === "number" ? "number" : "text", "aria-label": label,
+    step: "any", placeholder: spec.kind === "number" ? "number" : "JSON value" });
+  input.addEventListener("change", () => {
+    if (spec.kind === "number") {
+      if (input.value !== "") send(thing, shadow, key, Number(input.value));
+      return;
+    }
+    try { send(thing, shadow, key, JSON.parse(input.value)); } catch { send(thing, shadow, key, input.value); }
+  });
+  return input;
+}
+
+function prependEvent(event) {
+  const list = $("events");
+  if (!list) return;
+  list.prepend(el("li", { "data-kind": event.kind }, el("time", { text: clock(event.at) }), event.text));
+  while (list.children.length > 200) list.lastChild.remove();
+}
+
+$("filter").addEventListener("input", () => { for (const item of $("things").children) applyFilter(item); });
+connect();

@@ -1,0 +1,353 @@
+"""What the dashboard shows, kept live from the broker: things, status, shadows, event logs.
+
+The hub connects as an admin identity, subscribes to ``things/+/status`` (the gateways' retained
+``online``/``offline`` with a Last Will) and the shadows' ``update/documents`` and replies, and
+fans every change out to the dashboard's browsers (one queue per Server-Sent Events stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiomqtt
+import structlog
+
+from gateway.devcloud.pki import (
+    Credentials,
+    DevCloudError,
+    certificate_common_name,
+    client_ssl_context,
+)
+from gateway.devcloud.service import _new_client, _payload_bytes
+from gateway.devcloud.shadowdoc import ShadowStore, compute_delta, parse_topic, shadow_prefix
+
+__all__ = ["CLASSIC", "DashboardHub", "DesiredRejectedError"]
+
+CLASSIC: Final = ""  # the key of the classic (unnamed) shadow in a thing's "shadows"
+_FILTERS: Final = (
+    "things/+/status",
+    "$aws/things/+/shadow/update/documents",
+    "$aws/things/+/shadow/name/+/update/documents",
+    "$aws/things/+/shadow/update/accepted",
+    "$aws/things/+/shadow/update/rejected",
+    "$aws/things/+/shadow/name/+/update/accepted",
+    "$aws/things/+/shadow/name/+/update/rejected",
+    "$aws/things/+/shadow/delete/accepted",
+    "$aws/things/+/shadow/name/+/delete/accepted",
+)
+_LOG_LENGTH: Final = 200
+_QUEUE_SIZE: Final = 1000
+_BACKOFF_MIN: Final = 0.2
+_BACKOFF_MAX: Final = 2.0
+_REQUEST_TIMEOUT: Final = 5.0
+_STATUSES: Final = ("online", "offline")
+
+log = structlog.get_logger()
+
+
+class DesiredRejectedError(DevCloudError):
+    """The shadow service refused (or did not answer) a desired update from the dashboard."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Thing:
+    name: str
+    status: str = "unknown"
+    status_at: float | None = None
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    controls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkin: dict[str, Any] | None = None
+    certificates: int = 0
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_LOG_LENGTH))
+
+    def view(self, *, with_events: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "thing": self.name,
+            "status": self.status,
+            "status_at": self.status_at,
+            "shadows": self.shadows,
+            "controls": self.controls,
+            "checkin": self.checkin,
+            "certificates": self.certificates,
+        }
+        if with_events:
+            data["events"] = list(self.events)
+        return data
+
+
+def _document(state: Mapping[str, Any], version: int, timestamp: object) -> dict[str, Any]:
+    desired = dict(state.get("desired") or {})
+    reported = dict(state.get("reported") or {})
+    return {
+        "desired": desired,
+        "reported": reported,
+        "delta": compute_delta(desired, reported),
+        "version": version,
+        "timestamp": timestamp,
+    }
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """``key=value`` for keys whose value changed (``gateway`` summarised), sorted."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            if key == "gateway":
+                out.append("gateway status")
+            elif key not in after:
+                out.append(f"{key} cleared")
+            else:
+                out.append(f"{key}={json.dumps(after[key], separators=(',', ':'))}")
+    return out
+
+
+class DashboardHub:
+    """The dashboard's live model of the dev cloud, fed by the broker."""
+
+    def __init__(
+        self,
+        broker_host: str,
+        broker_port: int,
+        credentials: Credentials,
+        *,
+        store: ShadowStore | None = None,
+    ) -> None:
+        self._host = broker_host
+        self._port = broker_port
+        self._credentials = credentials
+        self._store = store
+        self._things: dict[str, _Thing] = {}
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._client: aiomqtt.Client | None = None
+        self._pending: dict[str, asyncio.Future[tuple[bool, dict[str, Any]]]] = {}
+        self.connected = asyncio.Event()
+
+    # --- the model ------------------------------------------------------------------------------
+
+    def things(self) -> list[dict[str, Any]]:
+        """Every thing with its recent events, sorted by name."""
+        return [self._things[name].view(with_events=True) for name in sorted(self._things)]
+
+    def thing(self, name: str) -> dict[str, Any] | None:
+        thing = self._things.get(name)
+        return thing.view(with_events=True) if thing is not None else None
+
+    def add_thing(self, name: str, controls: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Make a thing known (before it ever connects), with control hints per shadow key."""
+        thing = self._thing(name)
+        if controls is not None:
+            thing.controls = {key: dict(value) for key, value in controls.items()}
+        self._changed(thing)
+
+    def record(self, name: str, kind: str, details: Mapping[str, Any]) -> None:
+        """Provision API events: ``checkin`` (OTA check-in) or ``certificate`` (getCerts)."""
+        thing = self._thing(name)
+        if kind == "checkin":
+            thing.checkin = dict(details)
+            offer = details.get("offer") or {}
+            offered = f"offered {offer.get('version')}" if offer else "no update offered"
+            self._event(
+                thing, "checkin", f"check-in at version {details.get('version')}, {offered}"
+            )
+        elif kind == "certificate":
+            thing.certificates += 1
+            self._event(thing, "provision", f"certificate issued for claim {details.get('claim')}")
+        self._changed(thing)
+
+    def _thing(self, name: str) -> _Thing:
+        thing = self._things.get(name)
+        if thing is None:
+            thing = self._things[name] = _Thing(name)
+        return thing
+
+    def _event(self, thing: _Thing, kind: str, text: str) -> None:
+        entry = {"at": time.time(), "kind": kind, "text": text}
+        thing.events.append(entry)
+        self._broadcast({"type": "event", "thing": thing.name, "event": entry})
+
+    def _changed(self, thing: _Thing) -> None:
+        self._broadcast({"type": "thing", "thing": thing.view(with_events=False)})
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                # A browser that stopped reading: end its stream; it reconnects with a snapshot.
+                self._subscribers.discard(queue)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        """A queue receiving a ``snapshot`` first, then every change (None: stream ended)."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=_QUEUE_SIZE)
+        queue.put_nowait({"type": "snapshot", "things": self.things()})
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    def close_streams(self) -> None:
+        """End every browser stream (before the HTTP server shuts down)."""
+        for queue in list(self._subscribers):
+            self._subscribers.discard(queue)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+    def _seed(self) -> None:
+        """Load every existing shadow from the in-process store (there is no list-shadows topic)."""
+        if self._store is None:
+            return
+        for item in self._store.snapshot()["shadows"]:
+            if not item["exists"]:
+                continue
+            thing = self._thing(str(item["thing"]))
+            state = {"desired": item["desired"], "reported": item["reported"]}
+            key = item["name"] or CLASSIC
+            thing.shadows[key] = _document(state, int(item["version"]), item["timestamp"])
+
+    # --- the broker -----------------------------------------------------------------------------
+
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        """Follow the broker until cancelled, reconnecting when it goes away."""
+        self._seed()
+        tls = await asyncio.to_thread(client_ssl_context, self._credentials)
+        identity = await asyncio.to_thread(certificate_common_name, self._credentials.cert)
+        failures = 0
+        while True:
+            client_id = f"{identity}-dashboard-{uuid.uuid4().hex[:8]}"
+            try:
+                async with _new_client(self._host, self._port, client_id, tls) as client:
+                    await client.subscribe([(topic, 1) for topic in _FILTERS])
+                    self._client = client
+                    self.connected.set()
+                    failures = 0
+                    log.info("dashboard_feed_connected", host=self._host, port=self._port)
+                    if ready is not None:
+                        ready.set()
+                    async for message in client.messages:
+                        self._on_message(message.topic.value, _payload_bytes(message.payload))
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                delay = random.uniform(_BACKOFF_MIN, min(_BACKOFF_MAX, _BACKOFF_MIN * 2**failures))
+                log.warning("dashboard_feed_disconnected", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+            finally:
+                self._client = None
+                self.connected.clear()
+                error = DesiredRejectedError(503, "dashboard lost its broker connection")
+                for future in self._pending.values():
+                    if not future.done():
+                        future.set_exception(error)
+
+    async def update_desired(
+        self, thing: str, desired: Mapping[str, Any], shadow: str | None = None
+    ) -> int:
+        """Set desired keys; return the new shadow version or raise DesiredRejectedError."""
+        client = self._client
+        if client is None:
+            raise DesiredRejectedError(503, "dashboard is not connected to the broker")
+        token = uuid.uuid4().hex
+        future: asyncio.Future[tuple[bool, dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[token] = future
+        body = {"state": {"desired": dict(desired)}, "clientToken": token}
+        topic = f"{shadow_prefix(thing, shadow)}/update"
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                await client.publish(topic, json.dumps(body).encode(), 1)
+                accepted, reply = await future
+        except TimeoutError as exc:
+            raise DesiredRejectedError(504, f"no reply on {topic}/accepted|rejected") from exc
+        except aiomqtt.MqttError as exc:
+            raise DesiredRejectedError(503, str(exc)) from exc
+        finally:
+            self._pending.pop(token, None)
+        if not accepted:
+            raise DesiredRejectedError(int(reply.get("code", 500)), str(reply.get("message")))
+        return int(reply.get("version", 0))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[0] == "things" and parts[2] == "status":
+            self._on_status(parts[1], payload)
+            return
+        parsed = parse_topic(topic.rsplit("/", 1)[0])
+        if parsed is None:
+            return
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        suffix = parts[-1]
+        thing = self._thing(parsed.thing)
+        key = parsed.name or CLASSIC
+        if parsed.operation == "update" and suffix == "documents":
+            self._on_documents(thing, key, body)
+        elif parsed.operation == "delete" and suffix == "accepted":
+            thing.shadows.pop(key, None)
+            self._event(thing, "shadow", "shadow deleted")
+            self._changed(thing)
+        elif parsed.operation == "update" and suffix in ("accepted", "rejected"):
+            token = body.get("clientToken")
+            future = self._pending.get(token) if isinstance(token, str) else None
+            if future is not None and not future.done():
+                future.set_result((suffix == "accepted", body))
+            if suffix == "rejected":
+                message = f"update rejected: {body.get('code')} {body.get('message')}"
+                self._event(thing, "error", message)
+
+    def _on_status(self, name: str, payload: bytes) -> None:
+        text = payload.decode(errors="replace").strip()
+        status = text.lower()
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError, AttributeError):
+                status = str(json.loads(text).get("status", "")).lower()
+        thing = self._thing(name)
+        status = status if status in _STATUSES else "unknown"
+        if status == thing.status:
+            return
+        thing.status = status
+        thing.status_at = time.time()
+        self._event(thing, "status", status)
+        self._changed(thing)
+
+    def _on_documents(self, thing: _Thing, key: str, body: Mapping[str, Any]) -> None:
+        current = body.get("current")
+        if not isinstance(current, dict) or not isinstance(current.get("version"), int):
+            return
+        previous = thing.shadows.get(key)
+        if previous is not None and previous["version"] >= current["version"]:
+            return
+        state = current.get("state") or {}
+        document = _document(state, current["version"], body.get("timestamp"))
+        before_desired = previous["desired"] if previous is not None else {}
+        before_reported = previous["reported"] if previous is not None else {}
+        thing.shadows[key] = document
+        label = f"[{key}] " if key else ""
+        if changed := _changes(before_desired, document["desired"]):
+            self._event(thing, "desired", f"{label}desired " + ", ".join(changed))
+        if changed := _changes(before_reported, document["reported"]):
+            self._event(thing, "reported", f"{label}reported " + ", ".join(changed))
+        self._changed(thing)

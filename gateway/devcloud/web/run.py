@@ -1,0 +1,85 @@
+"""``edge-gateway devcloud``: the local dev cloud on its own, optionally with a batch of things."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from gateway.devcloud.web.cloud import BatchThing, DevCloud
+from gateway.errors import GatewayError
+from gateway.logs import configure_logging
+
+__all__ = ["parse_claims", "run_devcloud"]
+
+log = structlog.get_logger()
+
+
+def parse_claims(items: Sequence[str]) -> dict[str, str]:
+    """``--claim ID`` (thing named ID) or ``--claim ID=THING`` options as claim -> thing."""
+    claims = {}
+    for item in items:
+        claim, _, thing = item.partition("=")
+        if not claim:
+            raise GatewayError(f"invalid --claim {item!r}: expected ID or ID=THING")
+        claims[claim] = thing or claim
+    return claims
+
+
+def run_devcloud(
+    *,
+    state_dir: Path,
+    things: int,
+    http: tuple[str, int],
+    https: tuple[str, int],
+    mqtt_port: int,
+    claims: Mapping[str, str],
+) -> int:
+    configure_logging("auto", "info")
+    cloud = DevCloud(state_dir, mqtt_port=mqtt_port, http=http, https=https, claims=claims)
+    code = 0
+    try:
+        asyncio.run(_serve(cloud, things))
+    except* GatewayError as group:
+        for exc in group.exceptions:
+            log.error("devcloud_failed", error=str(exc))
+        code = 1
+    return code
+
+
+async def _serve(cloud: DevCloud, things: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with cloud, asyncio.TaskGroup() as group:
+        running = group.create_task(cloud.run(), name="devcloud")
+        await cloud.ready.wait()
+        batch = await cloud.create_things(things) if things else []
+        _print_instructions(cloud, batch)
+        await stop.wait()
+        running.cancel()
+    print("devcloud stopped", flush=True)
+
+
+def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
+    lines = [
+        "",
+        "edge-gateway dev cloud is running:",
+        f"  dashboard      {cloud.dashboard_url}   (plain HTTP, loopback only)",
+        f"  MQTT           {cloud.broker.host}:{cloud.broker.port} (mutual TLS, CA "
+        f"{cloud.ca.cert_path})",
+        f"  Provision API  {cloud.provision_url}provision/checkin, /provision/getCerts (HTTPS)",
+        f"  artifacts      {cloud.provision_url}artifacts/<name> from "
+        f"{cloud.provision.artifacts_dir}",
+        f"  state          {cloud.state_dir}",
+    ]
+    if batch:
+        lines += ["", f"{len(batch)} things, each folder holds cert.pem, privkey.pem, ca.pem and:"]
+        lines += [f"  edge-gateway run --mock-gpio -c {thing.config}" for thing in batch]
+        lines += ["", f"--- {batch[0].config} ---", batch[0].config.read_text().rstrip()]
+    lines += ["", "Press Ctrl+C to stop.", ""]
+    print("\n".join(lines), flush=True)
