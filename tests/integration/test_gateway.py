@@ -49,19 +49,28 @@ class RunningGateway:
 
 
 def write_config(
-    directory: Path, broker: MosquittoBroker, thing: str, *, devices: str = DEVICES, extra: str = ""
+    directory: Path,
+    broker: MosquittoBroker,
+    thing: str,
+    *,
+    devices: str = DEVICES,
+    extra: str = "",
+    port: int | None = None,
+    mqtt_extra: str = "",
+    keepalive_s: int = 30,
 ) -> Path:
+    """A gateway config for ``thing`` on the test broker (or on ``port``, e.g. a fault proxy)."""
     creds = broker.credentials(thing)
     text = f"""\
 thing: {thing}
 mqtt:
   host: {broker.host}
-  port: {broker.port}
+  port: {port or broker.port}
   ca: {creds.ca}
   cert: {creds.cert}
   key: {creds.key}
-  keepalive_s: 30
-gpio: {{pin_factory: mock}}
+  keepalive_s: {keepalive_s}
+{mqtt_extra}gpio: {{pin_factory: mock}}
 state_dir: {directory / "state"}
 admin_socket: {directory / "admin.sock"}
 devices:

@@ -1,0 +1,363 @@
+"""Faults between the gateway and the broker: what must arrive, arrives.
+
+A fault proxy sits between gateway and broker (see faultproxy.py); the assertions are made on
+what the broker side receives: every event in order (a duplicate only as a redelivery with the
+same id), and the right final shadow state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
+from gateway.adapters.mqtt import AiomqttConnector, build_tls_context
+from gateway.app import Gateway, mqtt_settings
+from gateway.config import load_config
+from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
+from tests.integration.faultproxy import FaultProxy
+from tests.integration.test_gateway import RunningGateway, reported, write_config
+
+pytestmark = pytest.mark.integration
+
+FAST_RECONNECT = "  reconnect: {min_s: 0.05, max_s: 0.5, reset_after_s: 60}\n"
+EVENT_DEVICES = """\
+  led:    {type: LED, pin: 17}
+  button: {type: Button, pin: 4, pull_up: true, events: true}
+"""
+
+
+@pytest.fixture
+async def proxy(broker: MosquittoBroker) -> AsyncIterator[FaultProxy]:
+    fault = FaultProxy(broker.host, broker.port)
+    await fault.start()
+    yield fault
+    await fault.stop()
+
+
+@pytest.fixture
+def thing() -> str:
+    return f"pi-{uuid.uuid4().hex[:8]}"
+
+
+class EventCollector:
+    """Subscribes, as the cloud side, to the thing's events and status topics."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.statuses: list[str] = []
+        self.changed = asyncio.Event()
+
+    def ids(self) -> list[int]:
+        return [event["id"] for event in self.events]
+
+    def unique_in_order(self) -> list[dict[str, Any]]:
+        """Events with redeliveries (same id) removed; asserts ids only ever go forward."""
+        seen: dict[int, dict[str, Any]] = {}
+        for event in self.events:
+            if event["id"] in seen:
+                assert seen[event["id"]] == event  # a redelivery is the same event
+                continue
+            assert not seen or event["id"] > max(seen)  # never out of order
+            seen[event["id"]] = event
+        return list(seen.values())
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 15) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@asynccontextmanager
+async def collect(broker: MosquittoBroker, thing: str) -> AsyncIterator[EventCollector]:
+    creds = broker.credentials(broker.admin_identities[0])
+    tls = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    collector = EventCollector()
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"collector-{uuid.uuid4().hex[:8]}",
+        tls_context=tls,
+        protocol=aiomqtt.ProtocolVersion.V311,
+    ) as client:
+        await client.subscribe([(f"things/{thing}/events", 1), (f"things/{thing}/status", 1)])
+
+        async def read() -> None:
+            async for message in client.messages:
+                payload = bytes(message.payload)  # type: ignore[arg-type]
+                if message.topic.value.endswith("/events"):
+                    collector.events.extend(json.loads(payload)["events"])
+                else:
+                    collector.statuses.append(payload.decode())
+                collector.changed.set()
+
+        reader = asyncio.ensure_future(read())
+        try:
+            yield collector
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+@asynccontextmanager
+async def gateway_via(
+    proxy: FaultProxy, broker: MosquittoBroker, directory: Path, thing: str, **options: Any
+) -> AsyncIterator[RunningGateway]:
+    path = write_config(
+        directory, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, **options
+    )
+    config = load_config(path)
+    factory = make_pin_factory("mock")
+    bank = GpiozeroBank(
+        config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True, mock_dir=directory
+    )
+    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+    task = asyncio.ensure_future(gateway.run())
+    try:
+        async with asyncio.timeout(10):
+            await gateway.shadow.synced.wait()
+        yield RunningGateway(gateway, factory, config)
+    finally:
+        gateway.stop()
+        await asyncio.wait_for(task, timeout=10)
+        factory.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_desired_set_during_a_cut_link_is_applied_after_reconnect(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with gateway_via(proxy, broker, tmp_path, thing) as running:
+        proxy.cut()
+        await until(lambda: not running.gateway.shadow.connected)
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        await asyncio.sleep(0.3)
+        assert running.pin(17).state == 0  # nothing can arrive while the link is down
+        proxy.restore()
+        await shadow_client.wait_for(thing, reported("led", True), timeout=10)
+        assert running.pin(17).state == 1
+        assert running.gateway.reconnects >= 1
+
+
+async def test_presses_during_an_outage_all_arrive_in_order_with_the_final_state(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with (
+        collect(broker, thing) as collector,
+        gateway_via(proxy, broker, tmp_path, thing, devices=EVENT_DEVICES) as running,
+    ):
+        proxy.cut()
+        await until(lambda: not running.gateway.shadow.connected)
+        for _ in range(30):
+            running.pin(4).drive_low()
+            running.pin(4).drive_high()
+        running.pin(4).drive_low()
+        await asyncio.sleep(0.2)
+        proxy.restore()
+        await collector.wait_for(lambda: len(collector.unique_in_order()) >= 61)
+        values = [event["value"] for event in collector.unique_in_order()]
+        assert values == [True, False] * 30 + [True]
+        await shadow_client.wait_for(thing, reported("button", True), timeout=10)
+        assert "offline" in collector.statuses  # the Last Will spoke for the cut link
+        assert collector.statuses[-1] == "online"
+
+
+async def test_black_hole_longer_than_keepalive_is_detected_and_survived(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with gateway_via(proxy, broker, tmp_path, thing, keepalive_s=5) as running:
+        proxy.blackhole()
+        # paho notices the missing PINGRESP after about 1.5 keepalives.
+        await until(lambda: not running.gateway.shadow.connected, timeout=15)
+        running.pin(4).drive_low()
+        proxy.restore()
+        await shadow_client.wait_for(thing, reported("button", True), timeout=15)
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        await shadow_client.wait_for(thing, reported("led", True), timeout=10)
+
+
+async def test_slow_link_still_converges(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with gateway_via(proxy, broker, tmp_path, thing) as running:
+        proxy.delay_s = 0.2
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        await shadow_client.wait_for(thing, reported("led", True), timeout=10)
+        assert running.pin(17).state == 1
+
+
+async def test_broker_restart_is_ridden_through(
+    tmp_path_factory: pytest.TempPathFactory, dev_ca: Any, tmp_path: Path, thing: str
+) -> None:
+    with MosquittoBroker(tmp_path_factory.mktemp("own-broker"), dev_ca) as own:
+        service = ShadowService(own.host, own.port, own.credentials(own.service_identity))
+        ready = asyncio.Event()
+        service_task = asyncio.ensure_future(service.run(ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        proxy = FaultProxy(own.host, own.port)
+        await proxy.start()
+        try:
+            creds = own.credentials(own.admin_identities[0])
+            async with gateway_via(proxy, own, tmp_path, thing) as running:
+                await asyncio.to_thread(own.restart)
+                await until(lambda: running.gateway.reconnects >= 1, timeout=10)
+                async with ShadowClient(own.host, own.port, creds, timeout=1.0) as client:
+                    # The shadow service is reconnecting too; like a cloud app, retry until
+                    # it answers.
+                    async with asyncio.timeout(15):
+                        while True:
+                            try:
+                                await client.update(thing, {"desired": {"led": True}})
+                                break
+                            except ShadowTimeoutError:
+                                continue
+                    await client.wait_for(thing, reported("led", True), timeout=15)
+                assert running.pin(17).state == 1
+        finally:
+            await proxy.stop()
+            service_task.cancel()
+            await asyncio.gather(service_task, return_exceptions=True)
+
+
+async def test_full_outbox_disk_keeps_running_in_memory_and_recovers(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.outbox
+
+    monkeypatch.setattr(gateway.outbox, "RETRY_DISK_AFTER_S", 0.2)
+    presses = 1500  # 3000 events: far more than a 64 KB outbox file holds
+    with capture_logs() as logs:
+        async with (
+            collect(broker, thing) as collector,
+            gateway_via(
+                proxy,
+                broker,
+                tmp_path,
+                thing,
+                devices=EVENT_DEVICES,
+                extra="outbox: {max_bytes: 65536}\n",
+            ) as running,
+        ):
+            proxy.cut()
+            await until(lambda: not running.gateway.shadow.connected)
+            for _ in range(presses):
+                running.pin(4).drive_low()
+                running.pin(4).drive_high()
+            await until(lambda: any(e["event"] == "outbox_disk_failed" for e in logs))
+            assert running.gateway.shadow.values["button"] is False  # still running
+            proxy.restore()
+            await collector.wait_for(
+                lambda: len(collector.unique_in_order()) >= 2 * presses, timeout=60
+            )
+            values = [event["value"] for event in collector.unique_in_order()]
+            assert values == [True, False] * presses
+            # Delivery freed the disk; the next change moves the outbox back onto it.
+            running.pin(4).drive_low()
+            await until(lambda: any(e["event"] == "outbox_disk_recovered" for e in logs))
+            assert not running.gateway.outbox.degraded
+
+
+async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    config = write_config(
+        tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=EVENT_DEVICES
+    )
+    socket = tmp_path / "admin.sock"
+    command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
+    log = (tmp_path / "gateway.log").open("w")
+
+    async def mock_set(value: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "mock",
+            "set",
+            "button",
+            value,
+            "--socket",
+            str(socket),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        assert await process.wait() == 0
+
+    async with collect(broker, thing) as collector:
+        first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        try:
+            await until(lambda: socket.exists(), timeout=15)
+            await shadow_client.wait_for(
+                thing, lambda doc: "button" in doc["state"].get("reported", {}), timeout=10
+            )
+            proxy.cut()
+            await asyncio.sleep(0.3)
+            for _ in range(5):
+                await mock_set("true")
+                await mock_set("false")
+            await asyncio.sleep(0.2)  # accepted: persisted by the writer
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        finally:
+            if first.returncode is None:
+                first.kill()
+        assert collector.unique_in_order() == []  # nothing got out before the kill
+        socket.unlink(missing_ok=True)  # left behind by the killed process
+        proxy.restore()
+        second = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        try:
+            await collector.wait_for(lambda: len(collector.unique_in_order()) >= 10)
+            values = [event["value"] for event in collector.unique_in_order()]
+            assert values == [True, False] * 5
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 10) == 0
+        finally:
+            if second.returncode is None:
+                second.kill()
+            log.close()
