@@ -332,7 +332,7 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
     async with collect(broker, thing) as collector:
         first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
         try:
-            await until(lambda: socket.exists(), timeout=15)
+            await until(socket.exists, timeout=15)
             await shadow_client.wait_for(
                 thing, lambda doc: "button" in doc["state"].get("reported", {}), timeout=10
             )
