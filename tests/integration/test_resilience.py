@@ -26,7 +26,7 @@ from gateway.adapters.mqtt import AiomqttConnector, build_tls_context
 from gateway.app import Gateway, mqtt_settings
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
-from tests.integration.faultproxy import FaultProxy
+from gateway.devcloud.faultproxy import FaultProxy
 from tests.integration.test_gateway import RunningGateway, reported, write_config
 
 pytestmark = pytest.mark.integration

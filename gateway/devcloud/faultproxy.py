@@ -1,4 +1,5 @@
-"""A TCP proxy for fault injection between the gateway and the broker (TLS passes through).
+"""A TCP proxy for fault injection between a gateway and the broker (TLS passes through); used
+by the resilience tests and the soak script.
 
 ``cut()`` drops every connection and refuses new ones, ``blackhole()`` keeps connections open
 but forwards nothing (a dead Wi-Fi link), ``delay_s`` adds latency, ``restore()`` heals it.
@@ -65,7 +66,7 @@ class FaultProxy:
             return
         self.connections += 1
         self._writers.update({client_w, upstream_w})
-        # Test-only helper: the two pipe tasks are tracked in _pipes and awaited in stop().
+        # The two pipe tasks are tracked in _pipes and awaited in stop().
         pipes = [
             asyncio.ensure_future(self._pipe(client_r, upstream_w)),
             asyncio.ensure_future(self._pipe(upstream_r, client_w)),

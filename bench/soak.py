@@ -1,0 +1,140 @@
+"""Soak: does the gateway's memory stay flat under a steady load and a flapping link?
+
+10 deltas/s from the cloud side and a cut link every minute (down for 2 s), for --minutes
+(default 60), against a gateway process on mock GPIO behind a fault proxy. Samples the
+gateway's RSS every 10 s and prints a summary; not part of CI (run by hand):
+
+    .venv/bin/python -m bench.soak --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
+from gateway.devcloud.faultproxy import FaultProxy
+
+THING = "soak-pi"
+DEVICES = """\
+devices:
+  led:    {type: LED, pin: 17}
+  fan:    {type: PWMLED, pin: 18}
+  button: {type: Button, pin: 4, events: true}
+"""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def soak(minutes: float, rate_hz: float, cut_every_s: float) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="soak-"))
+    ca = DevCA.load_or_create(work / "ca")
+    with MosquittoBroker(work / "broker", ca) as broker:
+        service = ShadowService(
+            broker.host, broker.port, broker.credentials(broker.service_identity)
+        )
+        ready = asyncio.Event()
+        service_task = asyncio.ensure_future(service.run(ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        proxy = FaultProxy(broker.host, broker.port)
+        await proxy.start()
+        creds = broker.credentials(THING)
+        config = work / "gateway.yaml"
+        config.write_text(
+            f"thing: {THING}\nmqtt:\n  host: {broker.host}\n  port: {proxy.port}\n"
+            f"  ca: {creds.ca}\n  cert: {creds.cert}\n  key: {creds.key}\n"
+            "  reconnect: {min_s: 0.2, max_s: 2}\n"
+            f"gpio: {{pin_factory: mock}}\nstate_dir: {work / 'state'}\n"
+            f"admin_socket: {work / 'admin.sock'}\nlogging: {{format: json, level: warning}}\n"
+            + DEVICES
+        )
+        gateway = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "-c",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        samples: list[tuple[float, int]] = []
+        sent = accepted = timeouts = cuts = 0
+        started = time.monotonic()
+        deadline = started + minutes * 60
+        next_cut = started + cut_every_s
+        next_sample = started + 10
+        try:
+            await asyncio.sleep(2)
+            admin = broker.credentials(broker.admin_identities[0])
+            async with ShadowClient(broker.host, broker.port, admin, timeout=2.0) as client:
+                index = 0
+                while (now := time.monotonic()) < deadline:
+                    if now >= next_sample:
+                        samples.append((now - started, rss_kib(gateway.pid)))
+                        next_sample += 10
+                    if now >= next_cut:
+                        proxy.cut()
+                        cuts += 1
+                        await asyncio.sleep(2)
+                        proxy.restore()
+                        next_cut += cut_every_s
+                    index += 1
+                    sent += 1
+                    try:
+                        await client.update(THING, {"desired": {"fan": (index % 100) / 100}})
+                        accepted += 1
+                    except ShadowTimeoutError:
+                        timeouts += 1
+                    await asyncio.sleep(max(0.0, started + index / rate_hz - time.monotonic()))
+                final = await client.get(THING)
+        finally:
+            gateway.terminate()
+            await gateway.wait()
+            await proxy.stop()
+            service_task.cancel()
+            await asyncio.gather(service_task, return_exceptions=True)
+    rss = [value for _, value in samples]
+    half = len(rss) // 2 or 1
+    return {
+        "minutes": minutes,
+        "deltas_sent": sent,
+        "deltas_accepted_by_cloud": accepted,
+        "cloud_timeouts": timeouts,
+        "link_cuts": cuts,
+        "proxy_connections": proxy.connections,
+        "rss_kib_first": rss[0] if rss else None,
+        "rss_kib_last": rss[-1] if rss else None,
+        "rss_kib_max": max(rss) if rss else None,
+        "rss_kib_median_first_half": statistics.median(rss[:half]) if rss else None,
+        "rss_kib_median_second_half": statistics.median(rss[half:]) if rss else None,
+        "final_reported_fan": (final or {}).get("state", {}).get("reported", {}).get("fan"),
+        "final_desired": (final or {}).get("state", {}).get("desired"),
+        "gateway_exit_code": gateway.returncode,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=10.0, help="deltas per second")
+    parser.add_argument("--cut-every", type=float, default=60.0, help="seconds between link cuts")
+    args = parser.parse_args()
+    result = asyncio.run(soak(args.minutes, args.rate, args.cut_every))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
