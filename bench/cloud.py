@@ -42,6 +42,7 @@ class CloudApp:
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._listeners: dict[str, list[Listener]] = {}
+        self._raw: dict[str, Callable[[bytes, float], None]] = {}
 
     async def __aenter__(self) -> Self:
         tls = client_ssl_context(self._credentials)
@@ -62,7 +63,10 @@ class CloudApp:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._reader is not None:
             self._reader.cancel()
@@ -74,6 +78,10 @@ class CloudApp:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             received = time.perf_counter()
+            raw = self._raw.get(message.topic.value)
+            if raw is not None:
+                raw(message.payload, received)  # type: ignore[arg-type]
+                continue
             thing = message.topic.value.split("/")[2]
             listeners = self._listeners.get(thing)
             if not listeners:
@@ -82,6 +90,12 @@ class CloudApp:
             reported = ((body.get("current") or {}).get("state") or {}).get("reported") or {}
             for listener in list(listeners):
                 listener(reported, received)
+
+    async def subscribe(self, topic: str, callback: Callable[[bytes, float], None]) -> None:
+        """Call ``callback(payload, perf_counter_at_arrival)`` for each message on ``topic``."""
+        assert self._client is not None
+        self._raw[topic] = callback
+        await self._client.subscribe(topic, qos=1)
 
     def listen(self, thing: str, listener: Listener) -> Callable[[], None]:
         """Call ``listener(reported, perf_counter_at_arrival)`` for each document of ``thing``."""
@@ -126,10 +140,12 @@ async def _serve(args: argparse.Namespace) -> None:
     from gateway.devcloud import ShadowService, ShadowStore
 
     if args.max_section_bytes:
-        import gateway.devcloud.shadowdoc as shadowdoc
+        from gateway.devcloud import shadowdoc
 
         shadowdoc.MAX_SECTION_BYTES = args.max_section_bytes  # type: ignore[misc]
-    creds = Credentials(ca=args.creds / "ca.pem", cert=args.creds / "cert.pem", key=args.creds / "privkey.pem")
+    creds = Credentials(
+        ca=args.creds / "ca.pem", cert=args.creds / "cert.pem", key=args.creds / "privkey.pem"
+    )
     service = ShadowService(args.host, args.port, creds, store=ShadowStore())
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(ready=ready))

@@ -76,9 +76,7 @@ class FloorDevice:
         if delta:
             state["desired"] = dict.fromkeys(delta)
         body = {"state": state, "clientToken": uuid.uuid4().hex}
-        self.client.publish(
-            f"{self.prefix}/update", json.dumps(body, separators=(",", ":")), qos=1
-        )
+        self.client.publish(f"{self.prefix}/update", json.dumps(body, separators=(",", ":")), qos=1)
 
     def run(self, host: str, port: int, creds: Path) -> None:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(creds / "ca.pem"))

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -74,15 +75,17 @@ class Plan:
     step_s: float
     scaling: tuple[int, ...]
     scaling_rounds: int
+    outbox_events: int
+    settle_s: float
 
     @classmethod
     def full(cls) -> Plan:
         return cls(False, 300, 30, 300, 60.0, 5, 10_000, (10, 20, 50, 100, 200, 400), 4.0,
-                   (1, 50, 500), 100)  # fmt: skip
+                   (1, 50, 500), 100, 100_000, SETTLE_S)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(True, 20, 3, 10, 0.0, 1, 200, (20,), 1.0, (1, 50), 5)
+        return cls(True, 20, 3, 10, 0.0, 1, 200, (20,), 1.0, (1, 50), 5, 2000, 0.3)
 
 
 @dataclass
@@ -143,7 +146,11 @@ class Bench:
         return [sys.executable, "-m", "gateway", *run]
 
     def spawn(
-        self, impl: str, thing: str, devices: str = EXAMPLE_DEVICES, launcher: list[str] | None = None
+        self,
+        impl: str,
+        thing: str,
+        devices: str = EXAMPLE_DEVICES,
+        launcher: list[str] | None = None,
     ) -> Device:
         log = self.workdir / f"{thing}.log"
         with log.open("wb") as out:
@@ -160,7 +167,11 @@ class Bench:
         return device
 
     async def start_synced(
-        self, impl: str, thing: str, devices: str = EXAMPLE_DEVICES, launcher: list[str] | None = None
+        self,
+        impl: str,
+        thing: str,
+        devices: str = EXAMPLE_DEVICES,
+        launcher: list[str] | None = None,
     ) -> tuple[Device, float]:
         """Start a device; return it and the seconds until the cloud saw its first report."""
         synced = self.cloud.expect_any_report(thing)
@@ -216,38 +227,56 @@ class Bench:
         wall = time.perf_counter() - started
         return {d.impl: 100 * (cpu_seconds(d.pid) - before[d.impl]) / wall for d in devices}
 
+    def _follow(
+        self, thing: str, levels: list[float]
+    ) -> tuple[dict[int, float], Callable[[], None]]:
+        """Arrival time per round index: a round counts as done when its level, or the level of
+        any later round, is reported (the gateway may skip a value the cloud already replaced).
+        Levels repeat every 997 rounds, so only the 500 rounds after the newest done one match."""
+        index_of: dict[float, list[int]] = {}
+        for index, level in enumerate(levels):
+            index_of.setdefault(level, []).append(index)
+        done: dict[int, float] = {}
+        newest = [-1]
+
+        def on_report(reported: dict[str, Any], received: float) -> None:
+            candidates = [
+                i for i in index_of.get(reported.get("fan"), []) if newest[0] < i <= newest[0] + 500
+            ]
+            if not candidates:
+                return
+            upto = candidates[0]
+            for i in range(newest[0] + 1, upto + 1):
+                done[i] = received
+            newest[0] = upto
+
+        return done, self.cloud.listen(thing, on_report)
+
     async def throughput(self, thing: str, rates: tuple[int, ...], step_s: float) -> list[dict]:
         """Open loop: desired updates at ``rate``/s; does every one come back without a
         growing lag? Stops after the first rate that is not sustained."""
         steps = []
         for rate in rates:
             count = max(1, int(rate * step_s))
-            sent: dict[float, float] = {}
-            got: dict[float, float] = {}
-
-            def on_report(reported: dict[str, Any], received: float) -> None:
-                value = reported.get("fan")
-                if value in sent and value not in got:
-                    got[value] = received
-
-            remove = self.cloud.listen(thing, on_report)
-            start = time.perf_counter()
             levels = [_level(i) for i in range(count)]
+            sent: list[float] = []
+            done, remove = self._follow(thing, levels)
+            start = time.perf_counter()
             for i, level in enumerate(levels):
                 await _sleep_until(start + i / rate)
-                sent[level] = time.perf_counter()
+                sent.append(time.perf_counter())
                 await self.cloud.set_desired(thing, {"fan": level})
             sending_s = time.perf_counter() - start
             drain_deadline = time.perf_counter() + 20
-            while len(got) < len(sent) and time.perf_counter() < drain_deadline:
+            while len(done) < count and time.perf_counter() < drain_deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             remove()
-            lags = [got[v] - sent[v] for v in levels if v in got]
+            lags = [done[i] - sent[i] for i in range(count) if i in done]
             quarter = max(1, len(lags) // 4)
             first, last = lags[:quarter], lags[-quarter:]
             growing = bool(lags) and statistics.median(last) > statistics.median(first) + 0.1
             lost = count - len(lags)
-            end = max(got.values()) if got else start
+            end = max(done.values()) if done else start
             steps.append(
                 {
                     "offered_per_s": rate,
@@ -267,28 +296,20 @@ class Bench:
         return steps
 
     async def many_deltas(self, thing: str, count: int, window: int = 8) -> dict[str, Any]:
-        """Closed loop, ``window`` deltas in flight; returns the rate and how many were lost."""
-        slots = asyncio.Semaphore(window)
-        lost = 0
-        loop = asyncio.get_running_loop()
-
-        def done(future: asyncio.Future[float]) -> None:
-            nonlocal lost
-            lost += future.cancelled()
-            slots.release()
-
+        """Closed loop, at most ``window`` deltas not yet followed by a report."""
+        levels = [_level(i) for i in range(count)]
+        done, remove = self._follow(thing, levels)
         started = time.perf_counter()
-        for index in range(count):
-            await slots.acquire()
-            level = _level(index)
-            arrived = self.cloud.expect(thing, "fan", level)
-            loop.call_later(10, arrived.cancel)
-            arrived.add_done_callback(done)
+        deadline = started + 600
+        for index, level in enumerate(levels):
+            while index - len(done) >= window and time.perf_counter() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.0005)
             await self.cloud.set_desired(thing, {"fan": level})
-        for _ in range(window):
-            await slots.acquire()
+        while len(done) < count and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        remove()
         elapsed = time.perf_counter() - started
-        return {"deltas": count, "lost": lost, "per_s": round(count / elapsed, 1)}
+        return {"deltas": count, "lost": count - len(done), "per_s": round(len(done) / elapsed, 1)}
 
     async def input_latency(self, rounds: int, warmup: int) -> dict[str, list[float]]:
         """Mock input edge -> reported seen by the cloud, for an in-process gateway, next to a
@@ -372,7 +393,7 @@ class Bench:
             times, rss = [], []
             for trial in range(plan.startup_trials):
                 device, elapsed = await self.start_synced(impl, f"bench-start-{impl}-{tag}{trial}")
-                await asyncio.sleep(SETTLE_S)
+                await asyncio.sleep(self.plan.settle_s)
                 times.append(elapsed)
                 rss.append(rss_mb(device.pid))
                 await self.stop(device)
@@ -385,10 +406,14 @@ class Bench:
 
         progress("desired -> reported latency, floor / gateway / peer interleaved")
         things = {impl: f"bench-{impl}-{tag}" for impl in IMPLS}
-        running = {impl: (await self.start_synced(impl, thing))[0] for impl, thing in things.items()}
-        await asyncio.sleep(SETTLE_S)
+        running = {
+            impl: (await self.start_synced(impl, thing))[0] for impl, thing in things.items()
+        }
+        await asyncio.sleep(self.plan.settle_s)
         samples = await self.latency(things, plan.rounds, plan.warmup)
-        results["latency"] = {impl: Distribution.of_seconds(s).as_dict() for impl, s in samples.items()}
+        results["latency"] = {
+            impl: Distribution.of_seconds(s).as_dict() for impl, s in samples.items()
+        }
         results["latency_samples_ms"] = {
             impl: [round(x * 1000, 3) for x in s] for impl, s in samples.items()
         }
@@ -412,10 +437,10 @@ class Bench:
             thing = f"bench-many-{impl}-{tag}"
             launcher = lifted if impl == "gateway" else None
             device, _ = await self.start_synced(impl, thing, launcher=launcher)
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(self.plan.settle_s)
             before = rss_mb(device.pid)
             figures = await self.many_deltas(thing, plan.many_deltas)
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(self.plan.settle_s)
             many[impl] = {**figures, "rss_before_mb": round(before, 1),
                           "rss_after_mb": round(rss_mb(device.pid), 1)}  # fmt: skip
             if impl == "gateway":
@@ -428,7 +453,9 @@ class Bench:
 
         progress("input edge -> reported (in-process gateway, mock pin)")
         edges = await self.input_latency(plan.input_rounds, plan.warmup)
-        results["input_latency"] = {k: Distribution.of_seconds(v).as_dict() for k, v in edges.items()}
+        results["input_latency"] = {
+            k: Distribution.of_seconds(v).as_dict() for k, v in edges.items()
+        }
 
         progress(f"scaling: {', '.join(map(str, plan.scaling))} devices on one gateway")
         scaling = []
@@ -438,7 +465,7 @@ class Bench:
             device, elapsed = await self.start_synced(
                 "gateway", thing, devices=scaled_devices(count), launcher=launcher
             )
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(self.plan.settle_s)
             rss_start = rss_mb(device.pid)
             trips = (await self.latency({"gateway": thing}, plan.scaling_rounds, plan.warmup))[
                 "gateway"
@@ -457,8 +484,65 @@ class Bench:
             )
             await self.stop(device)
         results["scaling"] = scaling
-        results["outbox"] = {"status": "not yet built", "detail": "the durable outbox (issue 7)"}
+        progress(f"outbox flush: {plan.outbox_events} events queued while offline")
+        results["outbox"] = await self.outbox_flush(plan.outbox_events, tag)
         return results
+
+    async def outbox_flush(self, count: int, tag: str) -> dict[str, Any]:
+        """Fill a gateway's outbox with ``count`` events as an outage would, start the gateway,
+        and time how fast the events reach the cloud."""
+        try:
+            from gateway.outbox import Change, Outbox
+        except ImportError:
+            return {"status": "not yet built", "detail": "gateway.outbox does not exist"}
+        thing = f"bench-outbox-{tag}"
+        devices = EXAMPLE_DEVICES.replace("bounce_ms: 20}", "bounce_ms: 20, events: true}")
+        state = self.workdir / thing / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        outbox = Outbox(state / "outbox.sqlite3", max_events=count, sync="normal")
+        outbox.open()
+        now = time.time() - 3600
+        for start in range(0, count, 5000):
+            changes = [
+                Change("button", i % 2 == 0, now + i / 1000, event=True)
+                for i in range(start, min(count, start + 5000))
+            ]
+            outbox.record(changes)
+        queued = outbox.depth()
+        outbox.close()
+        ids: set[int] = set()
+        first: list[float] = []
+        last = [0.0]
+
+        def on_events(payload: bytes, received: float) -> None:
+            events = json.loads(payload).get("events") or []
+            ids.update(int(event["id"]) for event in events)
+            if not first:
+                first.append(received)
+            last[0] = received
+
+        await self.cloud.subscribe(f"things/{thing}/events", on_events)
+        started = time.perf_counter()
+        device = self.spawn("gateway", thing, devices)
+        deadline = started + 180
+        while len(ids) < count and time.perf_counter() < deadline:
+            if device.process.poll() is not None:
+                tail = device.log.read_text(errors="replace")[-1500:]
+                return {"status": "failed", "detail": f"gateway exited: {tail}"}
+            await asyncio.sleep(0.1)
+        await self.stop(device)
+        if not ids:
+            return {"status": "failed", "detail": f"no events arrived (queued: {queued})"}
+        flush_s = last[0] - first[0]
+        return {
+            "status": "measured",
+            "events": len(ids),
+            "queued": queued,
+            "lost": count - len(ids),
+            "first_s": round(first[0] - started, 3),
+            "flush_s": round(flush_s, 3),
+            "events_per_s": round(len(ids) / flush_s, 1) if flush_s > 0 else None,
+        }
 
 
 def scaled_devices(count: int) -> str:
@@ -491,7 +575,8 @@ async def _sleep_until(when: float) -> None:
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"python": platform.python_version(), "kernel": platform.release()}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        lscpu = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
             key, _, value = line.partition(":")
             if key in ("Model name", "CPU(s)", "Architecture"):
                 info[key.lower().replace(" ", "_").replace("(s)", "s")] = value.strip()
@@ -500,14 +585,20 @@ def machine() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 info["memory_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        first = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+        first = subprocess.run(
+            ["mosquitto", "-h"], check=False, capture_output=True, text=True
+        ).stdout
         info["mosquitto"] = first.splitlines()[0].removeprefix("mosquitto version ").strip()
     for package in ("edge-gateway", "aiomqtt", "paho-mqtt", "gpiozero", "awsiotsdk", "awscrt"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             info[package] = importlib.metadata.version(package)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         ).stdout.strip()
         if commit:
             info["commit"] = commit
@@ -520,20 +611,25 @@ def dev_cloud(workdir: Path) -> Iterator[MosquittoBroker]:
     ca = DevCA.load_or_create(workdir / "ca")
     with MosquittoBroker(workdir / "broker", ca) as broker:
         creds = broker.credentials(broker.service_identity)
+        log_path = workdir / "shadow-service.log"
+        log = log_path.open("wb")
         service = subprocess.Popen(
             [sys.executable, "-m", "bench.cloud", "serve", "--host", broker.host,
              "--port", str(broker.port), "--creds", str(creds.cert.parent),
              "--max-section-bytes", str(LIFTED_SHADOW_BYTES)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            assert service.stdout is not None
-            if service.stdout.readline().strip() != "ready":
-                raise RuntimeError("the shadow service did not start")
+            deadline = time.monotonic() + 20
+            while not log_path.read_text().startswith("ready"):
+                if service.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the shadow service did not start: {log_path.read_text()}")
+                time.sleep(0.05)
             yield broker
         finally:
             service.terminate()
             service.wait(10)
+            log.close()
 
 
 async def _main(plan: Plan, out: Path, workdir: Path, publish: bool, command: str) -> int:

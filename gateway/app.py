@@ -507,8 +507,13 @@ class Gateway:
         days_left = None
         if self._cert_expiry is not None:
             days_left = round((self._cert_expiry - time.time()) / 86_400, 3)
+        shadow = self.shadow.status()
+        outbox = shadow.get("outbox", {})
         return {
-            **self.shadow.status(),
+            **shadow,
+            "outbox_depth": outbox.get("events", 0) + outbox.get("reported", 0),
+            "outbox_dropped_events": outbox.get("dropped_events", 0),
+            "outbox_in_memory": self.outbox.degraded,
             "version": __version__,
             "mock_gpio": self.bank.is_mock,
             "reconnects": self.reconnects,

@@ -2,7 +2,7 @@
 socket's ``status`` command returns.
 
 ``render_prometheus`` is pure: status mapping in, text exposition format out. A value the
-gateway does not have yet (no outbox, no check-in so far) is left out, never invented.
+gateway does not have yet (no check-in so far) is left out, never invented.
 ``serve_metrics`` is the thin adapter; it serves until cancelled.
 """
 
@@ -26,7 +26,7 @@ _GAUGES = (
     ("connected", "mqtt_connected", "1 while the MQTT connection is up and subscribed"),
     ("synced", "shadow_synced", "1 once a fetched shadow document has been reconciled"),
     ("in_flight", "shadow_requests_in_flight", "shadow requests sent and not yet answered"),
-    ("outbox_depth", "outbox_depth", "shadow updates queued for sending"),
+    ("outbox_depth", "outbox_depth", "accepted changes and events waiting in the outbox"),
     ("last_checkin", "last_checkin_timestamp_seconds", "time of the last successful check-in"),
     ("certificate_days_left", "certificate_days_left", "days until the client cert expires"),
     ("shadow_version", "shadow_version", "newest shadow version seen"),

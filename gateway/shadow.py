@@ -291,7 +291,10 @@ class ShadowSync:
         self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
     ) -> None:
         applied: dict[str, JsonValue] = {}
-        for name, value in plan.apply.items():
+        for name, value in list(plan.apply.items()):
+            if self._defer_if_too_soon(name, value, plan.version):
+                del plan.apply[name]
+                continue
             try:
                 applied[name] = self._write(name, value)
             except GatewayError as exc:

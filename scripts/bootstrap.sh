@@ -14,9 +14,24 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 fi
+# The dashboard's browser tests drive Debian's chromium with playwright (which never downloads a
+# browser of its own here); a missing chromium fails them, so the test set-up installs it.
+if [ "$extras" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (apt-get) for the dashboard's browser tests"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 # Debian enables the system broker on install; the gateway starts its own, so stop that one.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+# The tests run systemd-analyze (verify, security), systemd-sysusers and systemctl --root on the
+# unit and the install script; /bin/kill (procps) is the unit's ExecReload.
+if [ "$extras" = "test" ] && { ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /bin/kill ]; }; then
+  echo "==> installing systemd tools (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd procps >/dev/null
 fi
 
 python="${PYTHON:-python3}"

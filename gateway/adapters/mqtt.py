@@ -8,6 +8,7 @@ as a ``GatewayError`` that says whether the broker refused our certificate or th
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -95,6 +96,24 @@ def _is_certificate_problem(exc: BaseException) -> bool:
     return False
 
 
+class _TlsAlertRecorder(logging.Handler):
+    """Keeps the TLS alert paho logs while connecting.
+
+    With TLS 1.3 the broker checks our certificate after the client's side of the handshake
+    is done; its refusal arrives as an alert that paho only logs ("failed to receive on
+    socket: [SSL: TLSV1_ALERT_UNKNOWN_CA] ...") while aiomqtt reports a timeout.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.alert: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "SSL" in message and "ALERT" in message.upper():
+            self.alert = message
+
+
 def _convert(exc: BaseException, action: str) -> MqttConnectionError:
     if _is_certificate_problem(exc):
         return CertificateRejectedError(f"{action}: TLS certificate rejected ({exc})")
@@ -157,7 +176,11 @@ class AiomqttConnector:
         will = None
         if s.will is not None:
             will = aiomqtt.Will(s.will.topic, s.will.payload, qos=1, retain=s.will.retain)
+        paho_logger = logging.getLogger(f"mqtt.{s.client_id}")  # propagates to "mqtt"
+        alerts = _TlsAlertRecorder()
+        paho_logger.addHandler(alerts)
         client = aiomqtt.Client(
+            logger=paho_logger,
             hostname=s.host,
             port=s.port,
             identifier=s.client_id,
@@ -171,10 +194,15 @@ class AiomqttConnector:
         )
         try:
             await client.__aenter__()
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, OSError) as exc:
+            if alerts.alert is not None:
+                raise CertificateRejectedError(
+                    f"cannot connect to {s.host}:{s.port}: the broker refused our TLS "
+                    f"certificate ({alerts.alert})"
+                ) from exc
             raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
-        except OSError as exc:
-            raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
+        finally:
+            paho_logger.removeHandler(alerts)
         log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)
         try:
             yield AiomqttSession(client)

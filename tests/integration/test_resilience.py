@@ -361,3 +361,31 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
             if second.returncode is None:
                 second.kill()
             log.close()
+
+
+async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
+    broker: MosquittoBroker, tmp_path: Path, thing: str
+) -> None:
+    from gateway.devcloud import DevCA
+
+    stranger = DevCA.load_or_create(tmp_path / "other-ca").issue(thing, tmp_path / "stranger")
+    # The refusal surfaces when the connect attempt times out: keep that short here.
+    path = write_config(
+        tmp_path, broker, thing, mqtt_extra=FAST_RECONNECT + "  connect_timeout_s: 3\n"
+    )
+    text = path.read_text()
+    text = text.replace(str(broker.credentials(thing).cert), str(stranger.cert))
+    text = text.replace(str(broker.credentials(thing).key), str(stranger.key))
+    path.write_text(text)
+    config = load_config(path)
+    factory = make_pin_factory("mock")
+    bank = GpiozeroBank(config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True)
+    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+    with capture_logs() as logs:
+        task = asyncio.ensure_future(gateway.run())
+        await until(lambda: any(e["event"] == "mqtt_certificate_rejected" for e in logs))
+        gateway.stop()
+        await asyncio.wait_for(task, 10)
+    factory.close()
+    assert not any(e["event"] == "mqtt_connection_failed" for e in logs)
+    assert gateway.backoff.attempt == 32  # straight to the cap: retrying sooner cannot help

@@ -269,3 +269,28 @@ async def test_online_is_published_retained_on_connect_and_offline_on_clean_stop
         await task
     assert session.statuses == [("online", True), ("offline", True)]
     assert published[1][0] == TOPICS.update
+
+
+async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
+    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    devices = {"led": BinaryOutputConfig(type="LED", pin=17)}
+    sync = ShadowSync(
+        thing=THING,
+        shadow=ShadowConfig(),
+        bank=bank,
+        codecs={name: codec_for(device) for name, device in devices.items()},
+        min_intervals_s={"led": 0.2},
+    )
+    task = asyncio.create_task(sync.run_session(session, stop))
+    await session.wait_publishes(1)
+    await answer_initial_get(session)
+    await session.wait_publishes(2)
+    for version in range(6, 56):  # 50 deltas in a burst
+        session.reply(Reply.UPDATE_DELTA, {"version": version, "state": {"led": version % 2 == 0}})
+    await asyncio.sleep(0.1)
+    assert len(bank.writes) == 1  # the first one; the rest wait for the interval
+    await asyncio.sleep(0.25)
+    assert len(bank.writes) == 2
+    assert bank.writes[-1] == ("led", False)  # version 55 is odd: the last value won
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

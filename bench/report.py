@@ -1,0 +1,277 @@
+"""Turn a run's results into results.json, results.md, PNG plots and the BENCHMARKS.md block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- bench:begin (written by python -m bench; do not edit by hand) -->"
+END = "<!-- bench:end -->"
+IMPLS = ("floor", "gateway", "peer")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(target, goal, measured, met) rows; met is None when not measured."""
+    lat = results.get("latency", {})
+    gw, floor, peer = lat.get("gateway", {}), lat.get("floor", {}), lat.get("peer", {})
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def add(name: str, goal: str, value: float | None, limit: float, unit: str = "") -> None:
+        shown = "not measured" if value is None else f"{value:.2f}{unit}"
+        rows.append((name, goal, shown, None if value is None else value <= limit))
+
+    add("gateway p50 / floor p50", "≤ 1.5x", _ratio(gw.get("p50"), floor.get("p50")), 1.5, "x")
+    add("gateway p50 / peer p50", "≤ 1x", _ratio(gw.get("p50"), peer.get("p50")), 1.0, "x")
+    add("gateway p99 / floor p99", "≤ 3x", _ratio(gw.get("p99"), floor.get("p99")), 3.0, "x")
+    start = results.get("startup", {}).get("gateway", {})
+    add("RSS after start (example config)", "≤ 45 MB", start.get("rss_start_mb"), 45, " MB")
+    add("idle CPU", "≤ 0.5 %", results.get("idle_cpu_pct", {}).get("gateway"), 0.5, " %")
+    add("start-up to synced", "≤ 1.5 s", start.get("startup_s"), 1.5, " s")
+    big = [row for row in results.get("scaling", []) if row["devices"] == 500]
+    add("RSS with 500 devices", "≤ 80 MB", big[0]["rss_after_mb"] if big else None, 80, " MB")
+    outbox = results.get("outbox", {})
+    rate = outbox.get("events_per_s")
+    shown = f"{rate:.0f} events/s" if rate is not None else outbox.get("status", "not measured")
+    rows.append(("outbox flush", "≥ 2 000 events/s", shown, None if rate is None else rate >= 2000))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    lines = [
+        f"Run {meta.get('date', '?')} ({meta.get('mode', '?')}, {meta.get('duration_s', '?')} s), "
+        f"command `{meta.get('command', 'python -m bench')}`.",
+        "",
+        "Machine: "
+        + ", ".join(
+            f"{key} {machine[key]}"
+            for key in ("model_name", "cpus", "memory_gb", "kernel")
+            if key in machine
+        )
+        + ". Versions: "
+        + ", ".join(
+            f"{key} {machine[key]}"
+            for key in (
+                "python",
+                "edge-gateway",
+                "commit",
+                "mosquitto",
+                "aiomqtt",
+                "paho-mqtt",
+                "gpiozero",
+                "awsiotsdk",
+                "awscrt",
+            )
+            if key in machine
+        )
+        + ".",
+        "",
+        "### Desired set → reported accepted (ms, seen by the cloud app)",
+        "",
+        "| device | n | p50 | p90 | p99 | max | start-up to synced (s) | RSS after start (MB) "
+        "| idle CPU (%) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lat = results.get("latency", {})
+    for impl in IMPLS:
+        d = lat.get(impl)
+        s = results.get("startup", {}).get(impl, {})
+        idle = results.get("idle_cpu_pct", {}).get(impl)
+        if d is None:
+            continue
+        lines.append(
+            f"| {impl} | {d['n']} | {d['p50']:.2f} | {d['p90']:.2f} | {d['p99']:.2f} | "
+            f"{d['max']:.2f} | {_fmt(s.get('startup_s'), 2)} | {_fmt(s.get('rss_start_mb'))} | "
+            f"{_fmt(idle, 2) if idle is not None else 'not measured'} |"
+        )
+    gw, floor, peer = lat.get("gateway"), lat.get("floor"), lat.get("peer")
+    if gw and floor and peer:
+        lines += [
+            "",
+            f"Ratios: gateway/floor p50 **{gw['p50'] / floor['p50']:.2f}x**, "
+            f"p99 **{gw['p99'] / floor['p99']:.2f}x**; gateway/peer p50 "
+            f"**{gw['p50'] / peer['p50']:.2f}x**, p99 **{gw['p99'] / peer['p99']:.2f}x**.",
+        ]
+    edges = results.get("input_latency", {})
+    if edges:
+        lines += [
+            "",
+            "### Input edge → reported (ms, mock pin driven in-process)",
+            "",
+            "| device | n | p50 | p90 | p99 | max |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for impl, d in edges.items():
+            lines.append(
+                f"| {impl} | {d['n']} | {d['p50']:.2f} | {d['p90']:.2f} | {d['p99']:.2f} | "
+                f"{d['max']:.2f} |"
+            )
+    through = results.get("throughput", {})
+    if through:
+        lines += [
+            "",
+            "### Sustained deltas/s (open loop; sustained = none lost, lag not growing)",
+            "",
+            "| device | highest sustained offered rate (/s) | reported at that rate (/s) "
+            "| first unsustained rate: lag p50 / max (ms), lost |",
+            "|---|---:|---:|---|",
+        ]
+        for impl, steps in through.items():
+            ok = [s for s in steps if s["sustained"]]
+            bad = [s for s in steps if not s["sustained"]]
+            first_bad = (
+                f"{bad[0]['offered_per_s']}/s: {_fmt(bad[0]['lag_p50_ms'])} / "
+                f"{_fmt(bad[0]['lag_max_ms'])}, {bad[0]['lost']} lost"
+                if bad
+                else "none up to the top of the ladder"
+            )
+            lines.append(
+                f"| {impl} | {ok[-1]['offered_per_s'] if ok else 'none'} | "
+                f"{_fmt(ok[-1]['achieved_per_s']) if ok else 'n/a'} | {first_bad} |"
+            )
+    many = results.get("many_deltas", {})
+    if many:
+        lines += [
+            "",
+            "### Memory under load (closed loop, 8 deltas in flight)",
+            "",
+            "| device | deltas | lost | deltas/s | RSS before (MB) | RSS after (MB) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for impl, m in many.items():
+            lines.append(
+                f"| {impl} | {m['deltas']} | {m['lost']} | {m['per_s']} | "
+                f"{m['rss_before_mb']} | {m['rss_after_mb']} |"
+            )
+    scaling = results.get("scaling", [])
+    if scaling:
+        lines += [
+            "",
+            "### Scaling: devices on one gateway",
+            "",
+            "| devices | start-up to synced (s) | RSS after start (MB) | RSS after rounds (MB) "
+            "| p50 (ms) | p99 (ms) | note |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in scaling:
+            note = "8 KB shadow limit lifted (bench only)" if row["shadow_limit_lifted"] else ""
+            lines.append(
+                f"| {row['devices']} | {row['startup_s']:.2f} | {row['rss_start_mb']} | "
+                f"{row['rss_after_mb']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {note} |"
+            )
+    outbox = results.get("outbox", {})
+    lines += ["", "### Outbox flush after an outage", ""]
+    if outbox.get("events_per_s") is not None:
+        lines.append(
+            f"{outbox['events']} queued events delivered in {outbox['flush_s']:.2f} s: "
+            f"**{outbox['events_per_s']:.0f} events/s** (first event {outbox['first_s']:.2f} s "
+            f"after start; {outbox.get('lost', 0)} missing)."
+        )
+    else:
+        lines.append(f"Not measured: {outbox.get('status', '?')} ({outbox.get('detail', '')}).")
+    lines += ["", "### Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for name, goal, shown, met in targets(results):
+        verdict = "not measured" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {name} | {goal} | {shown} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    samples = results.get("latency_samples_ms", {})
+    if samples:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for impl, values in samples.items():
+            ordered = sorted(values)
+            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            ax.step(ordered, ys, where="post", label=impl)
+        ax.set_xscale("log")
+        ax.set_xlabel("desired set → reported accepted (ms, log scale)")
+        ax.set_ylabel("fraction of rounds")
+        ax.set_title("Round trip through mosquitto + dev cloud shadow service")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        path = out / "latency_cdf.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    scaling = results.get("scaling", [])
+    if scaling:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
+        labels = [str(row["devices"]) for row in scaling]
+        left.bar(labels, [row["rss_after_mb"] for row in scaling], color="tab:orange")
+        left.set_xlabel("devices")
+        left.set_ylabel("RSS (MB)")
+        right.bar(labels, [row["p50_ms"] for row in scaling], label="p50")
+        right.bar(labels, [row["p99_ms"] - row["p50_ms"] for row in scaling],
+                  bottom=[row["p50_ms"] for row in scaling], label="p99", alpha=0.5)  # fmt: skip
+        right.set_xlabel("devices")
+        right.set_ylabel("round trip (ms)")
+        right.legend()
+        fig.suptitle("One gateway, more devices")
+        fig.tight_layout()
+        path = out / "scaling.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    through = results.get("throughput", {})
+    if through:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for impl, steps in through.items():
+            ax.plot(
+                [s["offered_per_s"] for s in steps],
+                [s["achieved_per_s"] for s in steps],
+                marker="o",
+                label=impl,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered deltas/s")
+        ax.set_ylabel("reported/s")
+        ax.set_title("Throughput ladder (stops at the first unsustained rate)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / "throughput.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    (out / "results.md").write_text("# edge-gateway benchmark results\n\n" + markdown(results))
+    plots(results, out)
+
+
+def publish_benchmarks(results: dict[str, Any], path: Path) -> None:
+    """Replace the marked block of BENCHMARKS.md with this run's tables."""
+    block = f"{BEGIN}\n{markdown(results)}{END}"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(head + block + tail)

@@ -1,0 +1,42 @@
+"""The benchmark cannot rot: ``python -m bench --smoke`` runs end to end against real mosquitto
+and writes its tables and plots. No timing targets are asserted here; the figures are
+published from the full run (BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("awsiot", reason="the peer needs awsiotsdk: pip install -e '.[bench]'")
+pytest.importorskip("matplotlib", reason="the plots need matplotlib: pip install -e '.[bench]'")
+
+from bench.run import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_run_writes_sane_figures(tmp_path: Path) -> None:
+    assert main(["--smoke", "--out", str(tmp_path)]) == 0
+
+    for name in ("results.json", "results.md", "latency_cdf.png", "scaling.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    results = json.loads((tmp_path / "results.json").read_text())
+    for impl in ("floor", "gateway", "peer"):
+        latency = results["latency"][impl]
+        assert latency["n"] >= 20
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        startup = results["startup"][impl]
+        assert startup["startup_s"] > 0
+        assert startup["rss_start_mb"] > 0
+        assert results["many_deltas"][impl]["lost"] == 0
+    for impl in ("floor", "gateway"):
+        edge = results["input_latency"][impl]
+        assert 0 < edge["p50"] <= edge["p99"]
+    assert [row["devices"] for row in results["scaling"]] == [1, 50]
+    assert all(row["rss_start_mb"] > 0 for row in results["scaling"])
+    assert results["outbox"]["status"] in {"measured", "not yet built"}
+    table = (tmp_path / "results.md").read_text()
+    assert "| gateway |" in table
+    assert "### Targets" in table
