@@ -374,7 +374,7 @@ class ShadowSync:
         if error.code == 409:
             log.info("update_version_conflict", message=error.message)
             self._request_get()
-        elif error.code in (429, 500, 503):
+        elif error.code == 429 or error.code >= 500:
             log.warning("update_throttled", code=error.code, message=error.message)
             self._retry_later(lambda: self._resend(request), THROTTLE_RETRY_S)
         else:
