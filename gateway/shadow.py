@@ -116,6 +116,8 @@ class ShadowSync:
         self._status_topic = status_topic or f"things/{thing}/status"
         # Accepted input changes reach the reporter only once the writer has them on disk.
         self._writer = writer
+        # Extra entries of reported.gateway (e.g. ota, cert_expires), set by other services.
+        self.gateway_status: dict[str, JsonValue] = {}
         self._events_wake = asyncio.Event()
         self._min_intervals = dict(min_intervals_s or {})
         self._last_applied: dict[str, float] = {}
@@ -136,6 +138,14 @@ class ShadowSync:
         else:
             self.on_persisted([change])
         log.debug("input_changed", device=name, value=value)
+
+    def report_gateway_status(self, key: str, value: JsonValue) -> None:
+        """Set ``reported.gateway.<key>`` now (if connected) and in every full report."""
+        if self.gateway_status.get(key) == value and key in self.gateway_status:
+            return
+        self.gateway_status[key] = value
+        if self.connected and not self._stopping:
+            self._enqueue_update(ShadowUpdate(reported={GATEWAY_KEY: {key: value}}))
 
     def on_persisted(self, changes: list[Change]) -> None:
         """Changes are durable: report them (coalesced) and publish their events."""
@@ -493,7 +503,7 @@ class ShadowSync:
     def _full_reported(self, stale_errors: frozenset[str] = frozenset()) -> dict[str, JsonValue]:
         errors: dict[str, str | None] = dict.fromkeys(stale_errors - self.reconciler.errors.keys())
         errors.update(self.reconciler.errors)
-        status: dict[str, JsonValue] = {"version": __version__}
+        status: dict[str, JsonValue] = {**self.gateway_status, "version": __version__}
         if errors:
             status["errors"] = dict(errors)
         return {**self.values, GATEWAY_KEY: status}

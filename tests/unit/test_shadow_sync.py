@@ -294,3 +294,16 @@ async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
     assert bank.writes[-1] == ("led", False)  # version 55 is odd: the last value won
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_gateway_status_entries_are_reported_now_and_in_full_reports(running: Any) -> None:
+    sync, session, _bank = running
+    await answer_initial_get(session)
+    await session.wait_publishes(2)
+    sync.report_gateway_status("ota", {"state": "idle"})
+    _, update = (await session.wait_publishes(3))[2]
+    assert update["state"]["reported"] == {"gateway": {"ota": {"state": "idle"}}}
+    sync.report_gateway_status("ota", {"state": "idle"})  # unchanged: nothing sent
+    await asyncio.sleep(0.05)
+    assert len(session.published) == 3
+    assert sync._full_reported()["gateway"]["ota"] == {"state": "idle"}  # type: ignore[index]
