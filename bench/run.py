@@ -107,6 +107,7 @@ class Bench:
     broker: MosquittoBroker
     cloud: CloudApp
     devices: list[Device] = field(default_factory=list)
+    rounds_sent: int = 0  # levels continue across phases, so a stale report never matches
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -227,6 +228,10 @@ class Bench:
         wall = time.perf_counter() - started
         return {d.impl: 100 * (cpu_seconds(d.pid) - before[d.impl]) / wall for d in devices}
 
+    def _levels(self, count: int) -> list[float]:
+        first, self.rounds_sent = self.rounds_sent, self.rounds_sent + count
+        return [_level(i) for i in range(first, first + count)]
+
     def _follow(
         self, thing: str, levels: list[float]
     ) -> tuple[dict[int, float], Callable[[], None]]:
@@ -258,7 +263,7 @@ class Bench:
         steps = []
         for rate in rates:
             count = max(1, int(rate * step_s))
-            levels = [_level(i) for i in range(count)]
+            levels = self._levels(count)
             sent: list[float] = []
             done, remove = self._follow(thing, levels)
             start = time.perf_counter()
@@ -297,7 +302,7 @@ class Bench:
 
     async def many_deltas(self, thing: str, count: int, window: int = 8) -> dict[str, Any]:
         """Closed loop, at most ``window`` deltas not yet followed by a report."""
-        levels = [_level(i) for i in range(count)]
+        levels = self._levels(count)
         done, remove = self._follow(thing, levels)
         started = time.perf_counter()
         deadline = started + 600

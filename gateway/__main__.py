@@ -66,9 +66,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.config import load_config, load_provision_setup
     from gateway.logs import configure_logging
 
+    setup = load_provision_setup(Path(args.config))
+    if setup.needs_provisioning:
+        # First start with a provision: block: obtain the certificate, then load the config
+        # (provisioned.yaml completes it with the thing, endpoint and credentials).
+        from gateway.provision import provision_at_start
+
+        configure_logging(setup.logging.format, setup.logging.level)
+        code = _run_async(provision_at_start(setup))
+        if code != EXIT_OK:
+            return code
     config = load_config(Path(args.config))
     configure_logging(config.logging.format, config.logging.level)
     import structlog
@@ -88,7 +98,9 @@ def _run_async(coro: Any) -> int:
 
     code = EXIT_OK
     try:
-        asyncio.run(coro)
+        result = asyncio.run(coro)
+        if isinstance(result, int):
+            code = result  # run_gateway: EXIT_RESTART_FOR_UPDATE after an update
     except* GatewayError as group:
         for exc in group.exceptions:
             structlog.get_logger().error("gateway_failed", error=str(exc))
@@ -178,6 +190,8 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
         https=_address(args.https, 8443),
         mqtt_port=args.mqtt_port,
         claims=parse_claims(args.claim),
+        fleet_templates=parse_claims(args.fleet_template),
+        fleet_claims=args.fleet_claim,
     )
 
 
@@ -252,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID[=THING]",
         help="a claim id /provision/getCerts accepts (repeatable; also claims.json)",
     )
+    devcloud.add_argument(
+        "--fleet-template",
+        action="append",
+        default=[],
+        metavar="NAME=THING",
+        help="a fleet-provisioning template, e.g. pi=pi-{SerialNumber} (also templates.json)",
+    )
+    devcloud.add_argument(
+        "--fleet-claim",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="issue a claim certificate into DIR/claims/NAME/ for fleet provisioning",
+    )
     devcloud.add_argument("--state-dir", help=f"state folder (default {devcloud_dir()})")
     devcloud.set_defaults(handler=cmd_devcloud)
 
@@ -262,7 +290,65 @@ def build_parser() -> argparse.ArgumentParser:
     desired.add_argument("--show", action="store_true", help="print the shadow document")
     desired.add_argument("--workdir", help=f"the demo's state folder (default {demo_dir()})")
     desired.set_defaults(handler=cmd_desired)
+    _add_ota_commands(commands)
+    from gateway.cli_certs import add_certs_parser, add_provision_parser
+
+    add_provision_parser(commands)
+    add_certs_parser(commands)
     return parser
+
+
+def cmd_ota_keygen(args: argparse.Namespace) -> int:
+    from gateway.signing import generate_keypair
+
+    private = Path(args.key)
+    public = Path(args.public) if args.public else private.with_suffix(".pub.pem")
+    generate_keypair(private, public)
+    print(f"private key {private} (0600, keep it off the devices); public key {public}")
+    print(f"devices: ota.public_key: {public}")
+    return EXIT_OK
+
+
+def cmd_ota_sign(args: argparse.Namespace) -> int:
+    from gateway.signing import sign_file
+
+    artifact = Path(args.artifact)
+    try:
+        signature = sign_file(Path(args.key).read_bytes(), artifact)
+    except OSError as exc:
+        raise GatewayError(f"cannot sign {artifact}: {exc.strerror or exc}") from exc
+    output = Path(args.output) if args.output else artifact.with_name(artifact.name + ".sig")
+    output.write_bytes(signature)
+    print(f"{output}: {signature.decode().strip()}")
+    return EXIT_OK
+
+
+def cmd_ota_guard(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.ota import run_guard
+
+    action = run_guard(load_config(Path(args.config), check_files=False))
+    print(f"ota guard: {action}")
+    return EXIT_OK
+
+
+def _add_ota_commands(commands: Any) -> None:
+    ota = commands.add_parser("ota", help="update helpers: sign artifacts, keys, start guard")
+    actions = ota.add_subparsers(dest="ota_command", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="make an Ed25519 signing key pair")
+    keygen.add_argument("--key", required=True, help="private key file to create (0600)")
+    keygen.add_argument("--public", help="public key file (default KEY with .pub.pem)")
+    keygen.set_defaults(handler=cmd_ota_keygen)
+    sign = actions.add_parser("sign", help="write ARTIFACT.sig (base64 signature of its SHA-256)")
+    sign.add_argument("artifact", help="the file devices will download")
+    sign.add_argument("--key", required=True, help="Ed25519 or ECDSA P-256 private key (PEM)")
+    sign.add_argument("-o", "--output", help="signature file (default ARTIFACT.sig)")
+    sign.set_defaults(handler=cmd_ota_sign)
+    guard = actions.add_parser(
+        "guard", help="before a start: roll back a pending update that cannot get healthy"
+    )
+    guard.add_argument("-c", "--config", required=True, help="YAML config file")
+    guard.set_defaults(handler=cmd_ota_guard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,9 @@ from gateway.adapters.mqtt import (
 from gateway.admin import serve_admin
 from gateway.backoff import Backoff
 from gateway.config import (
+    OUTPUT_CONFIGS,
     SENSOR_CONFIGS,
+    BinaryOutputConfig,
     GatewayConfig,
     Mcp3008Config,
     SystemSensorConfig,
@@ -44,20 +46,33 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError, GatewayError, MqttConnectionError
 from gateway.metrics import certificate_expiry, serve_metrics
+from gateway.ota import Updater
 from gateway.outbox import Outbox, OutboxWriter
 from gateway.ports import DeviceBank, MqttConnector
 from gateway.reconcile import sensor_changed
 from gateway.reload import ReloadPlan, files_digest, keep_restart_only, plan_reload, tls_files
+from gateway.renewal import (
+    CERT_EXPIRES_KEY,
+    RenewalHooks,
+    Renewer,
+    check_credentials,
+    warn_if_expiring,
+)
+from gateway.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.sdnotify import Notifier
 from gateway.shadow import ShadowSync
-from gateway.values import JsonValue, codec_for
+from gateway.values import JsonValue, NativeValue, codec_for, initial_value
 
 log = structlog.get_logger()
 
 SHUTDOWN_TIMEOUT_S = 4.0  # inside the 5 s users (and systemd's stop job) are promised
 STATUS_INTERVAL_S = 1.0  # how often the systemd STATUS= line is refreshed (sent when changed)
 # Supervised tasks that may end while the gateway is healthy (no sensors; metrics port busy).
-MAY_FINISH = frozenset({"sensor_poller", "metrics_http"})
+MAY_FINISH = frozenset(
+    {"sensor_poller", "metrics_http", "cert_renewal", "update_checker", "ota_health"}
+)
+# Exit code asking systemd to start the (new or rolled-back) version after an update.
+EXIT_RESTART_FOR_UPDATE = 75
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:
@@ -74,6 +89,42 @@ def mqtt_settings(config: GatewayConfig) -> MqttSettings:
         # The broker says "offline" (retained) for us when the link dies without a goodbye.
         will=Will(config.status_topic, b"offline", retain=True),
     )
+
+
+def behaviours_for(config: GatewayConfig) -> Behaviours:
+    """Interlocks, follows, pulses and fail-safe values from the config, in device terms."""
+    follows = []
+    pulses: dict[str, float] = {}
+    failsafe: dict[str, tuple[float, object]] = {}
+    for name, device in config.devices.items():
+        if not isinstance(device, OUTPUT_CONFIGS):
+            continue
+        if device.follow is not None:
+            follows.append(Follow(name, device.follow.device, device.follow.mode))
+        if isinstance(device, BinaryOutputConfig) and device.pulse_ms is not None:
+            pulses[name] = device.pulse_ms / 1000
+        if device.on_disconnect is not None:
+            value = codec_for(device).parse_desired(device.on_disconnect.value)
+            failsafe[name] = (device.on_disconnect.after_s, value)
+    return Behaviours(
+        interlocks=Interlocks.of(config.interlock_groups),
+        follows=FollowRules(tuple(follows)),
+        pulses_s=pulses,
+        failsafe=failsafe,
+    )
+
+
+def shutdown_values(config: GatewayConfig) -> dict[str, NativeValue]:
+    """What each output is driven to at a clean stop: on_shutdown, else its initial value."""
+    values: dict[str, NativeValue] = {}
+    for name, device in config.devices.items():
+        if not isinstance(device, OUTPUT_CONFIGS):
+            continue
+        if device.on_shutdown is not None:
+            values[name] = codec_for(device).parse_desired(device.on_shutdown)
+        elif (initial := initial_value(device)) is not None:
+            values[name] = initial
+    return values
 
 
 def backoff_for(config: GatewayConfig) -> Backoff:
@@ -141,6 +192,18 @@ class Gateway:
         self._reloading = False
         self._tls_digest = ""
         self._cert_expiry: float | None = None
+        self.exit_code = 0  # EXIT_RESTART_FOR_UPDATE after an update switched slots
+        self.updater = Updater(
+            config,
+            report=lambda status: self.shadow.report_gateway_status("ota", status),
+            healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
+            restart=self._restart_for_update,
+        )
+        # Certificate renewal: the connector to switch to between sessions, and which one
+        # connected last (the renewer waits for its new pair to connect).
+        self._next_connector: MqttConnector | None = None
+        self._connected_via: MqttConnector | None = None
+        self._connection_changed = asyncio.Event()
 
     def _make_shadow(self, config: GatewayConfig, bank: DeviceBank) -> ShadowSync:
         return ShadowSync(
@@ -163,15 +226,29 @@ class Gateway:
                 for name, device in config.devices.items()
                 if getattr(device, "min_interval_ms", 0)
             },
+            behaviours=behaviours_for(config),
         )
 
     def stop(self) -> None:
         self.stop_event.set()
         self._session_end.set()
 
+    def _restart_for_update(self) -> None:
+        """Stop cleanly and exit 75 so systemd starts whatever ``current`` now points to."""
+        self.exit_code = EXIT_RESTART_FOR_UPDATE
+        self.stop()
+
     def request_reload(self) -> None:
         """Re-read the config soon (the SIGHUP handler)."""
         self._reload_requested.set()
+
+    def _drive_shutdown_values(self) -> None:
+        """After the final report: leave each output in its safe state (on_shutdown/initial)."""
+        for name, value in shutdown_values(self.config).items():
+            try:
+                self.bank.write(name, value)
+            except GatewayError as exc:
+                log.warning("shutdown_value_failed", device=name, error=str(exc))
 
     def _on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
         self.shadow.on_input(name, value, observed_at)  # whichever shadow is current
@@ -190,10 +267,16 @@ class Gateway:
 
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
+        # Certificates first: a bad pair fails here, before any pin is touched.
+        health = await asyncio.to_thread(check_credentials, self.config)
+        expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
+        if expiring is not None:
+            self.shadow.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
         self.shadow.recover()
         self.bank.open(self._on_input)
+        self.shadow.start_failsafe_timers()  # the link is down until the first connect
         try:
             self.shadow.prime(await self._read_all())
             log.info(
@@ -217,6 +300,11 @@ class Gateway:
                     self._start(serve_metrics(host, port, self.status), "metrics_http")
                 self._start(self._systemd_loop(), "systemd_notify")
                 self._start(self.writer.run(), "outbox_writer")
+                await self.updater.load()
+                self._start(self.updater.run_checkins(), "update_checker")
+                self._start(self.updater.watch_health(), "ota_health")
+                if self.config.provision is not None and self.config.certs.renew_before_days:
+                    self._start(self._renewer().run(), "cert_renewal")
                 await self.stop_event.wait()
                 log.info("gateway_stopping")
                 self.notifier.stopping()
@@ -232,6 +320,7 @@ class Gateway:
                     task.cancel()
         finally:
             self._group = None
+            self._drive_shutdown_values()
             self.bank.close()
             await asyncio.to_thread(self.writer.drain)
             await asyncio.to_thread(self.outbox.close)
@@ -356,6 +445,10 @@ class Gateway:
         pending, self._pending = self._pending, None
         if not self.stop_event.is_set():
             self._session_end.clear()
+        if self._next_connector is not None:  # renewed credentials: reconnect with them
+            self.connector, self._next_connector = self._next_connector, None
+            if pending is None:
+                return True
         if pending is None:
             return False
         new, plan = pending
@@ -377,6 +470,7 @@ class Gateway:
                 self.bank = self._reopen(new, old_values, plan.devices_changed)
             shadow = self._make_shadow(new, self.bank)
             shadow.counters.update(self.shadow.counters)
+            shadow.gateway_status.update(self.shadow.gateway_status)
             self.shadow = shadow
             self.config = new
             shadow.prime(await self._read_all())
@@ -435,6 +529,8 @@ class Gateway:
                 async with self.connector.connect() as session:
                     connected_at = time.monotonic()
                     self.first_attempt.set()
+                    self._connected_via = self.connector
+                    self._connection_changed.set()
                     while not await self._session_then_reload(session):
                         pass
                 if self.stop_event.is_set():
@@ -456,6 +552,49 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._session_end.wait()  # stop, or a reload to apply now
+
+    # -- certificate renewal ---------------------------------------------------------------------
+
+    def _renewer(self) -> Renewer:
+        async def renewed() -> None:
+            self._tls_digest, self._cert_expiry = await asyncio.to_thread(_tls_facts, self.config)
+
+        return Renewer(
+            RenewalHooks(
+                config=lambda: self.config,
+                reconnect=self.reconnect_with_current_files,
+                # A lambda on purpose: a reload may swap the shadow.
+                report=lambda key, value: self.shadow.report_gateway_status(key, value),  # noqa: PLW0108
+                renewed=renewed,
+            )
+        )
+
+    def _fresh_connector(self) -> MqttConnector:
+        if self.rewiring is not None:
+            return self.rewiring.make_connector(self.config)
+        return AiomqttConnector(mqtt_settings(self.config))
+
+    async def reconnect_with_current_files(self) -> bool:
+        """End the session and connect with a connector that re-reads the certificate files;
+        True once it has connected within ``certs.connect_timeout_s``."""
+        connector = self._fresh_connector()
+        try:
+            await connector.prepare()
+        except GatewayError as exc:
+            log.error("certificate_load_failed", error=str(exc))
+            return False
+        self._connected_via = None
+        self._connection_changed.clear()
+        self._next_connector = connector
+        self._session_end.set()
+        try:
+            async with asyncio.timeout(self.config.certs.connect_timeout_s):
+                while self._connected_via is not connector:
+                    await self._connection_changed.wait()
+                    self._connection_changed.clear()
+        except TimeoutError:
+            return False
+        return True
 
     async def _session_then_reload(self, session: Any) -> bool:
         """One shadow session; True when the connection should close (stop or reconnect)."""
@@ -519,6 +658,7 @@ class Gateway:
             "reconnects": self.reconnects,
             "healthy": self.healthy(),
             "certificate_days_left": days_left,
+            **self.updater.snapshot(),
             **self.reload_counts,
         }
 
@@ -565,8 +705,9 @@ def build_gateway(
 
 async def run_gateway(
     config: GatewayConfig, *, mock_gpio: bool = False, config_path: Path | None = None
-) -> None:
-    """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``."""
+) -> int:
+    """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``. Returns
+    the exit code: 0, or EXIT_RESTART_FOR_UPDATE after an update or a rollback."""
     structlog.contextvars.bind_contextvars(thing=config.thing)
     gateway = build_gateway(config, mock_gpio=mock_gpio, config_path=config_path)
     loop = asyncio.get_running_loop()
@@ -583,3 +724,4 @@ async def run_gateway(
         for signum in handlers:
             loop.remove_signal_handler(signum)
         gateway.notifier.close()
+    return gateway.exit_code

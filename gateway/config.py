@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -71,9 +72,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+JsonScalar = bool | int | float | str
+MapKey = bool | int | float | str
+
+
 class _DeviceBase(_Frozen):
     # Also keep every change, in order, and publish it to events_topic (see the outbox).
     events: bool = False
+    # Value transforms, device value -> shadow value (and the inverse for desired values):
+    # invert, then value * scale + offset, then rounding to digits, then map.
+    invert: bool = False
+    scale: float | None = None
+    offset: float | None = None
+    map: dict[MapKey, JsonScalar] | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_not_zero(cls, value: float | None) -> float | None:
+        if value == 0:
+            raise ValueError("scale must not be 0 (it could not be undone for desired values)")
+        return value
+
+    @property
+    def has_transform(self) -> bool:
+        return bool(self.invert or self.scale is not None or self.offset is not None or self.map)
+
+    @property
+    def invertible(self) -> bool:
+        """Whether a shadow value can be turned back into a device value."""
+        if self.map is None:
+            return True
+        return len({_map_identity(value) for value in self.map.values()}) == len(self.map)
 
     def pins(self) -> dict[str, int]:
         """Field name -> BCM pin, for every pin this device occupies."""
@@ -84,13 +113,43 @@ class _DeviceBase(_Frozen):
         }
 
 
+def _map_identity(value: object) -> tuple[str, object]:
+    # true and 1 are different shadow values even though Python says True == 1.
+    return (type(value).__name__, value)
+
+
 _PIN_FIELD_NAMES = frozenset({"pin", "red", "green", "blue", "forward", "backward", "enable"})
+
+
+class FailSafeConfig(_Frozen):
+    after_s: Annotated[float, Field(gt=0, le=86_400)]
+    value: JsonScalar | list[float]
+
+
+FollowMode = Literal["mirror", "invert", "toggle"]
+
+
+class FollowConfig(_Frozen):
+    device: str
+    mode: FollowMode = "mirror"
 
 
 class _OutputBase(_DeviceBase):
     restore: bool = False  # re-apply the last reported value at start
     # At most one change per this interval; a flood of deltas keeps only the last value.
     min_interval_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
+    digits: Annotated[int, Field(ge=0, le=6)] | None = None
+    # Drive this value if the MQTT link has been down for after_s (a pump must not run alone).
+    on_disconnect: FailSafeConfig | None = None
+    # The value at a clean shutdown; not given: the device's initial value.
+    on_shutdown: JsonScalar | list[float] | None = None
+    # Mirror (or invert, or toggle on each press) another device, locally, with no cloud.
+    follow: FollowConfig | None = None
+
+    @field_validator("follow", mode="before")
+    @classmethod
+    def _follow_shorthand(cls, value: object) -> object:
+        return {"device": value} if isinstance(value, str) else value
 
 
 class BinaryOutputConfig(_OutputBase):
@@ -98,6 +157,8 @@ class BinaryOutputConfig(_OutputBase):
     pin: Pin
     active_high: bool = True
     initial: bool = False
+    # A desired true switches the output on for this long, then off again.
+    pulse_ms: Annotated[int, Field(ge=1, le=3_600_000)] | None = None
 
 
 class PwmOutputConfig(_OutputBase):
@@ -265,7 +326,8 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
 
 def _existing_file(path: Path, info: ValidationInfo) -> Path:
     path = _resolve(path, info)
-    if (info.context or {}).get("check_files", True) and not path.is_file():
+    pending = (info.context or {}).get("pending_files", ())  # provisioning will write them
+    if (info.context or {}).get("check_files", True) and not path.is_file() and path not in pending:
         raise ValueError(f"file {path} does not exist")
     return path
 
@@ -346,6 +408,141 @@ class MetricsConfig(_Frozen):
     listen: Annotated[tuple[str, int], BeforeValidator(parse_listen)]
 
 
+# -- provisioning and certificates (see gateway/provision.py) ---------------------------------
+
+TemplateName = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z_-]+$")]
+
+
+class GetCertsConfig(_Frozen):
+    """The HTTPS Provision API: POST {url}/provision/getCerts with a claim id."""
+
+    url: Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$")]
+    claim_id: Annotated[str, Field(min_length=1, max_length=256)]
+    token_file: Path | None = None  # sent as "Authorization: Bearer <token>"
+    ca: Path | None = None  # CA bundle to verify the API; default: the system's
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("token_file", "ca")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _existing_file(value, info)
+
+
+class FleetConfig(_Frozen):
+    """AWS IoT fleet provisioning by claim: CreateCertificateFromCsr + RegisterThing."""
+
+    template: TemplateName
+    claim_cert: Path
+    claim_key: Path
+    parameters: dict[str, str] = Field(default_factory=dict)
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("claim_cert", "claim_key")
+    @classmethod
+    def _file_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        return _existing_file(value, info)
+
+
+class ProvisionConfig(_Frozen):
+    getcerts: GetCertsConfig | None = None
+    fleet: FleetConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ProvisionConfig:
+        if (self.getcerts is None) == (self.fleet is None):
+            raise ValueError("expected exactly one of 'getcerts' or 'fleet'")
+        return self
+
+
+class CertsConfig(_Frozen):
+    # Renew this many days before expiry (fractions allowed); null: never renew.
+    renew_before_days: Annotated[float, Field(gt=0, le=3650)] | None = 30.0
+    warn_before_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
+    retry_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0  # after a failed renewal
+    connect_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0  # new pair must connect
+
+
+def _https_url(value: str) -> str:
+    from gateway.checkin import url_problem
+
+    if (problem := url_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+class RetryConfig(_Frozen):
+    """Backoff with full jitter after a failed check-in or download."""
+
+    min_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    max_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
+
+
+class CheckinConfig(_Frozen):
+    """Periodic check-in with the device cloud's Provision API (``POST .../provision/checkin``)."""
+
+    # https only; plain http is accepted for a loopback host (the local dev cloud) alone.
+    url: Annotated[str, AfterValidator(_https_url)]
+    product_id: Annotated[str, Field(min_length=1, max_length=256)]
+    interval_s: Annotated[float, Field(ge=1, le=30 * 86_400)] = 3600.0  # ±10 % jitter
+    test: bool = False
+    token_file: Path | None = None  # "Authorization: Bearer <file contents>"
+    client_cert: bool = False  # present mqtt.cert/mqtt.key (mutual TLS)
+    ca: Path | None = None  # CA bundle for the server; null: the system's trust store
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    extra: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("token_file", "ca")
+    @classmethod
+    def _files_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _existing_file(value, info)
+
+
+def _window(value: str | None) -> str | None:
+    from gateway.checkin import Window
+
+    if value is not None:
+        Window.parse(value)
+    return value
+
+
+class OtaConfig(_Frozen):
+    """What to do with an offered update (see README "Updates (check-in and OTA)")."""
+
+    mode: Literal["command", "wheel"]
+    command: list[Annotated[str, Field(min_length=1)]] | None = None  # argv; {artifact} {version}
+    command_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    public_key: Path | None = None  # Ed25519 or ECDSA P-256 PEM: signatures required
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    download_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
+    min_free_bytes: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024  # kept free after a download
+    window: Annotated[str | None, AfterValidator(_window)] = None  # "02:00-04:00", local time
+    root: Path = Path("/opt/edge-gateway")  # wheel: slots/a, slots/b, current -> slots/X
+    health_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    python: Path | None = None  # interpreter for new slots; null: the running one
+    pip_args: list[str] = Field(default_factory=list)  # e.g. ["--no-index", "--find-links", DIR]
+    system_site_packages: bool = True  # new slots see apt's python3-lgpio
+
+    @field_validator("public_key")
+    @classmethod
+    def _key_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _existing_file(value, info)
+
+    @field_validator("root", "python")
+    @classmethod
+    def _resolve_paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _command_for_command_mode(self) -> OtaConfig:
+        if self.mode == "command" and not self.command:
+            raise ValueError("mode 'command' needs 'command': the argv to run on the artifact")
+        if self.mode == "wheel" and self.command:
+            raise ValueError("'command' applies only to mode 'command'")
+        return self
+
+
 _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 
 
@@ -364,6 +561,12 @@ class GatewayConfig(_Frozen):
     outbox: OutboxConfig = OutboxConfig()
     events_topic: TopicName | None = None  # default things/<thing>/events
     metrics: MetricsConfig | None = None  # not given: no HTTP endpoint
+    checkin: CheckinConfig | None = None  # not given: no check-in
+    ota: OtaConfig | None = None  # not given: offers are only logged
+    provision: ProvisionConfig | None = None  # obtain credentials at first start
+    certs: CertsConfig = CertsConfig()
+    # Outputs that must never be active together: one group, or a list of groups.
+    interlock: list[str] | list[list[str]] | None = None
 
     @field_validator("state_dir", "admin_socket")
     @classmethod
@@ -380,6 +583,17 @@ class GatewayConfig(_Frozen):
     @property
     def mock_gpio(self) -> bool:
         return self.gpio.pin_factory == "mock"
+
+    @property
+    def interlock_groups(self) -> list[list[str]]:
+        groups: list[list[str]] = []
+        single: list[str] = []
+        for item in self.interlock or []:
+            if isinstance(item, str):
+                single.append(item)
+            else:
+                groups.append(list(item))
+        return [single, *groups] if single else groups
 
     @property
     def status_topic(self) -> str:
@@ -416,6 +630,7 @@ def _cross_field_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
                 )
             elif owner is None:
                 owners[pin] = (name, field)
+    problems += _behaviour_problems(config)
     size = _reported_size_estimate(config)
     if size > SHADOW_DOCUMENT_LIMIT_BYTES:
         problems.append(
@@ -427,6 +642,100 @@ def _cross_field_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
             )
         )
     return problems
+
+
+def _behaviour_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
+    """Transforms, fail-safe values, follows and interlocks that cannot work as configured."""
+    from gateway.errors import DeviceValueError
+    from gateway.values import codec_for
+
+    problems: list[tuple[KeyPath, str]] = []
+    devices = config.devices
+    for name, device in devices.items():
+        where: KeyPath = ("devices", name)
+        if device.has_transform and isinstance(device, RgbLedConfig):
+            problems.append(((*where, "type"), "transforms apply to single values, not RGBLED"))
+            continue
+        if isinstance(device, OUTPUT_CONFIGS) and not device.invertible:
+            problems.append(
+                (
+                    (*where, "map"),
+                    "an output's map must give distinct values so desired values can be "
+                    "mapped back; expected one shadow value per device value",
+                )
+            )
+            continue
+        if not isinstance(device, OUTPUT_CONFIGS):
+            continue
+        codec = codec_for(device)
+        for field, value in (
+            ("on_disconnect", device.on_disconnect.value if device.on_disconnect else None),
+            ("on_shutdown", device.on_shutdown),
+        ):
+            if value is None:
+                continue
+            try:
+                codec.parse_desired(value)
+            except DeviceValueError as exc:
+                problems.append(((*where, field), f"{exc} (as a shadow value of '{name}')"))
+        if device.follow is not None:
+            target = devices.get(device.follow.device)
+            if not isinstance(device, BinaryOutputConfig):
+                problems.append(((*where, "follow"), "only on/off outputs can follow a device"))
+            elif target is None:
+                problems.append(
+                    (
+                        (*where, "follow"),
+                        f"unknown device {device.follow.device!r}; expected "
+                        "a device name from this config",
+                    )
+                )
+            elif not isinstance(target, DigitalInputConfig | BinaryOutputConfig):
+                problems.append(
+                    (
+                        (*where, "follow"),
+                        f"{device.follow.device!r} is not an on/off device; "
+                        "expected a digital input or an on/off output",
+                    )
+                )
+    problems += _follow_cycles(config)
+    for index, group in enumerate(config.interlock_groups):
+        for member in group:
+            interlocked = devices.get(member)
+            if interlocked is None:
+                problems.append(
+                    (("interlock", index), f"unknown device {member!r}; expected output names")
+                )
+            elif not isinstance(interlocked, OUTPUT_CONFIGS):
+                problems.append(
+                    (
+                        ("interlock", index),
+                        f"{member!r} is an input; only outputs can be interlocked",
+                    )
+                )
+        if len(set(group)) < 2:
+            problems.append((("interlock", index), "an interlock group needs two or more outputs"))
+    return problems
+
+
+def _follow_cycles(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
+    follows = {
+        name: device.follow.device
+        for name, device in config.devices.items()
+        if isinstance(device, _OutputBase) and device.follow is not None
+    }
+    for start in follows:
+        seen = [start]
+        current = follows.get(start)
+        while current is not None:
+            if current == start:
+                chain = " -> ".join([*seen, start])
+                return [(("devices", start, "follow"), f"follows form a cycle: {chain}")]
+            if current in seen:
+                break
+            seen.append(current)
+            current = follows.get(current)
+    return []
 
 
 def _is_spi_field(field: str) -> bool:
@@ -530,14 +839,119 @@ def load_config(
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
     if overrides:
         data = _deep_merge(data, overrides)
-    context = {"base_dir": path.resolve().parent, "check_files": check_files}
+    base_dir = path.resolve().parent
+    data, pending = _with_provisioning(data, base_dir)
+    context = {"base_dir": base_dir, "check_files": check_files, "pending_files": pending}
     try:
         config = GatewayConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(document, exc)) from exc
+        lines = format_validation_error(document, exc)
+        raise ConfigError([_provisioning_hint(line, data) for line in lines]) from exc
     problems = _cross_field_problems(config)
     if problems:
         raise ConfigError(
             [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
         )
     return config
+
+
+# -- provisioned credentials -----------------------------------------------------------------
+
+_PROVISIONED_KEYS = ("thing: ", "mqtt.host: ", "mqtt.cert: ", "mqtt.key: ")
+
+
+def _state_dir_of(data: Mapping[str, Any], base_dir: Path) -> Path:
+    raw = data.get("state_dir")
+    state_dir = Path(raw if isinstance(raw, str) else "/var/lib/edge-gateway").expanduser()
+    return state_dir if state_dir.is_absolute() else base_dir / state_dir
+
+
+def _with_provisioning(data: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], set[Path]]:
+    """Merge ``state_dir/provisioned.yaml`` under the file (the file's keys win); with a
+    ``provision:`` block, mqtt.cert/key default to the files provisioning writes."""
+    from gateway.credstore import CredentialStoreError, default_paths, read_provisioned
+
+    state_dir = _state_dir_of(data, base_dir)
+    try:
+        provisioned = read_provisioned(state_dir)
+    except CredentialStoreError as exc:
+        raise ConfigError([str(exc)]) from exc
+    if provisioned:
+        data = _deep_merge(provisioned, data)
+    pending: set[Path] = set()
+    mqtt = data.get("mqtt")
+    if data.get("provision") is not None and isinstance(mqtt, dict):
+        paths = default_paths(state_dir)
+        defaults = {"cert": str(paths.cert), "key": str(paths.key)}
+        data = {**data, "mqtt": {**defaults, **mqtt}}
+        pending = {paths.cert, paths.key}
+    return data, pending
+
+
+def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
+    if not line.endswith(": required key is missing"):
+        return line
+    if not any(f" {key}required" in line for key in _PROVISIONED_KEYS):
+        return line
+    if data.get("provision") is not None:
+        return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
+    return line + " (give it here, or add a 'provision:' block to obtain it from the cloud)"
+
+
+class _BootstrapMqtt(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65_535)] = 8883
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _resolve_paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+
+class ProvisionSetup(BaseModel):
+    """The part of a config that provisioning needs, readable before the config is complete
+    (thing, endpoint and certificates may be exactly what provisioning is about to supply)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    thing: str | None = None
+    mqtt: _BootstrapMqtt = _BootstrapMqtt()
+    provision: ProvisionConfig | None = None
+    state_dir: Path = Path("/var/lib/edge-gateway")
+    logging: LoggingConfig = LoggingConfig()
+    certs: CertsConfig = CertsConfig()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _resolve_state_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @property
+    def credential_paths(self) -> tuple[Path, Path]:
+        from gateway.credstore import default_paths
+
+        default = default_paths(self.state_dir)
+        return (self.mqtt.cert or default.cert, self.mqtt.key or default.key)
+
+    @property
+    def needs_provisioning(self) -> bool:
+        """A ``provision:`` block and no certificate yet."""
+        cert, key = self.credential_paths
+        return self.provision is not None and not (cert.is_file() and key.is_file())
+
+
+def load_provision_setup(path: Path) -> ProvisionSetup:
+    """The provisioning-related settings of ``path``; ``ConfigError`` with FILE:LINE:COL."""
+    document = load_yaml(path)
+    data = document.data
+    if not isinstance(data, dict):
+        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
+    base_dir = path.resolve().parent
+    try:
+        return ProvisionSetup.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(document, exc)) from exc

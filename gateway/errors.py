@@ -33,3 +33,11 @@ class TlsSetupError(GatewayError):
 
 class AdminError(GatewayError):
     """The admin socket could not be reached or refused a request."""
+
+
+class UpdateError(GatewayError):
+    """A check-in, download, verification or update step failed (never fatal to the gateway)."""
+
+
+class ProvisioningError(GatewayError):
+    """Obtaining or renewing credentials from the cloud failed; nothing half-written is left."""

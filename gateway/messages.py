@@ -53,6 +53,14 @@ class ShadowDocument(_Reply):
 
     version: int = Field(ge=0)
     state: ShadowState = ShadowState()
+    metadata: dict[str, Any] | None = None
+
+    def desired_timestamp(self, name: str) -> float | None:
+        """When (cloud clock, epoch s) desired.<name> was last set, if the document says."""
+        desired = (self.metadata or {}).get("desired")
+        entry = desired.get(name) if isinstance(desired, dict) else None
+        stamp = entry.get("timestamp") if isinstance(entry, dict) else None
+        return float(stamp) if isinstance(stamp, int | float) else None
 
 
 class UpdateAccepted(_Reply):

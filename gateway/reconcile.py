@@ -221,6 +221,10 @@ class ClientTokens:
         token = f"eg-{self._prefix}-{next(self._counter)}"
         return token[-MAX_CLIENT_TOKEN_BYTES:]
 
+    def is_ours(self, token: str | None) -> bool:
+        """Whether ``token`` came from this process (AWS echoes it in the replies it causes)."""
+        return token is not None and token.startswith(f"eg-{self._prefix}-")
+
 
 def sensor_changed(previous: JsonValue, current: JsonValue, min_change: float) -> bool:
     """Whether a polled sensor value is worth reporting (first value, or moved by min_change)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from gateway.config import GatewayConfig
 
 # Top-level keys a running gateway cannot switch; a reload keeps the old value and says so.
-RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio")
+RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio", "checkin", "ota")
 
 
 @dataclass(frozen=True)

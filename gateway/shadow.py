@@ -40,8 +40,9 @@ from gateway.reconcile import (
     Reconciler,
     ShadowUpdate,
 )
+from gateway.rules import Behaviours
 from gateway.topics import Reply, ShadowTopics
-from gateway.values import JsonValue, NativeValue, ValueCodec
+from gateway.values import Blink, JsonValue, NativeValue, ValueCodec, is_active
 
 log = structlog.get_logger()
 
@@ -83,6 +84,7 @@ class ShadowSync:
         events_topic: str | None = None,
         status_topic: str | None = None,
         min_intervals_s: Mapping[str, float] | None = None,
+        behaviours: Behaviours | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -122,6 +124,11 @@ class ShadowSync:
         self._min_intervals = dict(min_intervals_s or {})
         self._last_applied: dict[str, float] = {}
         self._deferred: dict[str, tuple[NativeValue, int]] = {}
+        self._behaviours = behaviours or Behaviours()
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # pulse and blink ends
+        self._failsafe_timers: list[asyncio.TimerHandle] = []
+        self._failsafed: dict[str, float] = {}  # name -> cloud time after which desired is fresh
+        self._last_cloud_time: float | None = None  # the shadow service's clock, from replies
 
     # -- inputs from the device side (all on the loop thread) --------------------------------
 
@@ -138,6 +145,116 @@ class ShadowSync:
         else:
             self.on_persisted([change])
         log.debug("input_changed", device=name, value=value)
+        self._react(name, value)
+
+    # -- local rules: follows, pulses, blinks, interlocks, fail-safe ------------------------------
+
+    def _raw(self, name: str, value: JsonValue) -> object:
+        """A reported value back in device terms (undoing map/scale), for rules."""
+        codec = self._codecs.get(name)
+        if codec is None or codec.transform is None or isinstance(value, dict):
+            return value
+        try:
+            return codec.transform.to_device(value)
+        except GatewayError:
+            return value
+
+    def _raw_values(self) -> dict[str, object]:
+        return {name: self._raw(name, value) for name, value in self.values.items()}
+
+    def _react(self, source: str, value: JsonValue) -> None:
+        follows = self._behaviours.follows
+        if not follows.follows:
+            return
+        active = is_active(self._raw(source, value))
+        reactions = follows.reactions(source, active, self._raw_values())
+        if reactions:
+            self._drive_local(dict(reactions), cause=f"follow {source}")
+
+    def _drive_local(self, changes: dict[str, NativeValue], *, cause: str) -> None:
+        """Changes the gateway makes by itself; reported (and followed) like input changes."""
+        applied, refused = self._drive(changes)
+        for name, reason in refused.items():
+            log.warning("local_change_refused", device=name, reason=reason, cause=cause)
+        now = self._clock()
+        for name, value in applied.items():
+            log.info("local_change_applied", device=name, value=value, cause=cause)
+            self.on_input(name, value, now)
+
+    def _drive(
+        self, changes: dict[str, NativeValue]
+    ) -> tuple[dict[str, JsonValue], dict[str, str]]:
+        """Write changes, interlocks permitting, offs before ons; returns (applied, refused)."""
+        interlocks = self._behaviours.interlocks
+        refused = interlocks.refused(self._raw_values(), changes) if interlocks.groups else {}
+        allowed = {name: value for name, value in changes.items() if name not in refused}
+        applied: dict[str, JsonValue] = {}
+        for name in interlocks.ordered(allowed):
+            try:
+                applied[name] = self._write(name, allowed[name])
+            except GatewayError as exc:
+                refused[name] = str(exc)
+                continue
+            self._after_write(name, allowed[name])
+        return applied, refused
+
+    def _after_write(self, name: str, value: NativeValue) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        pulse_s = self._behaviours.pulses_s.get(name)
+        if pulse_s is not None and value is True:
+            self._timers[name] = loop.call_later(
+                pulse_s, lambda: self._drive_local({name: False}, cause="pulse end")
+            )
+        elif isinstance(value, Blink) and value.duration_s is not None:
+            self._timers[name] = loop.call_later(value.duration_s, self._blink_done, name)
+
+    def _blink_done(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.on_input(name, self._bank.read(name), self._clock())
+
+    def start_failsafe_timers(self) -> None:
+        """The link is down (or not up yet): drive safe values if it stays down long enough."""
+        self._cancel_failsafe_timers()
+        loop = asyncio.get_running_loop()
+        for name, (after_s, value) in self._behaviours.failsafe.items():
+            self._failsafe_timers.append(loop.call_later(after_s, self._failsafe, name, value))
+
+    def _cancel_failsafe_timers(self) -> None:
+        for timer in self._failsafe_timers:
+            timer.cancel()
+        self._failsafe_timers.clear()
+
+    def _failsafe(self, name: str, value: object) -> None:
+        if self.connected:
+            return
+        cutoff = self._last_cloud_time if self._last_cloud_time is not None else self._clock()
+        self._failsafed[name] = cutoff
+        log.warning("failsafe_applied", device=name, value=value, reason="MQTT link down")
+        self._drive_local({name: value}, cause="fail-safe")  # type: ignore[dict-item]
+
+    def _hold_failsafe_against_own_deltas(self, delta: DeltaMessage, plan: DeltaPlan) -> None:
+        """A delta our own report caused (it carries our clientToken) only repeats the desired
+        value from before the outage: the fail-safe value holds. Anyone else's is fresh."""
+        caused_by_us = self._tokens.is_ours(delta.client_token)
+        for name in [name for name in plan.apply if name in self._failsafed]:
+            if caused_by_us:
+                del plan.apply[name]
+                log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
+            else:
+                del self._failsafed[name]
+
+    def _drop_stale_after_failsafe(self, document: ShadowDocument, plan: DeltaPlan) -> None:
+        """After a fail-safe, a desired value older than the outage is not applied again."""
+        for name in [name for name in plan.apply if name in self._failsafed]:
+            stamp = document.desired_timestamp(name)
+            if stamp is not None and stamp > self._failsafed[name]:
+                del self._failsafed[name]  # set during the outage: fresh
+                continue
+            del plan.apply[name]
+            log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
 
     def report_gateway_status(self, key: str, value: JsonValue) -> None:
         """Set ``reported.gateway.<key>`` now (if connected) and in every full report."""
@@ -169,6 +286,7 @@ class ShadowSync:
         self._reset_session()
         await session.subscribe(self.topics.subscriptions)
         await session.publish(self._status_topic, b"online", qos=1, retain=True)
+        self._cancel_failsafe_timers()
         self.connected = True
         log.info(
             "shadow_subscribed", topics=len(self.topics.subscriptions), shadow=self.topics.prefix
@@ -192,6 +310,8 @@ class ShadowSync:
         finally:
             self.connected = False
             self._abandon_requests()
+            if not self._stopping:
+                self.start_failsafe_timers()
 
     def _reset_session(self) -> None:
         self._stopping = False
@@ -247,6 +367,8 @@ class ShadowSync:
         except PayloadError as exc:
             log.warning("payload_dropped", topic=message.topic, reason=exc.reason, shape=exc.shape)
             return
+        if isinstance(reply.timestamp, int | float):
+            self._last_cloud_time = float(reply.timestamp)
         if isinstance(reply, DeltaMessage):
             self._on_delta(reply)
         elif isinstance(reply, ShadowDocument):
@@ -266,6 +388,8 @@ class ShadowSync:
                 "delta_ignored_stale", version=delta.version, newest=self.reconciler.newest_version
             )
             return
+        if self._failsafed:
+            self._hold_failsafe_against_own_deltas(delta, plan)
         self._apply_and_report(plan, extra_reported=None)
 
     def _on_document(self, document: ShadowDocument) -> None:
@@ -281,6 +405,8 @@ class ShadowSync:
         if not self._restored:
             self._restore_outputs(reported, document.state.delta or {})
         plan = self.reconciler.plan(document.state.delta or {}, document.version)
+        if self._failsafed:
+            self._drop_stale_after_failsafe(document, plan)
         extra: dict[str, JsonValue] | None = None
         if self._first_get_in_session:
             # After every connect, report everything: changes made while offline catch up.
@@ -300,17 +426,13 @@ class ShadowSync:
     def _apply_and_report(
         self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
     ) -> None:
-        applied: dict[str, JsonValue] = {}
         for name, value in list(plan.apply.items()):
             if self._defer_if_too_soon(name, value, plan.version):
                 del plan.apply[name]
-                continue
-            try:
-                applied[name] = self._write(name, value)
-            except GatewayError as exc:
-                plan.rejected[name] = str(exc)
-                continue
-            log.info("desired_applied", device=name, value=applied[name], version=plan.version)
+        applied, refused = self._drive(plan.apply)
+        plan.rejected.update(refused)
+        for name, shown in applied.items():
+            log.info("desired_applied", device=name, value=shown, version=plan.version)
         for name, reason in plan.rejected.items():
             log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
         self.counters["deltas_applied"] += len(applied)
@@ -320,6 +442,8 @@ class ShadowSync:
             apply={name: plan.apply[name] for name in applied},
             rejected=plan.rejected,
         )
+        for name, shown in applied.items():
+            self._react(name, shown)  # followers of an output move with it
         update = self.reconciler.build_update(
             applied_plan,
             applied,

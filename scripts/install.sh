@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install edge-gateway as a systemd service on Raspberry Pi OS (or any Debian with systemd):
 #   the edge-gateway system user (gpio and spi as supplementary groups, via the unit),
-#   a virtualenv in /opt/edge-gateway/venv with this checkout installed,
+#   a virtualenv with this checkout installed in /opt/edge-gateway/slots/a (A/B slots for
+#   OTA updates; current -> the active slot, venv -> current),
 #   /usr/local/bin/edge-gateway, /etc/edge-gateway/gateway.yaml (the example, never overwritten),
 #   the unit in /etc/systemd/system, enabled; started when the config checks out.
 # Run it again to upgrade: every step is idempotent.
@@ -92,12 +93,23 @@ if [ -z "$prefix" ]; then systemd-sysusers "$sysusers"; else systemd-sysusers --
 gid="$(awk -F: -v n="$name" '$1 == n { print $3 }' "$prefix/etc/group")"
 [ -n "$gid" ] || die "group $name was not created"
 
-say "virtualenv /opt/$name/venv"
-if [ ! -x "$opt/venv/bin/python" ]; then
-  "$python" -m venv --system-site-packages "$opt/venv"
+# A/B slots: the service runs /opt/$name/current (-> slots/a or slots/b); an OTA update installs
+# into the other slot and switches the link (README: "Updates (check-in and OTA)").
+slot=a
+if [ -L "$opt/current" ]; then slot="$(basename "$(readlink "$opt/current")")"; fi
+say "virtualenv /opt/$name/slots/$slot (current)"
+if [ -d "$opt/venv" ] && [ ! -L "$opt/venv" ]; then rm -rf "$opt/venv"; fi  # pre-A/B layout
+if [ ! -x "$opt/slots/$slot/bin/python" ]; then
+  "$python" -m venv --system-site-packages "$opt/slots/$slot"
 fi
 # shellcheck disable=SC2086  # pip_args is a list of options
-"$opt/venv/bin/python" -m pip install -q --disable-pip-version-check $pip_args "$src"
+"$opt/slots/$slot/bin/python" -m pip install -q --disable-pip-version-check $pip_args "$src"
+[ "$(readlink "$opt/current" 2>/dev/null)" = "slots/$slot" ] || ln -sfn "slots/$slot" "$opt/current"
+[ "$(readlink "$opt/venv" 2>/dev/null)" = "current" ] || ln -sfn current "$opt/venv"
+# The service updates itself (ota.mode: wheel): its group may write the slots and the links.
+if [ "$(id -u)" -eq 0 ]; then chgrp -R "$gid" "$opt/slots" "$opt"; fi
+chmod 0775 "$opt" "$opt/slots"
+chmod -R g+w "$opt/slots"
 [ -f "$src/README.md" ] && install -m 0644 "$src/README.md" "$opt/README.md"
 install -d "$(dirname "$link")"
 ln -sfn "/opt/$name/venv/bin/$name" "$link"

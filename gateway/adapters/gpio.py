@@ -38,7 +38,7 @@ from gateway.config import (
 )
 from gateway.errors import DeviceValueError, GatewayError, GpioError
 from gateway.ports import InputCallback
-from gateway.values import JsonValue, NativeValue, ValueCodec, codec_for
+from gateway.values import Blink, JsonValue, NativeValue, ValueCodec, codec_for
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory  # untyped: Any to mypy
@@ -224,6 +224,12 @@ class GpiozeroBank:
         if entry.write is None:
             raise GpioError(f"device {name!r} is an input ({entry.config.type}); it cannot be set")
         try:
+            if isinstance(value, Blink):
+                # gpiozero's own background blink; it ends (off) by itself after n cycles.
+                entry.device.blink(
+                    on_time=value.on_s, off_time=value.off_s, n=value.n, background=True
+                )
+                return value.to_json()
             entry.write(value)
             result = entry.read()
         except GatewayError:

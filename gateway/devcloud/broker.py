@@ -29,6 +29,12 @@ _LOG_TAIL_LINES = 30
 
 log = structlog.get_logger()
 
+# What a fleet-provisioning identity may use: AWS's CreateCertificateFromCsr and RegisterThing.
+_PROVISIONING_TOPICS = (
+    "topic readwrite $aws/certificates/create-from-csr/#",
+    "topic readwrite $aws/provisioning-templates/#",
+)
+
 
 class BrokerError(DevCloudError):
     """mosquitto is missing, failed to start, or stopped unexpectedly."""
@@ -69,7 +75,11 @@ class MosquittoBroker:
     """A mosquitto process on loopback: TLS >= 1.2, client certs required, CN is the username.
 
     A thing whose certificate CN is X may only use ``$aws/things/X/#`` and ``things/X/#``; the
-    service and admin identities may use every topic.
+    service and admin identities may use every topic. For fleet provisioning, claim identities
+    may only use the ``$aws/certificates/create-from-csr/`` and ``$aws/provisioning-templates/``
+    topics, and an identity attached to a thing (a certificate registered by RegisterThing,
+    whose CN is not the thing name) gets that thing's topics plus the provisioning ones (to
+    renew). ``set_fleet_identities`` rewrites the ACL and has mosquitto reload it.
     """
 
     def __init__(
@@ -96,6 +106,8 @@ class MosquittoBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self._credentials: dict[str, Credentials] = {}
         self._log_offset = 0
+        self._claim_identities: tuple[str, ...] = ()
+        self._attached: dict[str, str] = {}  # certificate identity -> thing name
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -227,6 +239,16 @@ class MosquittoBroker:
         for identity in dict.fromkeys(privileged):
             # '#' does not match topics starting with '$', so $aws/# is granted explicitly.
             acl_lines += ["", f"user {identity}", "topic readwrite #", "topic readwrite $aws/#"]
+        for identity in dict.fromkeys(self._claim_identities):
+            acl_lines += ["", f"user {identity}", *_PROVISIONING_TOPICS]
+        for identity, thing in self._attached.items():
+            acl_lines += [
+                "",
+                f"user {identity}",
+                f"topic readwrite $aws/things/{thing}/#",
+                f"topic readwrite things/{thing}/#",
+                *_PROVISIONING_TOPICS,
+            ]
         acl.write_text("\n".join(acl_lines) + "\n")
 
         lines = [
@@ -261,6 +283,36 @@ class MosquittoBroker:
         conf = self._workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
+
+    def set_fleet_identities(
+        self, *, claims: Sequence[str], attached: dict[str, str], timeout_s: float = 5.0
+    ) -> None:
+        """Claim identities and certificate identity -> thing attachments; a running broker
+        reloads its ACL (SIGHUP) before this returns (blocking)."""
+        for name in (*claims, *attached, *attached.values()):
+            if not name or any(c.isspace() or c in "#+/" for c in name):
+                raise BrokerError(f"invalid identity or thing name for the ACL: {name!r}")
+        self._claim_identities = tuple(claims)
+        self._attached = dict(attached)
+        if not self.running:
+            return
+        assert self._process is not None
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._write_config()
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while not self._logged_since(offset, b"Reloading config"):
+            if time.monotonic() > deadline:
+                raise self._failure("mosquitto did not reload its ACL after SIGHUP")
+            time.sleep(0.01)
+
+    def _logged_since(self, offset: int, text: bytes) -> bool:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(offset)
+                return text in fh.read()
+        except OSError:
+            return False
 
     def _failure(self, reason: str) -> BrokerError:
         tail = _tail(self.log_path) or _tail(self._workdir / "mosquitto.stderr")

@@ -186,7 +186,7 @@ class DevCA:
         directory: Path,
         *,
         server: bool = False,
-        days: int = 365,
+        days: float = 365,
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[str] = (),
     ) -> Credentials:
@@ -213,7 +213,7 @@ class DevCA:
         write_atomic(creds.ca, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return creds
 
-    def sign_csr(self, csr_pem: bytes, common_name: str, days: int = 365) -> bytes:
+    def sign_csr(self, csr_pem: bytes, common_name: str, days: float = 365) -> bytes:
         """Sign a CSR as a client certificate for ``common_name`` (the CSR subject is ignored)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
@@ -233,7 +233,7 @@ class DevCA:
         common_name: str,
         public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
         *,
-        days: int,
+        days: float,
         server: bool,
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[str] = (),

@@ -14,11 +14,13 @@ certificates issued) and ``issued/<thing>/`` (cert, key, CA).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,6 +48,19 @@ class ProvisionError(DevCloudError):
     """A provisioning state file is unreadable or malformed."""
 
 
+@dataclass
+class Misbehaviour:
+    """Faults the Provision API injects on request (for tests of the update client)."""
+
+    checkin_status: int | None = None  # answer every check-in with this status (500, 401, ...)
+    checkin_delay_s: float = 0.0  # answer check-ins this late (slow server)
+    artifact_status: int | None = None  # answer artifact downloads with this status
+    truncate_at: int | None = None  # cut artifact bodies after this many bytes ...
+    truncate_times: int = 1  # ... this many times, then serve them whole
+    wrong_checksum: bool = False  # offers carry a wrong SHA-256
+    bad_signature: bool = False  # .sig files and "signature" fields are corrupted
+
+
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
     """A TLS >= 1.2 server context for a DevCA server certificate (blocking: reads files)."""
     try:
@@ -67,6 +82,16 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProvisionError(f"{path} must hold a JSON object")
     return data
+
+
+def _corrupt_signature(data: bytes) -> bytes:
+    """A signature of the right shape that verifies nothing: one bit flipped."""
+    try:
+        raw = bytearray(base64.b64decode(data.strip(), validate=True))
+    except ValueError:
+        raw = bytearray(data)
+    raw[len(raw) // 2] ^= 0x01
+    return base64.b64encode(bytes(raw)) + b"\n"
 
 
 def _valid_name(name: str) -> bool:
@@ -93,6 +118,9 @@ class ProvisionService:
         self._extra_claims = dict(claims or {})
         self._listener = listener
         self.checkins: dict[str, dict[str, Any]] = {}
+        self.checkin_count = 0
+        self.misbehaviour = Misbehaviour()
+        self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -142,7 +170,7 @@ class ProvisionService:
             return {}
         test_offer = entry.get("test")
         chosen = test_offer if test and isinstance(test_offer, dict) else entry
-        offer = {k: chosen[k] for k in ("version", "url", "checksum") if k in chosen}
+        offer = {k: chosen[k] for k in ("version", "url", "checksum", "signature") if k in chosen}
         if "version" not in offer or "url" not in offer:
             return {}
         url = str(offer["url"])
@@ -152,6 +180,10 @@ class ProvisionService:
             path = self.artifacts_dir / name
             if _valid_name(name) and path.is_file():
                 offer["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if self.misbehaviour.wrong_checksum and "checksum" in offer:
+            offer["checksum"] = hashlib.sha256(b"not the artifact").hexdigest()
+        if self.misbehaviour.bad_signature and "signature" in offer:
+            offer["signature"] = _corrupt_signature(str(offer["signature"]).encode()).decode()
         return offer
 
     def notify(self, thing: str, kind: str, details: dict[str, Any]) -> None:
@@ -198,6 +230,13 @@ async def _checkin(request: web.Request) -> web.Response:
     body = await _json_body(request)
     thing, product, version = body.get("id"), body.get("productId"), body.get("version")
     test = body.get("test", False)
+    service.checkin_count += 1
+    faults = service.misbehaviour
+    if faults.checkin_delay_s:
+        await asyncio.sleep(faults.checkin_delay_s)
+    if faults.checkin_status is not None:
+        log.warning("provision_checkin_misbehaving", status=faults.checkin_status)
+        return web.json_response({"error": "injected fault"}, status=faults.checkin_status)
     if not isinstance(thing, str) or not thing:
         raise _bad_request("'id' must be a non-empty string")
     if not isinstance(product, str) or not product:
@@ -227,7 +266,31 @@ async def _artifact(request: web.Request) -> web.StreamResponse:
     path = service.artifacts_dir / name
     if not _valid_name(name) or not path.is_file():
         raise web.HTTPNotFound(text=f"no artifact {name!r}")
+    service.artifact_requests.append((name, request.headers.get("Range")))
+    faults = service.misbehaviour
+    if faults.artifact_status is not None:
+        return web.json_response({"error": "injected fault"}, status=faults.artifact_status)
+    if name.endswith(".sig") and faults.bad_signature:
+        return web.Response(body=_corrupt_signature(await asyncio.to_thread(path.read_bytes)))
+    if faults.truncate_at is not None and faults.truncate_times > 0:
+        faults.truncate_times -= 1
+        return await _truncated(request, path, faults.truncate_at)
     return web.FileResponse(path)  # serves Range requests with 206 Partial Content
+
+
+async def _truncated(request: web.Request, path: Path, cut_at: int) -> web.StreamResponse:
+    """Promise the whole file, send ``cut_at`` bytes, then drop the connection."""
+    data = await asyncio.to_thread(path.read_bytes)
+    response = web.StreamResponse()
+    response.content_length = len(data)
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    await response.write(data[:cut_at])
+    await asyncio.sleep(0.2)  # the client reads what arrived before the link goes
+    log.warning("provision_artifact_truncated", name=path.name, sent=cut_at, size=len(data))
+    if request.transport is not None:
+        request.transport.abort()
+    return response
 
 
 def provision_app(service: ProvisionService) -> web.Application:

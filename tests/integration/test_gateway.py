@@ -9,8 +9,7 @@ import statistics
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.app import Gateway, mqtt_settings
-from gateway.config import GatewayConfig, load_config
+from gateway.app import Gateway
+from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 
 pytestmark = pytest.mark.integration
@@ -78,38 +75,6 @@ devices:
     path = directory / "gateway.yaml"
     path.write_text(text)
     return path
-
-
-@pytest.fixture
-def thing() -> str:
-    return f"pi-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def start_gateway(broker: MosquittoBroker, tmp_path: Path) -> Callable[..., Any]:
-    @asynccontextmanager
-    async def start(thing: str, **options: Any) -> AsyncIterator[RunningGateway]:
-        config = load_config(write_config(tmp_path, broker, thing, **options))
-        factory = make_pin_factory("mock")
-        bank = GpiozeroBank(
-            config.devices,
-            factory,
-            loop=asyncio.get_running_loop(),
-            is_mock=True,
-            mock_dir=tmp_path / "mock",
-        )
-        gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
-        task = asyncio.create_task(gateway.run(), name="gateway_under_test")
-        try:
-            async with asyncio.timeout(10):
-                await gateway.shadow.synced.wait()
-            yield RunningGateway(gateway, factory, config)
-        finally:
-            gateway.stop()
-            await asyncio.wait_for(task, timeout=10)
-            factory.close()
-
-    return start
 
 
 def reported(key: str, value: Any) -> Callable[[dict[str, Any]], bool]:

@@ -38,19 +38,6 @@ EVENT_DEVICES = """\
 """
 
 
-@pytest.fixture
-async def proxy(broker: MosquittoBroker) -> AsyncIterator[FaultProxy]:
-    fault = FaultProxy(broker.host, broker.port)
-    await fault.start()
-    yield fault
-    await fault.stop()
-
-
-@pytest.fixture
-def thing() -> str:
-    return f"pi-{uuid.uuid4().hex[:8]}"
-
-
 class EventCollector:
     """Subscribes, as the cloud side, to the thing's events and status topics."""
 

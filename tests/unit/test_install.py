@@ -26,7 +26,7 @@ def snapshot(root: Path) -> dict[str, str]:
     result = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if relative.parts[:3] == ("opt", "edge-gateway", "venv"):
+        if relative.parts[:3] in (("opt", "edge-gateway", "venv"), ("opt", "edge-gateway", "slots")):
             continue
         if path.is_symlink():
             result[str(relative)] = f"-> {path.readlink()}"

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway.config import GatewayConfig, load_config
 from gateway.devcloud.broker import MosquittoBroker
+from gateway.devcloud.fleet import FleetResponder
 from gateway.devcloud.pki import DevCA, DevCloudError, write_atomic
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
 from gateway.devcloud.service import ShadowService
@@ -147,6 +148,7 @@ class DevCloud:
         https: tuple[str, int] = DEFAULT_HTTPS,
         claims: Mapping[str, str] | None = None,
         port_fallback: bool = False,
+        fleet_templates: Mapping[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self._mqtt = (mqtt_host, mqtt_port)
@@ -160,6 +162,8 @@ class DevCloud:
         self._service: ShadowService | None = None
         self._hub: DashboardHub | None = None
         self._provision: ProvisionService | None = None
+        self._fleet_templates = dict(fleet_templates or {})
+        self._fleet: FleetResponder | None = None
         self.dashboard_port = 0
         self.provision_port = 0
         self.ready = asyncio.Event()
@@ -181,6 +185,11 @@ class DevCloud:
     @property
     def provision(self) -> ProvisionService:
         return _started(self._provision)
+
+    @property
+    def fleet(self) -> FleetResponder:
+        """The fleet-provisioning responder (CreateCertificateFromCsr, RegisterThing)."""
+        return _started(self._fleet)
 
     @property
     def service(self) -> ShadowService:
@@ -237,6 +246,14 @@ class DevCloud:
             listener=hub.record,
         )
         await asyncio.to_thread(provision.prepare)
+        self._fleet = fleet = FleetResponder(
+            state / "provision",
+            broker,
+            ca,
+            templates=self._fleet_templates,
+            listener=hub.record,
+        )
+        await asyncio.to_thread(fleet.prepare)
         https_host = self._https[0]
         is_ip = _is_ip(https_host)
         server = await asyncio.to_thread(
@@ -283,9 +300,11 @@ class DevCloud:
 
     async def run(self) -> None:
         """Run the shadow service and the dashboard feed until cancelled."""
-        service_ready, hub_ready = asyncio.Event(), asyncio.Event()
+        service_ready, hub_ready, fleet_ready = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.service.run(ready=service_ready), name="devcloud_shadow")
+            group.create_task(self.fleet.run(ready=fleet_ready), name="devcloud_fleet")
+            await fleet_ready.wait()
             # The dashboard seeds from the store, which the service restores from disk first.
             await service_ready.wait()
             group.create_task(self.hub.run(ready=hub_ready), name="devcloud_dashboard_feed")

@@ -37,12 +37,21 @@ def run_devcloud(
     https: tuple[str, int],
     mqtt_port: int,
     claims: Mapping[str, str],
+    fleet_templates: Mapping[str, str] | None = None,
+    fleet_claims: Sequence[str] = (),
 ) -> int:
     configure_logging("auto", "info")
-    cloud = DevCloud(state_dir, mqtt_port=mqtt_port, http=http, https=https, claims=claims)
+    cloud = DevCloud(
+        state_dir,
+        mqtt_port=mqtt_port,
+        http=http,
+        https=https,
+        claims=claims,
+        fleet_templates=fleet_templates,
+    )
     code = 0
     try:
-        asyncio.run(_serve(cloud, things))
+        asyncio.run(_serve(cloud, things, fleet_claims))
     except* GatewayError as group:
         for exc in group.exceptions:
             log.error("devcloud_failed", error=str(exc))
@@ -50,7 +59,7 @@ def run_devcloud(
     return code
 
 
-async def _serve(cloud: DevCloud, things: int) -> None:
+async def _serve(cloud: DevCloud, things: int, fleet_claims: Sequence[str] = ()) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -59,6 +68,10 @@ async def _serve(cloud: DevCloud, things: int) -> None:
         running = group.create_task(cloud.run(), name="devcloud")
         await cloud.ready.wait()
         batch = await cloud.create_things(things) if things else []
+        for name in fleet_claims:
+            folder = cloud.state_dir / "claims" / name
+            await asyncio.to_thread(cloud.fleet.issue_claim, name, folder)
+            print(f"fleet claim certificate {name!r}: {folder}/ (cert.pem, privkey.pem, ca.pem)")
         _print_instructions(cloud, batch)
         await stop.wait()
         running.cancel()

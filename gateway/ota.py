@@ -1,0 +1,541 @@
+"""Check-in and over-the-air updates: verified, signed, atomic, with automatic rollback.
+
+``Updater.run_checkins`` (the ``update_checker`` task) checks in at start and every
+``checkin.interval_s`` ±10 %, backs off after failures, and hands a new offer to the update
+steps: download (resumable, capped, disk checked) -> verify (SHA-256, and the signature when
+``ota.public_key`` is set) -> apply (``command``, or ``wheel``: a new A/B slot, switch the
+``current`` link, exit 75 so systemd restarts into it). ``Updater.watch_health`` (the
+``ota_health`` task) runs in the restarted gateway: connected and synced within
+``ota.health_timeout_s`` commits the slot, otherwise the previous slot comes back.
+The decisions live in ``checkin.py`` and ``otastate.py``; this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from gateway import __version__
+from gateway.adapters.http import HttpClient, HttpStatusError, client_ssl_context
+from gateway.backoff import Backoff
+from gateway.checkin import (
+    Attempt,
+    Offer,
+    OfferError,
+    Window,
+    checkin_body,
+    next_checkin_s,
+    parse_offer,
+    should_apply,
+)
+from gateway.config import GatewayConfig, OtaConfig
+from gateway.errors import UpdateError
+from gateway.otastate import (
+    OtaPhase,
+    OtaState,
+    Outcome,
+    begin,
+    commit,
+    guard,
+    on_start,
+    other_slot,
+    record,
+    roll_back,
+)
+from gateway.signing import MAX_SIGNATURE_BYTES, decode_signature, sha256_file, verify_digest
+
+log = structlog.get_logger()
+
+STATE_FILE = "state.json"
+HEALTH_POLL_S = 0.2
+MAX_ERROR_CHARS = 300  # keeps reported.gateway.ota within the shadow's size budget
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def artifact_name(url: str) -> str:
+    """The file name an artifact is stored under (pip needs a wheel's own name)."""
+    name = _SAFE_NAME.sub("_", urlsplit(url).path.rsplit("/", 1)[-1])
+    return name if name.strip("._") else "artifact"
+
+
+def read_slot(root: Path) -> str | None:
+    """The slot ``root/current`` points to (``slots/a`` -> ``a``), None if it is no A/B link."""
+    try:
+        target = os.readlink(root / "current")
+    except OSError:
+        return None
+    slot = Path(target).name
+    return slot if Path(target).parent.name == "slots" and slot in ("a", "b") else None
+
+
+def switch_slot(root: Path, slot: str, previous: str | None = None) -> None:
+    """Point ``current`` (and ``previous``) at slots atomically: a new link renamed over the old."""
+    links = {"current": slot} | ({"previous": previous} if previous else {})
+    for link, target in links.items():
+        temporary = root / f".{link}.new"
+        temporary.unlink(missing_ok=True)
+        os.symlink(f"slots/{target}", temporary)
+        os.replace(temporary, root / link)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename survives a power cut
+    finally:
+        os.close(fd)
+
+
+def load_state(directory: Path) -> OtaState:
+    """state.json, or a fresh state when there is none or it cannot be understood (blocking)."""
+    try:
+        return OtaState.loads((directory / STATE_FILE).read_bytes())
+    except FileNotFoundError:
+        return OtaState()
+    except (OSError, ValueError) as exc:
+        log.error("ota_state_unreadable", path=str(directory / STATE_FILE), error=str(exc))
+        return OtaState()
+
+
+def save_state(directory: Path, state: OtaState) -> None:
+    """Write state.json atomically (temporary file, fsync, rename) (blocking)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = directory / f".{STATE_FILE}.tmp"
+    with temporary.open("wb") as file:
+        file.write(state.dumps())
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, directory / STATE_FILE)
+
+
+def run_guard(config: GatewayConfig, now: float | None = None) -> str:
+    """``edge-gateway ota guard``: before a start, count the starts of a pending version and
+    roll back one that cannot get healthy (blocking; run from the previous slot by systemd)."""
+    if config.ota is None or config.ota.mode != "wheel":
+        return "none"
+    directory = config.state_dir / "ota"
+    state = load_state(directory)
+    new_state, action = guard(
+        state,
+        current_slot=read_slot(config.ota.root),
+        now=time.time() if now is None else now,
+        health_timeout_s=config.ota.health_timeout_s,
+    )
+    if action == "roll_back" and state.pending is not None:
+        switch_slot(config.ota.root, state.pending.previous)
+        log.error("ota_rolled_back", version=state.pending.version, by="guard")
+    if action != "none":
+        save_state(directory, new_state)
+    return action
+
+
+class Updater:
+    """Check-ins and updates of one gateway; ``status`` is what ``reported.gateway.ota`` says."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        report: Callable[[dict[str, Any]], None] = lambda status: None,
+        healthy: Callable[[], bool] = lambda: False,
+        restart: Callable[[], None] = lambda: None,
+        version: str = __version__,
+        rng: Callable[[float, float], float] = random.uniform,
+        local_time: Callable[[], clock_time] = lambda: datetime.now().time(),
+    ) -> None:
+        self.checkin = config.checkin
+        self.ota = config.ota
+        self.thing = config.thing
+        self.tls_files = (config.mqtt.cert, config.mqtt.key)
+        self.directory = config.state_dir / "ota"
+        self.version = version
+        self.state = OtaState()
+        self.status: dict[str, Any] = {"state": "idle", "version": None, "error": None}
+        self.last_checkin: str | None = None  # ISO time of the last answered check-in
+        self.last_checkin_error: str | None = None
+        self._report = report
+        self._healthy = healthy
+        self._restart = restart
+        self._rng = rng
+        self._local_time = local_time
+        self._lock = asyncio.Lock()  # never two updates at once
+        self._window = Window.parse(self.ota.window) if self.ota and self.ota.window else None
+
+    # -- state and status ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read state.json; the last outcome (e.g. a rollback before the restart) is reported."""
+        self.state = await asyncio.to_thread(load_state, self.directory)
+        if self.state.last is not None:
+            self.status = self.state.last.to_json()
+        self._report(dict(self.status))
+
+    async def _save(self, state: OtaState) -> None:
+        await asyncio.to_thread(save_state, self.directory, state)
+        self.state = state
+
+    def _set(self, phase: OtaPhase, version: str | None, error: str | None = None) -> None:
+        if error is not None and len(error) > MAX_ERROR_CHARS:
+            error = error[: MAX_ERROR_CHARS - 1] + "…"
+        self.status = {"state": phase, "version": version, "error": error}
+        log.info("ota_state", ota_state=phase, version=version, error=error)
+        self._report(dict(self.status))
+
+    @property
+    def running_version(self) -> str:
+        """What the check-in says runs: the gateway, or in command mode the last applied one."""
+        if self.ota is not None and self.ota.mode == "command" and self.state.installed:
+            return self.state.installed.version
+        return self.version
+
+    # -- check-in ---------------------------------------------------------------------------
+
+    async def run_checkins(self) -> None:
+        """Check in now and then every interval (±10 %); failures back off. Runs until cancelled."""
+        if self.checkin is None:
+            return
+        settings = self.checkin
+        cert, key = self.tls_files if settings.client_cert else (None, None)
+        context = await asyncio.to_thread(client_ssl_context, settings.ca, cert, key)
+        token = None
+        if settings.token_file is not None:
+            token = (await asyncio.to_thread(settings.token_file.read_text)).strip()
+        backoff = Backoff(settings.retry.min_s, settings.retry.max_s, float("inf"), self._rng)
+        client = HttpClient(
+            ssl_context=context,
+            timeout_s=settings.timeout_s,
+            token=token,
+            token_origin=settings.url,
+            user_agent=f"edge-gateway/{self.version}",
+        )
+        async with client as http:
+            while True:
+                try:
+                    delay = await self.check_once(http)
+                    backoff.attempt = 0
+                except HttpStatusError as exc:
+                    self.last_checkin_error = str(exc)
+                    if exc.is_auth:
+                        delay = backoff.at_cap()
+                        log.error(
+                            "checkin_auth_failed",
+                            status=exc.status,
+                            hint="check checkin.token_file / the client certificate",
+                            retry_in_s=round(delay, 1),
+                        )
+                    else:
+                        delay = backoff.next_delay()
+                        log.warning("checkin_failed", error=str(exc), retry_in_s=round(delay, 1))
+                except UpdateError as exc:
+                    self.last_checkin_error = str(exc)
+                    delay = backoff.next_delay()
+                    log.warning("checkin_failed", error=str(exc), retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay)
+
+    async def check_once(self, http: HttpClient) -> float:
+        """One check-in and whatever it offers; returns the seconds until the next one."""
+        assert self.checkin is not None
+        settings = self.checkin
+        body = checkin_body(
+            thing=self.thing,
+            product_id=settings.product_id,
+            test=settings.test,
+            version=self.running_version,
+            extra=settings.extra,
+        )
+        reply = await http.post_json(settings.url, body)
+        self.last_checkin = datetime.now(UTC).isoformat(timespec="seconds")
+        self.last_checkin_error = None
+        interval = next_checkin_s(settings.interval_s, self._rng)
+        try:
+            offer = parse_offer(reply.body, self.running_version)
+        except OfferError as exc:
+            raise UpdateError(f"check-in answer: {exc}") from exc
+        if offer is None:
+            log.info("checkin_up_to_date", version=self.running_version)
+            return interval
+        skip = should_apply(
+            offer, running_version=self.running_version, rolled_back=self.state.rolled_back
+        )
+        if skip is not None:
+            log.info("ota_offer_skipped", version=offer.version, reason=skip)
+            return interval
+        log.info("ota_offered", version=offer.version, running=self.running_version)
+        if self.ota is None:
+            log.warning("ota_not_configured", version=offer.version)
+            return interval
+        return min(interval, await self.update(http, offer))
+
+    # -- one update ---------------------------------------------------------------------------
+
+    async def update(self, http: HttpClient, offer: Offer) -> float:
+        """Download, verify and (inside the window) apply ``offer``; returns when to come back.
+
+        Raises UpdateError for a retryable failure (a cut download resumes next time)."""
+        async with self._lock:
+            assert self.ota is not None
+            skip = should_apply(
+                offer, running_version=self.running_version, rolled_back=self.state.rolled_back
+            )
+            if skip is not None:  # another update finished while this one waited
+                log.info("ota_offer_skipped", version=offer.version, reason=skip)
+                return float("inf")
+            try:
+                artifact = await self._obtain(http, offer)
+            except _Rejected as exc:
+                await self._fail(offer, str(exc))
+                return float("inf")  # the regular interval
+            except UpdateError as exc:
+                self._set("failed", offer.version, f"download: {exc}")
+                raise
+            if self._window is not None and not self._window.is_open(self._local_time()):
+                wait = self._window.seconds_until_open(self._local_time())
+                log.info("ota_waiting_for_window", window=self.ota.window, opens_in_s=round(wait))
+                self._set("idle", offer.version, None)
+                return wait + 1.0
+            try:
+                if self.ota.mode == "command":
+                    await self._apply_command(self.ota, offer, artifact)
+                else:
+                    await self._apply_wheel(self.ota, offer, artifact)
+            except UpdateError as exc:
+                await self._fail(offer, str(exc))
+            return float("inf")
+
+    async def _fail(self, offer: Offer, error: str) -> None:
+        log.error("ota_failed", version=offer.version, error=error)
+        self._set("failed", offer.version, error)
+        await self._save(record(self.state, Outcome("failed", offer.version, self.status["error"])))
+
+    async def _obtain(self, http: HttpClient, offer: Offer) -> Path:
+        """A verified artifact for ``offer``: the one kept from before, or a new download."""
+        assert self.ota is not None
+        folder = self.directory / offer.checksum
+        final = folder / artifact_name(offer.url)
+        part = folder / (final.name + ".part")
+        if await asyncio.to_thread(final.is_file):
+            if await asyncio.to_thread(sha256_file, final) == offer.checksum:
+                log.info("ota_artifact_reused", version=offer.version, path=str(final))
+                return final
+            await asyncio.to_thread(final.unlink)
+        await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=offer.checksum)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True, mode=0o700)
+        self._set("downloading", offer.version)
+        signature = await self._signature(http, offer)  # first: unsigned means no download
+        started = time.monotonic()
+        size = await http.download(
+            offer.url,
+            part,
+            max_bytes=self.ota.max_bytes,
+            timeout_s=self.ota.download_timeout_s,
+            check_space=lambda remaining: _check_space(folder, remaining, self.ota),
+        )
+        log.info(
+            "ota_downloaded",
+            version=offer.version,
+            bytes=size,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        self._set("verifying", offer.version)
+        try:
+            await asyncio.to_thread(_verify, part, offer, self.ota.public_key, signature)
+        except UpdateError as exc:
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise _Rejected(f"verification failed, artifact deleted: {exc}") from exc
+        await asyncio.to_thread(os.replace, part, final)
+        log.info("ota_verified", version=offer.version, signed=signature is not None)
+        return final
+
+    async def _signature(self, http: HttpClient, offer: Offer) -> bytes | None:
+        """The offer's signature (its ``signature`` field, else ``<url>.sig``) when required."""
+        if self.ota is None or self.ota.public_key is None:
+            return None
+        if offer.signature is not None:
+            return decode_signature(offer.signature.encode())
+        parts = urlsplit(offer.url)
+        sig_url = parts._replace(path=parts.path + ".sig").geturl()
+        try:
+            raw = await http.fetch(sig_url, max_bytes=MAX_SIGNATURE_BYTES)
+        except HttpStatusError as exc:
+            if exc.status in (404, 410):
+                message = f"unsigned: no {parts.path}.sig, but ota.public_key is set"
+                raise _Rejected(message) from exc
+            raise
+        return decode_signature(raw)
+
+    async def _apply_command(self, ota: OtaConfig, offer: Offer, artifact: Path) -> None:
+        assert ota.command is not None
+        argv = [
+            arg.replace("{artifact}", str(artifact)).replace("{version}", offer.version)
+            for arg in ota.command
+        ]
+        if not any("{artifact}" in arg for arg in ota.command):
+            argv.append(str(artifact))
+        self._set("applying", offer.version)
+        await _run(argv, ota.command_timeout_s, what="update command")
+        state = record(
+            self.state,
+            Outcome("applied", offer.version),
+            installed=Attempt(offer.version, offer.checksum),
+        )
+        await self._save(state)
+        await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=None)
+        self._set("applied", offer.version)
+
+    async def _apply_wheel(self, ota: OtaConfig, offer: Offer, artifact: Path) -> None:
+        if not artifact.name.endswith(".whl"):
+            raise UpdateError(f"mode 'wheel' needs a .whl artifact, got {artifact.name!r}")
+        root = ota.root
+        active = await asyncio.to_thread(read_slot, root)
+        if active is None:
+            raise UpdateError(f"{root}/current is not a link to slots/a or slots/b")
+        target = other_slot(active)
+        slot = root / "slots" / target
+        self._set("applying", offer.version)
+        log.info("ota_installing", version=offer.version, slot=target)
+        await asyncio.to_thread(shutil.rmtree, slot, ignore_errors=True)
+        python = str(ota.python or sys.executable)
+        venv = [python, "-m", "venv"]
+        venv += ["--system-site-packages"] if ota.system_site_packages else []
+        await _run([*venv, str(slot)], ota.command_timeout_s, what="venv")
+        pip = [str(slot / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+        await _run([*pip, "--no-input", *ota.pip_args, str(artifact)], ota.command_timeout_s, "pip")
+        output = await _run([str(slot / "bin" / "edge-gateway"), "--version"], 120, "new version")
+        if output.split()[-1:] != [offer.version]:
+            raise UpdateError(f"the wheel installs {output.strip()!r}, not {offer.version}")
+        state = begin(
+            self.state,
+            slot=target,
+            previous=active,
+            version=offer.version,
+            checksum=offer.checksum,
+            now=time.time(),
+        )
+        await self._save(state)
+        await asyncio.to_thread(switch_slot, root, target, active)
+        log.warning("ota_switched", version=offer.version, slot=target, previous=active)
+        self._set("applying", offer.version)
+        self._restart()
+
+    # -- after the restart --------------------------------------------------------------------
+
+    async def watch_health(self) -> None:
+        """In a freshly switched-to version: commit once healthy, else roll back and restart."""
+        if self.ota is None or self.ota.mode != "wheel" or self.state.pending is None:
+            return
+        pending = self.state.pending
+        current = await asyncio.to_thread(read_slot, self.ota.root)
+        action = on_start(self.state, current_slot=current, running_version=self.version)
+        if action == "none":
+            if current != pending.slot:  # switched back meanwhile (the guard, or by hand)
+                await self._rolled_back("the new version did not stay current", switch=False)
+            return
+        if action == "roll_back":
+            await self._rolled_back(f"slot {pending.slot} does not run {pending.version}")
+            return
+        timeout = self.ota.health_timeout_s
+        log.info("ota_health_check", version=pending.version, timeout_s=timeout)
+        self._set("applying", pending.version)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._healthy():
+                await self._save(commit(self.state))
+                await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=None)
+                log.info("ota_committed", version=pending.version, slot=pending.slot)
+                self._set("applied", pending.version)
+                return
+            await asyncio.sleep(HEALTH_POLL_S)
+        await self._rolled_back(f"not connected and shadow synced within {timeout:g} s")
+
+    async def _rolled_back(self, error: str, *, switch: bool = True) -> None:
+        pending = self.state.pending
+        assert pending is not None and self.ota is not None
+        if switch:
+            await asyncio.to_thread(switch_slot, self.ota.root, pending.previous, pending.slot)
+        await self._save(roll_back(self.state, error))
+        log.error("ota_rolled_back", version=pending.version, slot=pending.previous, error=error)
+        self._set("rolled_back", pending.version, error)
+        if switch:
+            self._restart()  # systemd starts the previous version again
+
+    def snapshot(self) -> dict[str, Any]:
+        """For ``edge-gateway status``."""
+        pending = self.state.pending
+        return {
+            "ota": dict(self.status),
+            "last_checkin": self.last_checkin,
+            "checkin_error": self.last_checkin_error,
+            "ota_pending": None if pending is None else pending.version,
+        }
+
+
+class _Rejected(UpdateError):
+    """The artifact failed verification (not retried before the next regular check-in)."""
+
+
+def _verify(path: Path, offer: Offer, public_key: Path | None, signature: bytes | None) -> None:
+    """SHA-256 against the offer, then the signature (blocking)."""
+    actual = sha256_file(path)
+    if actual != offer.checksum:
+        raise UpdateError(f"SHA-256 is {actual}, the offer says {offer.checksum}")
+    if public_key is not None:
+        if signature is None:
+            raise UpdateError("no signature, but ota.public_key requires one")
+        verify_digest(public_key.read_bytes(), actual, signature)
+
+
+def _check_space(folder: Path, remaining: int, ota: OtaConfig | None) -> None:
+    headroom = ota.min_free_bytes if ota is not None else 0
+    free = shutil.disk_usage(folder).free
+    if free < remaining + headroom:
+        raise UpdateError(
+            f"not enough disk space: {free} bytes free, {remaining} to download "
+            f"and {headroom} to keep free"
+        )
+
+
+def _remove_other_artifacts(directory: Path, *, keep: str | None) -> None:
+    """Delete kept downloads other than ``keep`` (a checksum folder) (blocking)."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.is_dir() and re.fullmatch(r"[0-9a-f]{64}", entry.name) and entry.name != keep:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+async def _run(argv: list[str], timeout_s: float, what: str) -> str:
+    """Run ``argv`` (no shell) under a timeout; its output, or UpdateError on failure."""
+    log.info("ota_command_started", what=what, argv=argv)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise UpdateError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            output, _ = await process.communicate()
+    except TimeoutError as exc:
+        process.kill()
+        await process.wait()
+        raise UpdateError(f"{what} did not finish within {timeout_s:g} s") from exc
+    text = output.decode(errors="replace")
+    if process.returncode != 0:
+        tail = text.strip().splitlines()[-3:]
+        raise UpdateError(f"{what} exited with {process.returncode}: {' | '.join(tail)}")
+    log.info("ota_command_finished", what=what)
+    return text

@@ -1,0 +1,182 @@
+"""Certificate health at start and renewal without human help.
+
+``check_credentials`` (blocking) runs before any pin is touched: the key must not be group- or
+world-readable, the certificate and key must match, and the certificate must be valid now; each
+failure is a ``CertificateError`` naming the file. A pair left half-renewed by a crash (new
+certificate, old key or the reverse) is healed from the kept ``*.old`` pair first.
+
+``Renewer.run`` (a task of the gateway's ``TaskGroup``) sleeps until ``certs.renew_before_days``
+before expiry, obtains a new pair (``provision.obtain_renewal``), swaps it in atomically keeping
+the previous pair as ``*.old``, and has the gateway reconnect with it. Only once the new pair
+has connected is the old one deleted; if it does not connect in ``certs.connect_timeout_s``
+the old pair is put back and the gateway reconnects with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from gateway import certs
+from gateway.config import GatewayConfig
+from gateway.credstore import (
+    CredentialPaths,
+    discard_old_pair,
+    has_old_pair,
+    install_pair,
+    key_file_facts,
+    read_pair,
+    restore_old_pair,
+)
+from gateway.errors import GatewayError, ProvisioningError
+from gateway.ports import Clock
+from gateway.provision import NewCredentials, obtain_renewal
+from gateway.values import JsonValue
+
+log = structlog.get_logger()
+
+CERT_EXPIRES_KEY = "cert_expires"  # reported.gateway.cert_expires while within the warning window
+MAX_SLEEP_S = 3600.0  # re-read the certificate at least hourly (clock jumps, manual changes)
+
+
+def paths_of(config: GatewayConfig) -> CredentialPaths:
+    return CredentialPaths(config.mqtt.cert, config.mqtt.key)
+
+
+def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:
+    cert_data, key_data = read_pair(paths)
+    mode, dedicated = key_file_facts(paths.key)
+    return certs.check_pair(
+        cert_data=cert_data,
+        key_data=key_data,
+        cert_source=str(paths.cert),
+        key_source=str(paths.key),
+        key_mode=mode,
+        dedicated_group=dedicated,
+        now=now,
+        warn_before_days=warn_days,
+    )
+
+
+def check_credentials(config: GatewayConfig, now: float | None = None) -> certs.CertificateHealth:
+    """The start-up certificate health check (blocking); raises ``CertificateError``."""
+    paths = paths_of(config)
+    now = time.time() if now is None else now
+    warn_days = config.certs.warn_before_days
+    try:
+        return _check(paths, now, warn_days)
+    except certs.CertificateError as exc:
+        if not (has_old_pair(paths) and "does not belong" in str(exc)):
+            raise
+        # A renewal was interrupted between the two renames: go back to the previous pair.
+        log.warning("certificate_pair_restored", cert=str(paths.cert), reason=str(exc))
+        restore_old_pair(paths)
+        return _check(paths, now, warn_days)
+
+
+def expiry_text(expires_at: float) -> str:
+    return dt.datetime.fromtimestamp(expires_at, dt.UTC).isoformat(timespec="seconds")
+
+
+def warn_if_expiring(health: certs.CertificateHealth, cert: str) -> JsonValue:
+    """Log the warning and return the ``cert_expires`` value to report (None: not within the
+    warning window, which removes the key from the shadow)."""
+    if not health.warn:
+        return None
+    log.warning(
+        "certificate_expires_soon",
+        cert=cert,
+        expires=expiry_text(health.expires_at),
+        days_left=round(health.days_left, 2),
+    )
+    return expiry_text(health.expires_at)
+
+
+@dataclass
+class RenewalHooks:
+    """What the renewer needs from the gateway."""
+
+    config: Callable[[], GatewayConfig]  # the running config
+    reconnect: Callable[[], Awaitable[bool]]  # reconnect with the files; True once connected
+    report: Callable[[str, JsonValue], None]  # set reported.gateway.<key>
+    renewed: Callable[[], Awaitable[None]]  # the files changed (refresh digests, expiry)
+
+
+class Renewer:
+    def __init__(
+        self,
+        hooks: RenewalHooks,
+        *,
+        clock: Clock = time.time,
+        obtain: Callable[[GatewayConfig], Awaitable[NewCredentials]] = obtain_renewal,
+    ) -> None:
+        self._hooks = hooks
+        self._clock = clock
+        self._obtain = obtain
+        self.renewals = 0
+        self.failures = 0
+        self._warned = True  # the start-up check may have reported it
+
+    def _report_expiry(self, value: JsonValue) -> None:
+        if value is None and not self._warned:
+            return  # nothing was reported: nothing to clear
+        self._warned = value is not None
+        self._hooks.report(CERT_EXPIRES_KEY, value)
+
+    async def run(self) -> None:
+        """Renew whenever due, forever; failures are logged and retried after ``retry_s``."""
+        while True:
+            config = self._hooks.config()
+            renew_days = config.certs.renew_before_days
+            if renew_days is None or config.provision is None:
+                return  # nothing to renew with
+            try:
+                health = await asyncio.to_thread(check_credentials, config, self._clock())
+            except GatewayError as exc:
+                log.error("certificate_check_failed", error=str(exc))
+                await asyncio.sleep(config.certs.retry_s)
+                continue
+            self._report_expiry(warn_if_expiring(health, str(config.mqtt.cert)))
+            due = certs.renewal_due_at(health.expires_at, renew_days)
+            wait = due - self._clock()
+            if wait > 0:
+                await asyncio.sleep(min(wait, MAX_SLEEP_S))
+                continue
+            try:
+                await self.renew(config)
+            except GatewayError as exc:
+                self.failures += 1
+                log.error(
+                    "certificate_renewal_failed",
+                    error=str(exc),
+                    retry_in_s=config.certs.retry_s,
+                )
+                await asyncio.sleep(config.certs.retry_s)
+
+    async def renew(self, config: GatewayConfig) -> None:
+        """One renewal: obtain, swap in keeping the old pair, reconnect, then drop the old."""
+        paths = paths_of(config)
+        log.info("certificate_renewal_started", cert=str(paths.cert))
+        new = await self._obtain(config)
+        await asyncio.to_thread(install_pair, paths, new.cert_pem, new.key_pem, keep_old=True)
+        if await self._hooks.reconnect():
+            await asyncio.to_thread(discard_old_pair, paths)
+            await self._hooks.renewed()
+            self.renewals += 1
+            health = await asyncio.to_thread(check_credentials, config, self._clock())
+            self._report_expiry(warn_if_expiring(health, str(paths.cert)))
+            expires = expiry_text(health.expires_at)
+            log.info("certificate_renewed", cert=str(paths.cert), expires=expires)
+            return
+        await asyncio.to_thread(restore_old_pair, paths)
+        await self._hooks.renewed()
+        await self._hooks.reconnect()
+        raise ProvisioningError(
+            f"the renewed certificate did not connect within {config.certs.connect_timeout_s:g} s;"
+            f" the previous pair is back in {paths.cert}"
+        )
