@@ -212,3 +212,21 @@ def test_follow_toggle_flips_on_each_press_only() -> None:
     assert RULES.reactions("button", True, {"t": False}) == {"t": True}
     assert RULES.reactions("button", True, {"t": True}) == {"t": False}
     assert RULES.reactions("button", False, {"t": True}) == {}
+
+
+def readme_recipes() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Behaviours and recipes", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+@pytest.mark.parametrize("recipe", readme_recipes())
+def test_every_readme_recipe_is_a_valid_config(tmp_path: Path, recipe: str) -> None:
+    (tmp_path / "x").write_text("placeholder")
+    path = tmp_path / "gateway.yaml"
+    path.write_text("thing: pi\nmqtt: {host: h, ca: x, cert: x, key: x}\n" + recipe)
+    assert load_config(path).devices
+
+
+def test_readme_has_the_four_recipes() -> None:
+    assert len(readme_recipes()) >= 4
