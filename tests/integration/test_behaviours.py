@@ -15,8 +15,7 @@ import pytest
 
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.faultproxy import FaultProxy
-from tests.integration.test_gateway import reported
-from tests.integration.test_resilience import gateway_via, until
+from tests.integration.harness import gateway_via, reported, until
 
 pytestmark = pytest.mark.integration
 

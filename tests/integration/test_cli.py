@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
-from tests.integration.test_gateway import write_config
+from tests.integration.harness import write_config
 
 pytestmark = pytest.mark.integration
 GATEWAY = [sys.executable, "-m", "gateway"]

@@ -6,79 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import textwrap
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import Gateway
-from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
+from tests.integration.harness import reported
 
 pytestmark = pytest.mark.integration
-
-DEVICES = """\
-  led:    {type: LED, pin: 17}
-  relay:  {type: OutputDevice, pin: 27, active_high: false}
-  fan:    {type: PWMLED, pin: 18}
-  button: {type: Button, pin: 4, pull_up: true}
-"""
-
-
-@dataclass
-class RunningGateway:
-    gateway: Gateway
-    factory: Any
-    config: GatewayConfig
-
-    @property
-    def thing(self) -> str:
-        return self.config.thing
-
-    def pin(self, number: int) -> Any:
-        return self.factory.pin(number)
-
-
-def write_config(
-    directory: Path,
-    broker: MosquittoBroker,
-    thing: str,
-    *,
-    devices: str = DEVICES,
-    extra: str = "",
-    port: int | None = None,
-    mqtt_extra: str = "",
-    keepalive_s: int = 30,
-) -> Path:
-    """A gateway config for ``thing`` on the test broker (or on ``port``, e.g. a fault proxy)."""
-    creds = broker.credentials(thing)
-    text = f"""\
-thing: {thing}
-mqtt:
-  host: {broker.host}
-  port: {port or broker.port}
-  ca: {creds.ca}
-  cert: {creds.cert}
-  key: {creds.key}
-  keepalive_s: {keepalive_s}
-{mqtt_extra}gpio: {{pin_factory: mock}}
-state_dir: {directory / "state"}
-admin_socket: {directory / "admin.sock"}
-devices:
-{devices}{textwrap.dedent(extra)}"""
-    path = directory / "gateway.yaml"
-    path.write_text(text)
-    return path
-
-
-def reported(key: str, value: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda doc: doc.get("state", {}).get("reported", {}).get(key) == value
 
 
 async def test_desired_drives_the_pin_and_is_reported_and_cleared(

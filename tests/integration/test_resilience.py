@@ -27,11 +27,16 @@ from gateway.app import Gateway, mqtt_settings
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
 from gateway.devcloud.faultproxy import FaultProxy
-from tests.integration.test_gateway import RunningGateway, reported, write_config
+from tests.integration.harness import (
+    FAST_RECONNECT,
+    gateway_via,
+    reported,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
-FAST_RECONNECT = "  reconnect: {min_s: 0.05, max_s: 0.5, reset_after_s: 60}\n"
 EVENT_DEVICES = """\
   led:    {type: LED, pin: 17}
   button: {type: Button, pin: 4, pull_up: true, events: true}
@@ -96,36 +101,6 @@ async def collect(broker: MosquittoBroker, thing: str) -> AsyncIterator[EventCol
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-
-
-@asynccontextmanager
-async def gateway_via(
-    proxy: FaultProxy, broker: MosquittoBroker, directory: Path, thing: str, **options: Any
-) -> AsyncIterator[RunningGateway]:
-    path = write_config(
-        directory, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, **options
-    )
-    config = load_config(path)
-    factory = make_pin_factory("mock")
-    bank = GpiozeroBank(
-        config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True, mock_dir=directory
-    )
-    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
-    task = asyncio.ensure_future(gateway.run())
-    try:
-        async with asyncio.timeout(10):
-            await gateway.shadow.synced.wait()
-        yield RunningGateway(gateway, factory, config)
-    finally:
-        gateway.stop()
-        await asyncio.wait_for(task, timeout=10)
-        factory.close()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_desired_set_during_a_cut_link_is_applied_after_reconnect(

@@ -31,7 +31,7 @@ from gateway.__main__ import EXIT_RESTART_FOR_UPDATE
 from gateway.admin import request
 from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
-from tests.integration.test_gateway import reported, write_config
+from tests.integration.harness import reported, write_config
 
 pytestmark = pytest.mark.integration
 
