@@ -114,6 +114,7 @@ async def test_daemon_status_mock_press_and_sigterm_with_final_state_reported(
         await shadow_client.wait_for(
             thing, lambda doc: "led" in doc["state"].get("reported", {}), timeout=10
         )
+        assert socket.stat().st_mode & 0o777 == 0o660  # the service user and its group only
         code, out, _ = await _cli_async("status", "--socket", str(socket), "--json")
         status: dict[str, Any] = json.loads(out)
         assert code == 0
