@@ -237,7 +237,7 @@ class Bench:
     ) -> tuple[dict[int, float], Callable[[], None]]:
         """Arrival time per round index: a round counts as done when its level, or the level of
         any later round, is reported (the gateway may skip a value the cloud already replaced).
-        Levels repeat every 997 rounds, so only the 500 rounds after the newest done one match."""
+        Levels repeat every 997 rounds, so only the 996 rounds after the newest done one match."""
         index_of: dict[float, list[int]] = {}
         for index, level in enumerate(levels):
             index_of.setdefault(level, []).append(index)
@@ -246,7 +246,7 @@ class Bench:
 
         def on_report(reported: dict[str, Any], received: float) -> None:
             candidates = [
-                i for i in index_of.get(reported.get("fan"), []) if newest[0] < i <= newest[0] + 500
+                i for i in index_of.get(reported.get("fan"), []) if newest[0] < i <= newest[0] + 996
             ]
             if not candidates:
                 return
@@ -638,11 +638,31 @@ def dev_cloud(workdir: Path) -> Iterator[MosquittoBroker]:
 
 
 async def _main(plan: Plan, out: Path, workdir: Path, publish: bool, command: str) -> int:
+    """Run with the in-process gateway logging like the daemon (to a file), then put the
+    process's logging back as it was (the smoke test runs inside pytest)."""
+    import logging
+
+    import structlog
+
     from gateway.logs import configure_logging
 
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_structlog = structlog.get_config()
+    with (workdir / "bench.log").open("w") as log_stream:
+        configure_logging("json", "info", stream=log_stream)
+        try:
+            return await _measure_and_write(plan, out, workdir, publish, command)
+        finally:
+            root.handlers[:] = saved_handlers
+            root.setLevel(saved_level)
+            structlog.configure(**saved_structlog)
+
+
+async def _measure_and_write(
+    plan: Plan, out: Path, workdir: Path, publish: bool, command: str
+) -> int:
     started = time.perf_counter()
-    log_stream = (workdir / "bench.log").open("w")
-    configure_logging("json", "info", stream=log_stream)  # in-process gateway logs like the daemon
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
@@ -672,7 +692,6 @@ async def _main(plan: Plan, out: Path, workdir: Path, publish: bool, command: st
     if publish:
         publish_benchmarks(results, ROOT / "BENCHMARKS.md")
     progress(f"done: {out}")
-    log_stream.close()
     return 0
 
 

@@ -124,6 +124,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
     print(_health_line(reply))
+    ota = reply.get("ota") or {}
+    if ota.get("state") not in (None, "idle"):
+        error = f": {ota['error']}" if ota.get("error") else ""
+        print(f"update {ota.get('version')}: {ota['state']}{error}")
     for name, value in sorted(reply.get("devices", {}).items()):
         error = reply.get("errors", {}).get(name)
         print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))

@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -205,12 +206,16 @@ class Updater:
         if self.checkin is None:
             return
         settings = self.checkin
-        cert, key = self.tls_files if settings.client_cert else (None, None)
-        context = await asyncio.to_thread(client_ssl_context, settings.ca, cert, key)
-        token = None
-        if settings.token_file is not None:
-            token = (await asyncio.to_thread(settings.token_file.read_text)).strip()
         backoff = Backoff(settings.retry.min_s, settings.retry.max_s, float("inf"), self._rng)
+        while True:  # TLS files or the token may be fixed (or renewed) while we wait
+            try:
+                context, token = await asyncio.to_thread(self._credentials)
+                break
+            except UpdateError as exc:
+                delay = backoff.at_cap()
+                log.error("checkin_setup_failed", error=str(exc), retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay)
+        backoff.attempt = 0
         client = HttpClient(
             ssl_context=context,
             timeout_s=settings.timeout_s,
@@ -241,6 +246,19 @@ class Updater:
                     delay = backoff.next_delay()
                     log.warning("checkin_failed", error=str(exc), retry_in_s=round(delay, 1))
                 await asyncio.sleep(delay)
+
+    def _credentials(self) -> tuple[ssl.SSLContext, str | None]:
+        """The TLS context (with the client certificate if configured) and the token (blocking)."""
+        assert self.checkin is not None
+        settings = self.checkin
+        cert, key = self.tls_files if settings.client_cert else (None, None)
+        context = client_ssl_context(settings.ca, cert, key)
+        if settings.token_file is None:
+            return context, None
+        try:
+            return context, settings.token_file.read_text().strip() or None
+        except OSError as exc:
+            raise UpdateError(f"cannot read checkin.token_file: {exc.strerror or exc}") from exc
 
     async def check_once(self, http: HttpClient) -> float:
         """One check-in and whatever it offers; returns the seconds until the next one."""
@@ -298,6 +316,9 @@ class Updater:
             except UpdateError as exc:
                 self._set("failed", offer.version, f"download: {exc}")
                 raise
+            except OSError as exc:  # the state folder is not writable, the disk is full, ...
+                self._set("failed", offer.version, f"download: {exc}")
+                raise UpdateError(f"cannot store the artifact: {exc}") from exc
             if self._window is not None and not self._window.is_open(self._local_time()):
                 wait = self._window.seconds_until_open(self._local_time())
                 log.info("ota_waiting_for_window", window=self.ota.window, opens_in_s=round(wait))
@@ -308,14 +329,19 @@ class Updater:
                     await self._apply_command(self.ota, offer, artifact)
                 else:
                     await self._apply_wheel(self.ota, offer, artifact)
-            except UpdateError as exc:
+            except (UpdateError, OSError) as exc:
                 await self._fail(offer, str(exc))
             return float("inf")
 
     async def _fail(self, offer: Offer, error: str) -> None:
         log.error("ota_failed", version=offer.version, error=error)
         self._set("failed", offer.version, error)
-        await self._save(record(self.state, Outcome("failed", offer.version, self.status["error"])))
+        try:
+            await self._save(
+                record(self.state, Outcome("failed", offer.version, self.status["error"]))
+            )
+        except OSError as exc:
+            log.error("ota_state_not_saved", error=str(exc))
 
     async def _obtain(self, http: HttpClient, offer: Offer) -> Path:
         """A verified artifact for ``offer``: the one kept from before, or a new download."""
@@ -433,6 +459,16 @@ class Updater:
         """In a freshly switched-to version: commit once healthy, else roll back and restart."""
         if self.ota is None or self.ota.mode != "wheel" or self.state.pending is None:
             return
+        try:
+            await self._watch_health()
+        except OSError as exc:
+            # Links or state.json could not be written: restart, and let the guard (which
+            # counts starts) roll back from the previous slot.
+            log.error("ota_health_check_failed", error=str(exc))
+            self._restart()
+
+    async def _watch_health(self) -> None:
+        assert self.ota is not None and self.state.pending is not None
         pending = self.state.pending
         current = await asyncio.to_thread(read_slot, self.ota.root)
         action = on_start(self.state, current_slot=current, running_version=self.version)

@@ -3,8 +3,12 @@
 - ``POST /provision/getCerts`` ``{"id": claim}`` issues a thing certificate from the dev CA for a
   known claim id: ``{accountId, certificate, key, endpoint, id, port, thing}``.
 - ``POST /provision/checkin`` ``{"id", "productId", "test", "version"}`` answers the offer
-  configured for the product in ``offers.json`` (``{"version", "url", "checksum"}``), or ``{}``.
+  configured for the product in ``offers.json`` (``{"version", "url", "checksum"}``, and
+  ``"signature"`` when given), or ``{}``.
 - ``GET /artifacts/<name>`` serves files of ``artifacts/`` with HTTP Range support.
+
+``ProvisionService.misbehaviour`` injects faults for tests: error statuses, slow check-ins,
+truncated artifact bodies, wrong checksums and corrupted signatures.
 
 State lives in one directory: ``claims.json`` (claim id -> thing name), ``offers.json``
 (product id -> offer, optionally with a ``"test"`` offer for test devices), ``issued.json`` (the

@@ -400,7 +400,7 @@ async def switch_to_new_version(
     (artifact.parent / f"{new.name}.sig").write_bytes(sign_file(keys[0].read_bytes(), artifact))
     config = configure(thing_dir, cloud, ota=wheel_ota(root, keys[1], health_timeout_s))
     async with gateway_running(config) as gateway:
-        await until(lambda: gateway.stop_event.is_set(), timeout=120)
+        await asyncio.wait_for(gateway.stop_event.wait(), timeout=120)
         assert gateway.exit_code == EXIT_RESTART_FOR_UPDATE
     assert os.readlink(root / "current") == "slots/b"
     state = json.loads((thing_dir / "state" / "ota" / "state.json").read_text())

@@ -349,5 +349,9 @@ async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
         gateway.stop()
         await asyncio.wait_for(task, 10)
     factory.close()
-    assert not any(e["event"] == "mqtt_connection_failed" for e in logs)
-    assert gateway.backoff.attempt == 32  # straight to the cap: retrying sooner cannot help
+    # Under heavy load mosquitto may reset the socket before its TLS alert is read (our
+    # CONNECT still unread in its buffer); then that one attempt looks like a network error.
+    # The alert, whenever it arrives, is classified as a refused certificate.
+    rejected = [e for e in logs if e["event"] == "mqtt_certificate_rejected"]
+    assert "refused our TLS certificate" in rejected[0]["error"]
+    assert gateway.backoff.attempt == 32  # at the cap: retrying sooner cannot help

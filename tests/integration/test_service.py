@@ -37,7 +37,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edge-gateway.service"
-EXEC_START = "/opt/edge-gateway/venv/bin/edge-gateway run -c /etc/edge-gateway/gateway.yaml"
+EXEC_START = "/opt/edge-gateway/current/bin/edge-gateway run -c /etc/edge-gateway/gateway.yaml"
+# The OTA start guard, run from the previous A/B slot (absent until the first update).
+GUARD = "/opt/edge-gateway/previous/bin/edge-gateway ota guard -c /etc/edge-gateway/gateway.yaml"
 MAX_EXPOSURE = 2.5  # systemd-analyze's "OK" band ends here
 
 # --- the unit --------------------------------------------------------------------------------
@@ -61,12 +63,18 @@ def unit_settings() -> dict[str, list[str]]:
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     """verify needs ExecStart's binary to exist, and /opt/edge-gateway exists only on a Pi
-    after install: the copy verified differs from the unit in that one line only."""
+    after install: the copy verified differs from the unit in those two lines only (ExecStart and
+    the OTA guard's ExecStartPre)."""
     text = UNIT.read_text()
     assert f"ExecStart={EXEC_START}\n" in text
     copy = tmp_path / "edge-gateway.service"
-    copy.write_text(text.replace(EXEC_START, f"{sys.executable} -m gateway run -c /dev/null"))
-    assert len(set(copy.read_text().splitlines()) ^ set(text.splitlines())) == 2
+    assert f"ExecStartPre=-{GUARD}\n" in text
+    copy.write_text(
+        text.replace(EXEC_START, f"{sys.executable} -m gateway run -c /dev/null").replace(
+            GUARD, f"{sys.executable} -m gateway ota guard -c /dev/null"
+        )
+    )
+    assert len(set(copy.read_text().splitlines()) ^ set(text.splitlines())) == 4
     result = subprocess.run(
         [systemd_analyze(), "verify", str(copy)],
         check=False,

@@ -26,7 +26,10 @@ def snapshot(root: Path) -> dict[str, str]:
     result = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if relative.parts[:3] in (("opt", "edge-gateway", "venv"), ("opt", "edge-gateway", "slots")):
+        if relative.parts[:2] == ("opt", "edge-gateway") and relative.parts[2:3] in (
+            ("venv",),
+            ("slots",),
+        ):
             continue
         if path.is_symlink():
             result[str(relative)] = f"-> {path.readlink()}"
@@ -71,6 +74,17 @@ def test_install_makes_a_venv_with_the_command(installed: tuple[Path, dict[str, 
     assert version.stdout.startswith("edge-gateway ")
     link = root / "usr/local/bin/edge-gateway"
     assert link.readlink() == Path("/opt/edge-gateway/venv/bin/edge-gateway")
+
+
+def test_install_lays_out_ab_slots_for_updates(installed: tuple[Path, dict[str, str]]) -> None:
+    root, _ = installed
+    opt = root / "opt/edge-gateway"
+    assert (opt / "current").readlink() == Path("slots/a")
+    assert (opt / "venv").readlink() == Path("current")
+    assert (opt / "slots/a/bin/edge-gateway").is_file()
+    unit = (root / "etc/systemd/system/edge-gateway.service").read_text()
+    assert "ExecStart=/opt/edge-gateway/current/bin/edge-gateway run" in unit
+    assert "ReadWritePaths=-/opt/edge-gateway" in unit
 
 
 def test_install_puts_a_private_example_config(installed: tuple[Path, dict[str, str]]) -> None:

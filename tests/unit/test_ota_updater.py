@@ -246,3 +246,22 @@ async def test_an_offer_for_a_rolled_back_artifact_is_skipped(tmp_path: Path) ->
     await updater.check_once(http)  # type: ignore[arg-type]
     assert http.downloads == 0
     assert updater.status["state"] == "rolled_back"
+
+
+def test_cli_keygen_and_sign_make_a_signature_the_gateway_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.__main__ import main
+
+    key = tmp_path / "ota.pem"
+    assert main(["ota", "keygen", "--key", str(key)]) == 0
+    assert key.stat().st_mode & 0o777 == 0o600
+    artifact = tmp_path / "fw.bin"
+    artifact.write_bytes(ARTIFACT)
+    assert main(["ota", "sign", str(artifact), "--key", str(key)]) == 0
+    signature = (tmp_path / "fw.bin.sig").read_bytes()
+    assert signature.endswith(b"\n") and len(signature.strip()) == 88  # base64 of 64 bytes
+    public = (tmp_path / "ota.pub.pem").read_bytes()
+    verify_digest(public, SUM, decode_signature(signature))
+    assert "PRIVATE" not in capsys.readouterr().out
+    assert main(["ota", "sign", str(artifact), "--key", str(tmp_path / "missing.pem")]) == 1
