@@ -191,7 +191,7 @@ class ValueCodec:
         if self.blinkable and isinstance(value, dict):
             return _parse_blink(value)
         if self.transform is not None:
-            value = self.transform.to_device(value)
+            value = _snap_to_range(self.transform.to_device(value), self.low, self.high)
         if self.kind == "switch":
             if not isinstance(value, bool):
                 raise DeviceValueError(f"expected true or false, got {_kind(value)}")
@@ -218,6 +218,16 @@ class ValueCodec:
             return None  # e.g. a detached servo
         number = round(float(value), self.digits)  # type: ignore[arg-type]
         return int(number) if self.digits == 0 else number
+
+
+def _snap_to_range(value: object, low: float, high: float) -> object:
+    """Undoing scale/offset can land a hair outside the range (float error): snap it back."""
+    if _is_number(value):
+        number = float(value)  # type: ignore[arg-type]
+        for edge in (low, high):
+            if math.isclose(number, edge, rel_tol=1e-9, abs_tol=1e-9):
+                return edge
+    return value
 
 
 def _parse_blink(value: dict[str, Any]) -> Blink:

@@ -4,6 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-}"
+# The test set-up (extras containing "test") also needs chromium and systemd tools.
+case ",$extras," in *,test,*) testing=1 ;; *) testing=0 ;; esac
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -16,7 +18,7 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 # The dashboard's browser tests drive Debian's chromium with playwright (which never downloads a
 # browser of its own here); a missing chromium fails them, so the test set-up installs it.
-if [ "$extras" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+if [ "$testing" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   echo "==> installing chromium (apt-get) for the dashboard's browser tests"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -28,7 +30,7 @@ fi
 
 # The tests run systemd-analyze (verify, security), systemd-sysusers and systemctl --root on the
 # unit and the install script; /bin/kill (procps) is the unit's ExecReload.
-if [ "$extras" = "test" ] && { ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /bin/kill ]; }; then
+if [ "$testing" = 1 ] && { ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -x /bin/kill ]; }; then
   echo "==> installing systemd tools (apt-get)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd procps >/dev/null
@@ -47,7 +49,7 @@ if [ ! -x "$root/.venv/bin/python" ]; then
     "$python" -m venv "$root/.venv"
   fi
 fi
-stamp="$root/.venv/.installed${extras:+-$extras}"
+stamp="$root/.venv/.installed${extras:+-${extras//,/-}}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "==> installing edge-gateway into .venv"
   "$root/.venv/bin/python" -m pip install -q --upgrade pip

@@ -3,7 +3,8 @@
 # integration tests). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/bootstrap.sh" test
+# The benchmark's smoke run is part of the suite, so its extra (the AWS SDK peer, plots) too.
+"$root/scripts/bootstrap.sh" test,bench
 cd "$root"
 bin="$root/.venv/bin"
 echo "==> ruff"
