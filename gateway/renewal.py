@@ -19,6 +19,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,8 +36,10 @@ from gateway.credstore import (
 )
 from gateway.errors import GatewayError, ProvisioningError
 from gateway.ports import Clock
-from gateway.provision import NewCredentials, obtain_renewal
 from gateway.values import JsonValue
+
+if TYPE_CHECKING:
+    from gateway.provision import NewCredentials
 
 log = structlog.get_logger()
 
@@ -113,7 +116,7 @@ class Renewer:
         hooks: RenewalHooks,
         *,
         clock: Clock = time.time,
-        obtain: Callable[[GatewayConfig], Awaitable[NewCredentials]] = obtain_renewal,
+        obtain: Callable[[GatewayConfig], Awaitable[NewCredentials]] | None = None,
     ) -> None:
         self._hooks = hooks
         self._clock = clock
@@ -162,6 +165,11 @@ class Renewer:
         """One renewal: obtain, swap in keeping the old pair, reconnect, then drop the old."""
         paths = paths_of(config)
         log.info("certificate_renewal_started", cert=str(paths.cert))
+        if self._obtain is None:
+            # Imported on first use: provisioning brings aiohttp and the MQTT claim client.
+            from gateway.provision import obtain_renewal
+
+            self._obtain = obtain_renewal
         new = await self._obtain(config)
         await asyncio.to_thread(install_pair, paths, new.cert_pem, new.key_pem, keep_old=True)
         if await self._hooks.reconnect():

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Self
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from gateway.errors import UpdateError
+
+if TYPE_CHECKING:  # imported on first use instead: aiohttp costs ~20 MB of RSS
+    import aiohttp
 
 CHUNK = 64 * 1024
 READ_TIMEOUT_S = 60.0  # no byte for this long ends a download (it resumes next time)
@@ -94,6 +95,8 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self._ssl),
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
@@ -124,6 +127,8 @@ class HttpClient:
 
     async def post_json(self, url: str, body: dict[str, Any]) -> JsonReply:
         """POST ``body``; a 2xx answer's JSON (``None`` when empty), else HttpStatusError."""
+        import aiohttp
+
         try:
             async with self.session.post(url, json=body, headers=self._headers(url)) as response:
                 if response.status >= 300:
@@ -142,6 +147,8 @@ class HttpClient:
 
     async def fetch(self, url: str, *, max_bytes: int) -> bytes:
         """A small file (a signature) into memory, at most ``max_bytes``."""
+        import aiohttp
+
         try:
             async with self.session.get(url, headers=self._headers(url)) as response:
                 if response.status >= 300:
@@ -169,6 +176,8 @@ class HttpClient:
         Returns the file's final size. ``check_space(bytes_still_to_come)`` runs (in a thread)
         before anything is written and may raise. A cut link leaves the part written so far.
         """
+        import aiohttp
+
         offset = await asyncio.to_thread(_size, dest)
         if offset > max_bytes:
             offset = 0

@@ -54,7 +54,9 @@ class MqttSettings:
 
 def build_tls_context(ca: Path, cert: Path, key: Path, *, alpn: bool) -> ssl.SSLContext:
     """A client context that verifies the broker and presents our certificate (blocking)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Only the configured CA is trusted (not the system store): the broker must present a
+    # certificate from it. PROTOCOL_TLS_CLIENT checks the host name and the chain by default.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_verify_locations(cafile=str(ca))

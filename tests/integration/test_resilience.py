@@ -355,3 +355,14 @@ async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
     rejected = [e for e in logs if e["event"] == "mqtt_certificate_rejected"]
     assert "refused our TLS certificate" in rejected[0]["error"]
     assert gateway.backoff.attempt == 32  # at the cap: retrying sooner cannot help
+
+
+def test_tls_context_trusts_only_the_configured_ca(dev_ca: Any, tmp_path: Path) -> None:
+    import ssl
+
+    from gateway.adapters.mqtt import build_tls_context
+
+    creds = dev_ca.issue("pi-ca-check", tmp_path / "pi")
+    context = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # no system CA store
