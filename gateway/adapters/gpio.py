@@ -52,6 +52,7 @@ _FACTORIES = {
     "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
     "native": ("gpiozero.pins.native", "NativeFactory"),
 }
+MOCK_HISTORY_LIMIT = 1000  # changes kept per mock pin (tests read recent history only)
 MOCK_CPU_TEMPERATURE_C = 45.0
 MOCK_LOAD_AVERAGE = 0.5
 _ADC_CHANNELS = 8
@@ -232,6 +233,8 @@ class GpiozeroBank:
                 return value.to_json()
             entry.write(value)
             result = entry.read()
+            if self._is_mock:
+                self._trim_mock_history(entry.config)
         except GatewayError:
             raise
         except ValueError as exc:
@@ -264,6 +267,7 @@ class GpiozeroBank:
                 entry.device.pin.drive_high()
             else:
                 entry.device.pin.drive_low()
+            self._trim_mock_history(config)
         elif isinstance(config, SystemSensorConfig) and config.type == "CPUTemperature":
             celsius = _number(name, value, -273.15, 1000.0, "degrees Celsius")
             _replace_file(self._sensor_file(name), f"{round(celsius * 1000)}\n")
@@ -296,6 +300,13 @@ class GpiozeroBank:
         if self._own_mock_dir is not None:
             shutil.rmtree(self._own_mock_dir, ignore_errors=True)
             self._own_mock_dir = self._mock_dir = None
+
+    def _trim_mock_history(self, config: DeviceConfig) -> None:
+        """gpiozero's mock pins log every change forever; a long demo or soak must stay flat."""
+        for pin_number in config.pins().values() if hasattr(config, "pins") else ():
+            states = getattr(self._factory.pin(pin_number), "states", None)
+            if isinstance(states, list) and len(states) > MOCK_HISTORY_LIMIT:
+                del states[: len(states) - MOCK_HISTORY_LIMIT]
 
     def _entry(self, name: str) -> _Entry:
         try:

@@ -419,3 +419,24 @@ async def test_motion_sensor_change_right_after_open_is_an_edge(make_bank: MakeB
     bank.drive_mock_input("pir", True)
     await asyncio.wait_for(delivered.wait(), timeout=2)
     assert events == [True]
+
+
+async def test_mock_pin_history_stays_bounded_on_a_long_run() -> None:
+    from gateway.adapters.gpio import MOCK_HISTORY_LIMIT, GpiozeroBank, make_pin_factory
+    from gateway.config import BinaryOutputConfig
+
+    factory = make_pin_factory("mock")
+    bank = GpiozeroBank(
+        {"led": BinaryOutputConfig(type="LED", pin=17)},
+        factory,
+        loop=asyncio.get_running_loop(),
+        is_mock=True,
+    )
+    bank.open(lambda *_: None)
+    try:
+        for index in range(MOCK_HISTORY_LIMIT * 3):
+            bank.write("led", index % 2 == 0)
+        assert len(factory.pin(17).states) <= MOCK_HISTORY_LIMIT
+    finally:
+        bank.close()
+        factory.close()
