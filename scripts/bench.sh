@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The full benchmark from a clean clone: set-up (mosquitto, .venv with the bench extra), then
+# python -m bench, which writes bench/results/ and the figures block of BENCHMARKS.md.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/bootstrap.sh" bench
+cd "$root"
+exec "$root/.venv/bin/python" -m bench "$@"
