@@ -81,7 +81,13 @@ def reported(key: str, value: Any) -> Callable[[dict[str, Any]], bool]:
 @asynccontextmanager
 async def running_gateway(config_path: Path, mock_dir: Path) -> AsyncIterator[RunningGateway]:
     """Run the gateway of ``config_path`` in this loop until the block ends (synced first)."""
-    config = load_config(config_path)
+    async with running_config(load_config(config_path), mock_dir) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_config(config: GatewayConfig, mock_dir: Path) -> AsyncIterator[RunningGateway]:
+    """Run a gateway for a loaded ``config`` in this loop until the block ends (synced first)."""
     factory = make_pin_factory("mock")
     bank = GpiozeroBank(
         config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True, mock_dir=mock_dir

@@ -25,13 +25,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway import __version__
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.app import EXIT_RESTART_FOR_UPDATE, Gateway, mqtt_settings
+from gateway.app import EXIT_RESTART_FOR_UPDATE, Gateway
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
 from gateway.signing import generate_keypair, sign_file
+from tests.integration.harness import running_config
 from tests.integration.test_devcloud_web import running_devcloud
 
 pytestmark = pytest.mark.integration
@@ -95,24 +94,8 @@ def offer(cloud: DevCloud, name: str, data: bytes, version: str, **extra: Any) -
 @asynccontextmanager
 async def gateway_running(config_path: Path) -> AsyncIterator[Gateway]:
     config = load_config(config_path)
-    factory = make_pin_factory("mock")
-    bank = GpiozeroBank(
-        config.devices,
-        factory,
-        loop=asyncio.get_running_loop(),
-        is_mock=True,
-        mock_dir=config.state_dir / "mock",
-    )
-    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
-    task = asyncio.create_task(gateway.run(), name="gateway_under_test")
-    try:
-        async with asyncio.timeout(10):
-            await gateway.shadow.synced.wait()
-        yield gateway
-    finally:
-        gateway.stop()
-        await asyncio.wait_for(task, timeout=10)
-        factory.close()
+    async with running_config(config, config.state_dir / "mock") as running:
+        yield running.gateway
 
 
 def ota_is(state: str, version: str | None = None) -> Callable[[dict[str, Any]], bool]:

@@ -25,9 +25,7 @@ from cryptography import x509
 from structlog.testing import capture_logs
 
 from gateway import certs
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.app import Gateway, mqtt_settings
+from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config, load_provision_setup
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.pki import client_ssl_context
@@ -35,6 +33,7 @@ from gateway.devcloud.provision import server_ssl_context
 from gateway.devcloud.web import DevCloud
 from gateway.errors import ProvisioningError
 from gateway.provision import provision, provision_at_start
+from tests.integration.harness import reported, running_config
 from tests.integration.test_devcloud_web import running_devcloud
 
 pytestmark = pytest.mark.integration
@@ -127,28 +126,8 @@ def issue_claim(cloud: DevCloud, directory: Path, name: str = "claim-batch-1") -
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, directory: Path) -> AsyncIterator[Gateway]:
-    factory = make_pin_factory("mock")
-    bank = GpiozeroBank(
-        config.devices,
-        factory,
-        loop=asyncio.get_running_loop(),
-        is_mock=True,
-        mock_dir=directory / "mock",
-    )
-    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
-    task = asyncio.create_task(gateway.run(), name="gateway_under_test")
-    try:
-        async with asyncio.timeout(10):
-            await gateway.shadow.synced.wait()
-        yield gateway
-    finally:
-        gateway.stop()
-        await asyncio.wait_for(task, timeout=10)
-        factory.close()
-
-
-def reported(key: str, value: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda doc: doc.get("state", {}).get("reported", {}).get(key) == value
+    async with running_config(config, directory / "mock") as running:
+        yield running.gateway
 
 
 def no_credentials(state_dir: Path) -> bool:
