@@ -27,7 +27,7 @@ _GAUGES = (
     ("synced", "shadow_synced", "1 once a fetched shadow document has been reconciled"),
     ("in_flight", "shadow_requests_in_flight", "shadow requests sent and not yet answered"),
     ("outbox_depth", "outbox_depth", "accepted changes and events waiting in the outbox"),
-    ("last_checkin", "last_checkin_timestamp_seconds", "time of the last successful check-in"),
+    ("last_checkin_at", "last_checkin_timestamp_seconds", "time of the last successful check-in"),
     ("certificate_days_left", "certificate_days_left", "days until the client cert expires"),
     ("shadow_version", "shadow_version", "newest shadow version seen"),
     ("healthy", "healthy", "1 while the event loop and the gateway's tasks are alive"),

@@ -163,6 +163,7 @@ class Updater:
         self.state = OtaState()
         self.status: dict[str, Any] = {"state": "idle", "version": None, "error": None}
         self.last_checkin: str | None = None  # ISO time of the last answered check-in
+        self.last_checkin_at: float | None = None  # the same, as epoch seconds
         self.last_checkin_error: str | None = None
         self._report = report
         self._healthy = healthy
@@ -272,7 +273,9 @@ class Updater:
             extra=settings.extra,
         )
         reply = await http.post_json(settings.url, body)
-        self.last_checkin = datetime.now(UTC).isoformat(timespec="seconds")
+        now = datetime.now(UTC)
+        self.last_checkin = now.isoformat(timespec="seconds")
+        self.last_checkin_at = now.timestamp()  # for the metrics endpoint
         self.last_checkin_error = None
         interval = next_checkin_s(settings.interval_s, self._rng)
         try:
@@ -511,6 +514,7 @@ class Updater:
         return {
             "ota": dict(self.status),
             "last_checkin": self.last_checkin,
+            "last_checkin_at": self.last_checkin_at,
             "checkin_error": self.last_checkin_error,
             "ota_pending": None if pending is None else pending.version,
         }

@@ -130,3 +130,15 @@ def test_every_sample_has_help_and_type() -> None:
     for name in names:
         assert f"# TYPE {name} gauge" in lines or f"# TYPE {name} counter" in lines
         assert any(line.startswith(f"# HELP {name} ") for line in lines)
+
+
+def test_last_checkin_and_outbox_depth_are_exported_when_known() -> None:
+    status = {
+        **STATUS,
+        "last_checkin": "2026-11-23T12:00:00+00:00",
+        "last_checkin_at": 1795435200.0,
+        "outbox_depth": 3,
+    }
+    values = samples(render_prometheus(status))
+    assert values["edge_gateway_last_checkin_timestamp_seconds"] == "1795435200.0"
+    assert values["edge_gateway_outbox_depth"] == "3"
