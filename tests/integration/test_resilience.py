@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
 from gateway.adapters.mqtt import AiomqttConnector, build_tls_context
+from gateway.admin import request
 from gateway.app import Gateway, mqtt_settings
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
@@ -151,6 +152,36 @@ async def test_presses_during_an_outage_all_arrive_in_order_with_the_final_state
         assert collector.statuses[-1] == "online"
 
 
+async def test_link_cut_while_a_delta_is_in_flight_loses_nothing(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with (
+        collect(broker, thing) as collector,
+        gateway_via(proxy, broker, tmp_path, thing, devices=EVENT_DEVICES) as running,
+    ):
+        proxy.delay_s = 0.5  # both directions: what is sent now is still inside the link
+        await shadow_client.update(thing, {"desired": {"led": True}})
+        running.pin(4).drive_low()  # an event and a report on their way up
+        await asyncio.sleep(0.2)
+        proxy.cut()
+        proxy.delay_s = 0.0
+        await asyncio.sleep(0.5)
+        assert running.pin(17).state == 0  # the delta died with the link
+        assert collector.events == []  # and so did the event
+        proxy.restore()
+        # The delta is recovered by the get after reconnecting, the event from the outbox.
+        await shadow_client.wait_for(thing, reported("led", True), timeout=10)
+        assert running.pin(17).state == 1
+        await collector.wait_for(lambda: len(collector.unique_in_order()) >= 1)
+        assert [event["value"] for event in collector.unique_in_order()] == [True]
+        await shadow_client.wait_for(thing, reported("button", True), timeout=10)
+
+
 async def test_black_hole_longer_than_keepalive_is_detected_and_survived(
     broker: MosquittoBroker,
     shadow_service: ShadowService,
@@ -159,15 +190,27 @@ async def test_black_hole_longer_than_keepalive_is_detected_and_survived(
     tmp_path: Path,
     thing: str,
 ) -> None:
-    async with gateway_via(proxy, broker, tmp_path, thing, keepalive_s=5) as running:
+    async with (
+        collect(broker, thing) as collector,
+        gateway_via(
+            proxy, broker, tmp_path, thing, devices=EVENT_DEVICES, keepalive_s=5
+        ) as running,
+    ):
         proxy.blackhole()
+        for _ in range(5):  # swallowed by the dead link: only the outbox still has them
+            running.pin(4).drive_low()
+            running.pin(4).drive_high()
         # paho notices the missing PINGRESP after about 1.5 keepalives.
         await until(lambda: not running.gateway.shadow.connected, timeout=15)
         running.pin(4).drive_low()
-        proxy.restore()
-        await shadow_client.wait_for(thing, reported("button", True), timeout=15)
         await shadow_client.update(thing, {"desired": {"led": True}})
+        proxy.restore()
+        await collector.wait_for(lambda: len(collector.unique_in_order()) >= 11, timeout=15)
+        values = [event["value"] for event in collector.unique_in_order()]
+        assert values == [True, False] * 5 + [True]
+        await shadow_client.wait_for(thing, reported("button", True), timeout=15)
         await shadow_client.wait_for(thing, reported("led", True), timeout=10)
+        assert running.pin(17).state == 1
 
 
 async def test_slow_link_still_converges(
@@ -197,9 +240,25 @@ async def test_broker_restart_is_ridden_through(
         await proxy.start()
         try:
             creds = own.credentials(own.admin_identities[0])
-            async with gateway_via(proxy, own, tmp_path, thing) as running:
-                await asyncio.to_thread(own.restart)
-                await until(lambda: running.gateway.reconnects >= 1, timeout=10)
+            async with gateway_via(proxy, own, tmp_path, thing, devices=EVENT_DEVICES) as running:
+                await asyncio.to_thread(own.stop)
+                await until(lambda: not running.gateway.shadow.connected)
+                for _ in range(10):
+                    running.pin(4).drive_low()
+                    running.pin(4).drive_high()
+                running.pin(4).drive_low()
+                # Hold the gateway back until the cloud side listens again (the test
+                # broker keeps no sessions across a restart).
+                proxy.cut()
+                await asyncio.to_thread(own.start)
+                async with collect(own, thing) as collector:
+                    proxy.restore()
+                    await collector.wait_for(
+                        lambda: len(collector.unique_in_order()) >= 21, timeout=20
+                    )
+                    values = [event["value"] for event in collector.unique_in_order()]
+                    assert values == [True, False] * 10 + [True]
+                assert running.gateway.reconnects >= 1
                 async with ShadowClient(own.host, own.port, creds, timeout=1.0) as client:
                     # The shadow service is reconnecting too; like a cloud app, retry until
                     # it answers.
@@ -211,6 +270,7 @@ async def test_broker_restart_is_ridden_through(
                             except ShadowTimeoutError:
                                 continue
                     await client.wait_for(thing, reported("led", True), timeout=15)
+                    await client.wait_for(thing, reported("button", True), timeout=15)
                 assert running.pin(17).state == 1
         finally:
             await proxy.stop()
@@ -269,9 +329,11 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
     tmp_path: Path,
     thing: str,
 ) -> None:
+    devices = EVENT_DEVICES + "  relay:  {type: OutputDevice, pin: 27, restore: true}\n"
     config = write_config(
-        tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=EVENT_DEVICES
+        tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=devices
     )
+    await shadow_client.update(thing, {"reported": {"relay": True}})  # to be restored
     socket = tmp_path / "admin.sock"
     command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
     log = (tmp_path / "gateway.log").open("w")
@@ -317,6 +379,11 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
             await collector.wait_for(lambda: len(collector.unique_in_order()) >= 10)
             values = [event["value"] for event in collector.unique_in_order()]
             assert values == [True, False] * 5
+            await shadow_client.wait_for(thing, reported("button", False), timeout=10)
+            status = await asyncio.to_thread(request, socket, {"cmd": "status"})
+            assert status["devices"]["relay"] is True  # restored on the fresh pins
+            doc = await shadow_client.get(thing)
+            assert doc is not None and doc["state"]["reported"]["relay"] is True
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 10) == 0
         finally:
