@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -239,6 +239,11 @@ class Outbox:
             )
         self._degraded_since = self._monotonic()
 
+    def retry_disk(self) -> None:
+        """While degraded, try moving what waits in memory back to disk (the writer's timer)."""
+        with self._lock:
+            self._maybe_recover()
+
     def _maybe_recover(self) -> None:
         """Move what waits in memory back to disk once writes succeed again."""
         if self._degraded_since is None or self._db is None:
@@ -284,14 +289,18 @@ class Outbox:
     def ack_reported(self, delivered: dict[str, Any]) -> None:
         """Forget reported values the shadow accepted (unless a newer value replaced them)."""
         with self._lock:
+            superseded = []  # the disk holds an older value of these: memory's is newer
             for name, value in delivered.items():
                 if self._memory.reported.get(name, (object(),))[0] == value:
                     del self._memory.reported[name]
+                    superseded.append((name,))
             if self._db is not None and delivered:
                 self._safe_write(
                     "DELETE FROM reported WHERE name=? AND value=?",
                     [(name, json.dumps(value)) for name, value in delivered.items()],
                 )
+                if superseded:
+                    self._safe_write("DELETE FROM reported WHERE name=?", superseded)
 
     def next_events(self, limit: int) -> list[Event]:
         """The oldest undelivered events, in order (disk first: memory ones are newer)."""
@@ -317,6 +326,10 @@ class Outbox:
 
     def depth(self) -> dict[str, int]:
         """How much is waiting: for status and metrics."""
+        with self._lock:
+            return self._depth()
+
+    def _depth(self) -> dict[str, int]:
         events = len(self._memory.events)
         reported = len(self._memory.reported)
         if self._db is not None:
@@ -354,7 +367,10 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, IOERR); a second ROLLBACK
+        # would fail and hide the real error.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
@@ -385,7 +401,14 @@ class OutboxWriter:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(RETRY_DISK_AFTER_S):
+                    await self._wake.wait()
+            if not self._wake.is_set():
+                # Changes may not come for hours: while the disk fails, retry it on a timer too.
+                if self.outbox.degraded:
+                    await asyncio.to_thread(self.outbox.retry_disk)
+                continue
             self._wake.clear()
             changes, self._intake = self._intake, []
             delivered, self._delivered = self._delivered, {}

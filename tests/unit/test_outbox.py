@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from structlog.testing import capture_logs
 
-from gateway.outbox import Change, Outbox
+from gateway.outbox import Change, Outbox, OutboxWriter
 
 
 def events_of(outbox: Outbox) -> list[tuple[str, Any]]:
@@ -122,6 +122,58 @@ def test_full_disk_keeps_changes_in_memory_then_moves_them_back(tmp_path: Path) 
     assert not outbox.degraded
     assert any(entry["event"] == "outbox_disk_recovered" for entry in logs)
     assert [value[0] for _, value in events_of(outbox)] == list(range(50, 61))
+
+
+def fill_until_degraded(outbox: Outbox) -> None:
+    big = "x" * 2000
+    n = 0
+    while not outbox.degraded:
+        outbox.record([Change("b", [n, big], float(n), event=True)])
+        n += 1
+
+
+def test_a_full_disk_is_logged_as_a_full_disk(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024)
+    outbox.open()
+    with capture_logs() as logs:
+        fill_until_degraded(outbox)
+    (failure,) = [entry for entry in logs if entry["event"] == "outbox_disk_failed"]
+    assert "full" in failure["error"]
+
+
+def test_acking_a_value_held_in_memory_also_forgets_the_older_one_on_disk(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024, monotonic=clock)
+    outbox.open()
+    outbox.record([Change("led", False, 0.0)])  # on disk
+    fill_until_degraded(outbox)
+    outbox.record([Change("led", True, 1.0)])  # in memory: newer
+    outbox.ack_reported({"led": True, "b": outbox.pending_reported()["b"][0]})
+    assert outbox.pending_reported() == {}  # the stale False must not be reported again
+
+
+async def test_writer_moves_memory_back_to_disk_without_waiting_for_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import gateway.outbox
+
+    monkeypatch.setattr(gateway.outbox, "RETRY_DISK_AFTER_S", 0.05)
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024)
+    outbox.open()
+    writer = OutboxWriter(outbox, on_persisted=lambda changes: None)
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(writer.run(), name="outbox_writer")
+        await asyncio.to_thread(fill_until_degraded, outbox)
+        outbox.ack_events(outbox.next_events(10**6))  # delivered: the disk has room again
+        async with asyncio.timeout(5):
+            while outbox.degraded:
+                await asyncio.sleep(0.01)
+        task.cancel()
+    assert outbox.depth()["events"] == 0
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
