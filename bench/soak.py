@@ -1,8 +1,10 @@
 """Soak: does the gateway's memory stay flat under a steady load and a flapping link?
 
-10 deltas/s from the cloud side and a cut link every minute (down for 2 s), for --minutes
+10 deltas/s from the cloud side, a button press every second (an input with ``events: true``,
+driven through the admin socket) and a cut link every minute (down for 2 s), for --minutes
 (default 60), against a gateway process on mock GPIO behind a fault proxy. Samples the
-gateway's RSS every 10 s and prints a summary; not part of CI (run by hand):
+gateway's RSS every 10 s (a progress line each minute on stderr), then checks that every
+press reached the broker in order, and prints a summary; not part of CI (run by hand):
 
     .venv/bin/python -m bench.soak --minutes 60
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -18,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.admin import request
 from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
+from gateway.devcloud.events import EventCollector, EventOrderError, collect_events
 from gateway.devcloud.faultproxy import FaultProxy
 
 THING = "soak-pi"
@@ -37,7 +42,23 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def soak(minutes: float, rate_hz: float, cut_every_s: float) -> dict[str, object]:
+def event_summary(collector: EventCollector, pressed: list[bool]) -> dict[str, object]:
+    try:
+        unique = collector.unique_in_order()
+    except EventOrderError as exc:
+        return {"events_pressed": len(pressed), "events_order_error": str(exc)}
+    return {
+        "events_pressed": len(pressed),
+        "events_delivered": len(unique),
+        "events_redelivered": collector.redeliveries,
+        "events_lost": len(pressed) - len(unique),
+        "events_in_order_and_equal": [event["value"] for event in unique] == pressed,
+    }
+
+
+async def soak(
+    minutes: float, rate_hz: float, cut_every_s: float, press_every_s: float
+) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     ca = DevCA.load_or_create(work / "ca")
     with MosquittoBroker(work / "broker", ca) as broker:
@@ -69,20 +90,44 @@ async def soak(minutes: float, rate_hz: float, cut_every_s: float) -> dict[str, 
             stdout=asyncio.subprocess.DEVNULL,
         )
         samples: list[tuple[float, int]] = []
+        pressed: list[bool] = []
         sent = accepted = timeouts = cuts = 0
         started = time.monotonic()
         deadline = started + minutes * 60
         next_cut = started + cut_every_s
         next_sample = started + 10
+        next_press = started + press_every_s
+        admin_socket = work / "admin.sock"
+        admin = broker.credentials(broker.admin_identities[0])
         try:
             await asyncio.sleep(2)
-            admin = broker.credentials(broker.admin_identities[0])
-            async with ShadowClient(broker.host, broker.port, admin, timeout=2.0) as client:
+            async with (
+                collect_events(broker.host, broker.port, admin, THING) as collector,
+                ShadowClient(broker.host, broker.port, admin, timeout=2.0) as client,
+            ):
                 index = 0
                 while (now := time.monotonic()) < deadline:
                     if now >= next_sample:
                         samples.append((now - started, rss_kib(gateway.pid)))
                         next_sample += 10
+                        if len(samples) % 6 == 0:
+                            progress = event_summary(collector, pressed)
+                            print(
+                                f"{(now - started) / 60:5.1f} min  rss {samples[-1][1]} KiB  "
+                                f"deltas {accepted}/{sent}  cuts {cuts}  events "
+                                f"{progress.get('events_delivered')}/{len(pressed)}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                    if now >= next_press:
+                        value = not pressed[-1] if pressed else True
+                        await asyncio.to_thread(
+                            request,
+                            admin_socket,
+                            {"cmd": "mock_set", "name": "button", "value": value},
+                        )
+                        pressed.append(value)  # accepted: the gateway answered
+                        next_press += press_every_s
                     if now >= next_cut:
                         proxy.cut()
                         cuts += 1
@@ -98,6 +143,12 @@ async def soak(minutes: float, rate_hz: float, cut_every_s: float) -> dict[str, 
                         timeouts += 1
                     await asyncio.sleep(max(0.0, started + index / rate_hz - time.monotonic()))
                 final = await client.get(THING)
+                # Let the last batch out of the outbox, then judge what arrived.
+                with contextlib.suppress(TimeoutError, EventOrderError):
+                    await collector.wait_for(
+                        lambda: len(collector.unique_in_order()) >= len(pressed), timeout=30
+                    )
+                events = event_summary(collector, pressed)
         finally:
             gateway.terminate()
             await gateway.wait()
@@ -118,7 +169,10 @@ async def soak(minutes: float, rate_hz: float, cut_every_s: float) -> dict[str, 
         "rss_kib_max": max(rss) if rss else None,
         "rss_kib_median_first_half": statistics.median(rss[:half]) if rss else None,
         "rss_kib_median_second_half": statistics.median(rss[half:]) if rss else None,
+        **events,
         "final_reported_fan": (final or {}).get("state", {}).get("reported", {}).get("fan"),
+        "final_reported_button": (final or {}).get("state", {}).get("reported", {}).get("button"),
+        "last_press": pressed[-1] if pressed else None,
         "final_desired": (final or {}).get("state", {}).get("desired"),
         "gateway_exit_code": gateway.returncode,
     }
@@ -131,8 +185,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=10.0, help="deltas per second")
     parser.add_argument("--cut-every", type=float, default=60.0, help="seconds between link cuts")
+    parser.add_argument(
+        "--press-every", type=float, default=1.0, help="seconds between button presses"
+    )
     args = parser.parse_args()
-    result = asyncio.run(soak(args.minutes, args.rate, args.cut_every))
+    result = asyncio.run(soak(args.minutes, args.rate, args.cut_every, args.press_every))
     print(json.dumps(result, indent=2))
 
 
