@@ -1,9 +1,9 @@
 """The cloud side of a thing's event stream: collect what reaches the broker on its events and
 status topics, and check the at-least-once contract (used by the resilience tests and the soak).
 
-Events arrive in batches ``{"events": [{"id", "device", "value", "ts"}, ...]}``. A redelivery
-carries the id it had the first time; anything else repeated, or an id going backwards, breaks
-the contract and raises ``EventOrderError``.
+Events arrive in batches ``{"thing", "events": [{"id", "device", "value", "observed_at"}]}``.
+A redelivery carries the id it had the first time; anything else repeated, or an id going
+backwards, breaks the contract and raises ``EventOrderError``.
 """
 
 from __future__ import annotations

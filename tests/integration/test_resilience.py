@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from gateway.admin import request
 from gateway.app import Gateway, mqtt_settings
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
-from gateway.devcloud.events import collect_events
+from gateway.devcloud.events import EventCollector, collect_events
 from gateway.devcloud.faultproxy import FaultProxy
 from tests.integration.harness import (
     FAST_RECONNECT,
+    RunningGateway,
     gateway_via,
     reported,
     until,
@@ -44,6 +47,19 @@ def collect(broker: MosquittoBroker, thing: str) -> Any:
     """The cloud side's view of the thing's events and status topics, via the real broker."""
     creds = broker.credentials(broker.admin_identities[0])
     return collect_events(broker.host, broker.port, creds, thing)
+
+
+@asynccontextmanager
+async def watched_gateway(
+    proxy: FaultProxy, broker: MosquittoBroker, directory: Path, thing: str, **options: Any
+) -> AsyncIterator[tuple[EventCollector, RunningGateway]]:
+    """A gateway with an event-keeping button behind ``proxy``, and the cloud side watching."""
+    options.setdefault("devices", EVENT_DEVICES)
+    async with (
+        collect(broker, thing) as collector,
+        gateway_via(proxy, broker, directory, thing, **options) as running,
+    ):
+        yield collector, running
 
 
 async def test_desired_set_during_a_cut_link_is_applied_after_reconnect(
@@ -74,10 +90,7 @@ async def test_presses_during_an_outage_all_arrive_in_order_with_the_final_state
     tmp_path: Path,
     thing: str,
 ) -> None:
-    async with (
-        collect(broker, thing) as collector,
-        gateway_via(proxy, broker, tmp_path, thing, devices=EVENT_DEVICES) as running,
-    ):
+    async with watched_gateway(proxy, broker, tmp_path, thing) as (collector, running):
         proxy.cut()
         await until(lambda: not running.gateway.shadow.connected)
         for _ in range(30):
@@ -102,10 +115,7 @@ async def test_link_cut_while_a_delta_is_in_flight_loses_nothing(
     tmp_path: Path,
     thing: str,
 ) -> None:
-    async with (
-        collect(broker, thing) as collector,
-        gateway_via(proxy, broker, tmp_path, thing, devices=EVENT_DEVICES) as running,
-    ):
+    async with watched_gateway(proxy, broker, tmp_path, thing) as (collector, running):
         proxy.delay_s = 0.5  # both directions: what is sent now is still inside the link
         await shadow_client.update(thing, {"desired": {"led": True}})
         running.pin(4).drive_low()  # an event and a report on their way up
@@ -132,11 +142,9 @@ async def test_black_hole_longer_than_keepalive_is_detected_and_survived(
     tmp_path: Path,
     thing: str,
 ) -> None:
-    async with (
-        collect(broker, thing) as collector,
-        gateway_via(
-            proxy, broker, tmp_path, thing, devices=EVENT_DEVICES, keepalive_s=5
-        ) as running,
+    async with watched_gateway(proxy, broker, tmp_path, thing, keepalive_s=5) as (
+        collector,
+        running,
     ):
         proxy.blackhole()
         for _ in range(5):  # swallowed by the dead link: only the outbox still has them
@@ -233,17 +241,9 @@ async def test_full_outbox_disk_keeps_running_in_memory_and_recovers(
     monkeypatch.setattr(gateway.outbox, "RETRY_DISK_AFTER_S", 0.2)
     presses = 1500  # 3000 events: far more than a 64 KB outbox file holds
     with capture_logs() as logs:
-        async with (
-            collect(broker, thing) as collector,
-            gateway_via(
-                proxy,
-                broker,
-                tmp_path,
-                thing,
-                devices=EVENT_DEVICES,
-                extra="outbox: {max_bytes: 65536}\n",
-            ) as running,
-        ):
+        async with watched_gateway(
+            proxy, broker, tmp_path, thing, extra="outbox: {max_bytes: 65536}\n"
+        ) as (collector, running):
             proxy.cut()
             await until(lambda: not running.gateway.shadow.connected)
             for _ in range(presses):
