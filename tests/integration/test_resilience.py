@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -331,6 +331,78 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
             if second.returncode is None:
                 second.kill()
             log.close()
+
+
+async def test_kill_9_in_the_middle_of_delivery_loses_nothing(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    """Killed again and again while its outbox drains: every event still arrives, in order,
+    and a redelivery (sent, but its PUBACK or delete lost with the process) keeps its id."""
+    presses = 500  # 1000 events, ten batches on the wire
+    config = write_config(
+        tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=EVENT_DEVICES
+    )
+    socket = tmp_path / "admin.sock"
+    command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
+    log = (tmp_path / "gateway.log").open("w")
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start() -> asyncio.subprocess.Process:
+        socket.unlink(missing_ok=True)  # left behind by a killed process
+        process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        processes.append(process)
+        await until(socket.exists, timeout=15)
+        return process
+
+    async def kill(process: asyncio.subprocess.Process) -> None:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    def admin(payload: dict[str, Any]) -> dict[str, Any]:
+        return request(socket, payload)
+
+    def progressed(before: int) -> Callable[[], bool]:
+        def check() -> bool:
+            now = len(collector.unique_in_order())
+            return now > before or now == 2 * presses
+
+        return check
+
+    try:
+        async with collect(broker, thing) as collector:
+            proxy.cut()
+            first = await start()
+            for _ in range(presses):
+                for value in (True, False):
+                    await asyncio.to_thread(
+                        admin, {"cmd": "mock_set", "name": "button", "value": value}
+                    )
+            await until(lambda: admin({"cmd": "status"})["outbox"]["events"] == 2 * presses)
+            await kill(first)
+            proxy.restore()
+            for _ in range(3):
+                process = await start()
+                # Kill as soon as delivery has begun (or if it is already complete).
+                await collector.wait_for(progressed(len(collector.unique_in_order())), timeout=20)
+                await kill(process)
+            last = await start()
+            await collector.wait_for(
+                lambda: len(collector.unique_in_order()) >= 2 * presses, timeout=30
+            )
+            values = [event["value"] for event in collector.unique_in_order()]
+            assert values == [True, False] * presses
+            last.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(last.wait(), 10) == 0
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        log.close()
 
 
 async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
