@@ -241,6 +241,63 @@ TestOutboxMachine.settings = __import__("hypothesis").settings(
 )
 
 
+class FullDiskOutboxMachine(RuleBasedStateMachine):
+    """Any interleaving of writes (small and large), deliveries and disk retries on a 64 KB
+    outbox: whether a change sits on disk or in memory while the disk is full, none is lost,
+    and a delivered value never comes back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.clock = FakeClock()
+        path = Path(tempfile.mkdtemp()) / "outbox.db"
+        self.outbox = Outbox(path, max_bytes=64 * 1024, monotonic=self.clock)
+        self.outbox.open()
+        self.expected_events: list[tuple[str, Any]] = []
+        self.expected_reported: dict[str, Any] = {}
+        self.counter = 0
+
+    @rule(device=st.sampled_from(["a", "b"]), event=st.booleans(), size=st.sampled_from([1, 6000]))
+    def write(self, device: str, event: bool, size: int) -> None:
+        self.counter += 1
+        value = [self.counter, "x" * size]
+        self.outbox.record([Change(device, value, float(self.counter), event=event)])
+        if event:
+            self.expected_events.append((device, value))
+        self.expected_reported[device] = value
+
+    @rule(count=st.integers(0, 8))
+    def deliver_events(self, count: int) -> None:
+        batch = self.outbox.next_events(count)
+        self.outbox.ack_events(batch)
+        del self.expected_events[: len(batch)]
+
+    @rule(device=st.sampled_from(["a", "b"]))
+    def deliver_reported(self, device: str) -> None:
+        pending = self.outbox.pending_reported()
+        if device in pending:
+            self.outbox.ack_reported({device: pending[device][0]})
+            del self.expected_reported[device]
+
+    @rule()
+    def retry_the_disk_later(self) -> None:
+        self.clock.now += 10.0
+        self.outbox.retry_disk()
+
+    @invariant()
+    def nothing_is_lost_and_nothing_delivered_returns(self) -> None:
+        assert events_of(self.outbox) == self.expected_events
+        pending = {name: value for name, (value, _) in self.outbox.pending_reported().items()}
+        assert pending == self.expected_reported
+
+
+TestFullDiskOutboxMachine = FullDiskOutboxMachine.TestCase
+TestFullDiskOutboxMachine.settings = __import__("hypothesis").settings(
+    max_examples=40, stateful_step_count=30, deadline=None
+)
+
+
 def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     Outbox(tmp_path / "outbox.db").open()
     mode = sqlite3.connect(tmp_path / "outbox.db").execute("PRAGMA journal_mode").fetchone()[0]
