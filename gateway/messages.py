@@ -16,7 +16,9 @@ from gateway.topics import Reply
 
 MAX_PAYLOAD_BYTES = 128 * 1024
 MAX_NESTING = 6  # AWS's shadow limit for desired/reported sections
-# state -> section -> keys: an AWS shadow reply adds these levels above the user's nesting.
+# A coarse bound before any model sees the payload: root, metadata, and the {"timestamp"} that
+# replaces each leaf of a section in metadata. parse_reply then holds each state section (its
+# own object included) to MAX_NESTING exactly, as the shadow service does.
 _ENVELOPE_LEVELS = 3
 
 
@@ -118,9 +120,22 @@ _MODELS: dict[Reply, type[_Reply]] = {
 }
 
 
+def _state_sections(kind: Reply, data: dict[str, Any]) -> list[object]:
+    """The parts of a reply that hold the user's values: a delta's ``state`` is one section,
+    a document's ``state`` holds up to three (desired, reported, delta)."""
+    state = data.get("state")
+    if kind is Reply.UPDATE_DELTA:
+        return [state]
+    if isinstance(state, dict):
+        return [state.get(name) for name in ("desired", "reported", "delta")]
+    return []
+
+
 def parse_reply(kind: Reply, payload: bytes) -> _Reply:
     """Validate a reply payload into its model; raises ``PayloadError``."""
     data = decode(payload)
+    if any(_depth(section) > MAX_NESTING for section in _state_sections(kind, data)):
+        raise PayloadError(f"JSON nested deeper than {MAX_NESTING} levels", "deep")
     try:
         return _MODELS[kind].model_validate(data)
     except ValidationError as exc:

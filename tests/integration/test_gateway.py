@@ -111,18 +111,34 @@ async def test_stale_delta_is_ignored(
         assert newest >= 2
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    return {"x": _nested(depth - 1)} if depth > 1 else {"x": 1}
+
+
+# Each would turn the LED on if it were not dropped (but the truncated one).
+BAD_DELTAS = {
+    "truncated": b'{"state": {"led": tru',
+    "over_128_kb": json.dumps(
+        {"version": 10**6, "state": {"led": True, "pad": "x" * 131_072}}
+    ).encode(),
+    "nested_deeper_than_6": json.dumps(
+        {"version": 10**6, "state": {"led": True, "deep": _nested(7)}}
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("payload", BAD_DELTAS.values(), ids=BAD_DELTAS.keys())
 async def test_malformed_delta_payload_is_dropped_without_touching_a_pin(
     broker: MosquittoBroker,
     shadow_service: ShadowService,
     shadow_client: ShadowClient,
     start_gateway: Any,
     thing: str,
+    payload: bytes,
 ) -> None:
     async with start_gateway(thing) as running:
         with capture_logs() as logs:
-            await _publish_raw_as_admin(
-                broker, f"$aws/things/{thing}/shadow/update/delta", b'{"state": {"led": tru'
-            )
+            await _publish_raw_as_admin(broker, f"$aws/things/{thing}/shadow/update/delta", payload)
             await _until(lambda: any(e["event"] == "payload_dropped" for e in logs))
         assert running.pin(17).state == 0
         # ...and the gateway keeps working.

@@ -100,3 +100,35 @@ def test_classic_and_named_shadow_topics() -> None:
     assert named.reply(Reply.UPDATE_DELTA) == "$aws/things/pi/shadow/name/gpio/update/delta"
     assert named.classify("$aws/things/pi/shadow/name/gpio/get/accepted") is Reply.GET_ACCEPTED
     assert named.classify("$aws/things/pi/shadow/update/delta") is None
+
+
+def _levels(count: int) -> object:
+    value: object = 1
+    for _ in range(count):
+        value = {"k": value}
+    return value
+
+
+def test_a_delta_with_seven_levels_of_state_is_refused() -> None:
+    payload = json.dumps({"version": 1, "state": _levels(7)}).encode()
+    with pytest.raises(PayloadError, match="nested deeper"):
+        parse_reply(Reply.UPDATE_DELTA, payload)
+
+
+def test_a_delta_and_a_document_with_six_levels_and_their_metadata_are_accepted() -> None:
+    six = _levels(6)
+    stamps = json.loads(json.dumps(six).replace("1", '{"timestamp": 1}'))
+    delta = {"version": 1, "state": six, "metadata": stamps}
+    assert parse_reply(Reply.UPDATE_DELTA, json.dumps(delta).encode())
+    document = {
+        "version": 1,
+        "state": {"desired": six, "reported": six, "delta": six},
+        "metadata": {"desired": stamps, "reported": stamps},
+    }
+    assert parse_reply(Reply.GET_ACCEPTED, json.dumps(document).encode())
+
+
+def test_a_document_with_a_seven_level_section_is_refused() -> None:
+    document = {"version": 1, "state": {"reported": _levels(7)}}
+    with pytest.raises(PayloadError, match="nested deeper"):
+        parse_reply(Reply.GET_ACCEPTED, json.dumps(document).encode())
