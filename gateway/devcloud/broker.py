@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import pwd
 import shutil
@@ -19,6 +18,7 @@ from typing import Self
 import structlog
 
 from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, client_ssl_context
+from gateway.devcloud.pki import is_ip as pki_is_ip
 
 __all__ = ["BrokerError", "MosquittoBroker"]
 
@@ -45,14 +45,6 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -220,7 +212,7 @@ class MosquittoBroker:
         server_dir = self._workdir / "server"
         if not (server_dir / "cert.pem").exists():
             # The listen host goes into the SAN so clients can verify it as given.
-            is_ip = _is_ip(self._host)
+            is_ip = pki_is_ip(self._host)
             self._ca.issue(
                 "devcloud-broker",
                 server_dir,

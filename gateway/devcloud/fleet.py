@@ -35,7 +35,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.devcloud.broker import MosquittoBroker
-from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, client_ssl_context, write_atomic
+from gateway.devcloud.pki import (
+    Credentials,
+    DevCA,
+    DevCloudError,
+    client_ssl_context,
+    read_json_object,
+    write_atomic,
+)
 from gateway.devcloud.provision import ProvisionListener
 
 __all__ = ["CREATE_TOPIC", "FleetResponder"]
@@ -49,18 +56,6 @@ TOKEN_LIFETIME_S: Final = 3600.0
 _THING_NAME: Final = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 
 log = structlog.get_logger()
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DevCloudError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DevCloudError(f"{path} must hold a JSON object")
-    return data
 
 
 def _rejection(status: int, code: str, message: str) -> dict[str, Any]:
@@ -101,13 +96,13 @@ class FleetResponder:
         self._dir.mkdir(parents=True, exist_ok=True)
         if self._extra_templates:
             templates = {
-                **_json_object(self._dir / TEMPLATES_FILE),
+                **read_json_object(self._dir / TEMPLATES_FILE),
                 **{name: {"thingName": pattern} for name, pattern in self._extra_templates.items()},
             }
             write_atomic(
                 self._dir / TEMPLATES_FILE, json.dumps(templates, indent=2).encode(), 0o644
             )
-        state = _json_object(self._dir / STATE_FILE)
+        state = read_json_object(self._dir / STATE_FILE)
         self._claims = [str(c) for c in state.get("claims", [])]
         self._attached = {str(k): str(v) for k, v in dict(state.get("attached", {})).items()}
         self._apply()
@@ -127,7 +122,7 @@ class FleetResponder:
 
     def templates(self) -> dict[str, str]:
         result = {}
-        for name, spec in _json_object(self._dir / TEMPLATES_FILE).items():
+        for name, spec in read_json_object(self._dir / TEMPLATES_FILE).items():
             if isinstance(spec, dict) and isinstance(spec.get("thingName"), str):
                 result[str(name)] = spec["thingName"]
         return result

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import secrets
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -74,6 +76,27 @@ def certificate_common_name(cert_path: Path) -> str:
         raise DevCloudError(f"certificate {cert_path} has no common name")
     value = names[0].value
     return value if isinstance(value, str) else value.decode()
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def read_json_object(path: Path, error: type[DevCloudError] = DevCloudError) -> dict[str, Any]:
+    """The JSON object in ``path`` ({} if there is no file yet); ``error`` if it is unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object")
+    return data
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, write_atomic
+from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object, write_atomic
 
 __all__ = ["ProvisionError", "ProvisionService", "provision_app", "server_ssl_context"]
 
@@ -74,18 +74,6 @@ def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ProvisionError(f"cannot load server certificate {credentials.cert}: {exc}") from exc
     return ctx
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ProvisionError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProvisionError(f"{path} must hold a JSON object")
-    return data
 
 
 def _corrupt_signature(data: bytes) -> bytes:
@@ -137,14 +125,20 @@ class ProvisionService:
         """Create the state directory and write the claims given on the command line (blocking)."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if self._extra_claims:
-            claims = {**_read_json_object(self._dir / CLAIMS_FILE), **self._extra_claims}
+            claims = {
+                **read_json_object(self._dir / CLAIMS_FILE, ProvisionError),
+                **self._extra_claims,
+            }
             write_atomic(self._dir / CLAIMS_FILE, json.dumps(claims, indent=2).encode(), 0o600)
         if not (self._dir / OFFERS_FILE).exists():
             write_atomic(self._dir / OFFERS_FILE, b"{}\n", 0o644)
 
     def claims(self) -> dict[str, str]:
         """Claim id -> thing name (blocking: reads ``claims.json``)."""
-        return {str(k): str(v) for k, v in _read_json_object(self._dir / CLAIMS_FILE).items()}
+        return {
+            str(k): str(v)
+            for k, v in read_json_object(self._dir / CLAIMS_FILE, ProvisionError).items()
+        }
 
     def issue_for_claim(self, claim: str) -> dict[str, Any] | None:
         """The getCerts answer for ``claim``, or None for an unknown claim (blocking)."""
@@ -154,7 +148,7 @@ class ProvisionService:
         if not _valid_name(thing):
             raise ProvisionError(f"claim {claim!r} names an invalid thing {thing!r}")
         creds = self._ca.issue(thing, self._dir / "issued" / thing)
-        issued = _read_json_object(self._dir / ISSUED_FILE)
+        issued = read_json_object(self._dir / ISSUED_FILE, ProvisionError)
         issued.setdefault(thing, []).append({"claim": claim, "at": int(time.time())})
         write_atomic(self._dir / ISSUED_FILE, json.dumps(issued, indent=2).encode(), 0o600)
         return {
@@ -169,7 +163,7 @@ class ProvisionService:
 
     def offer_for(self, product: str, test: bool) -> dict[str, Any]:
         """The configured offer of ``product`` (its ``test`` offer for test devices) (blocking)."""
-        entry = _read_json_object(self._dir / OFFERS_FILE).get(product)
+        entry = read_json_object(self._dir / OFFERS_FILE, ProvisionError).get(product)
         if not isinstance(entry, dict):
             return {}
         test_offer = entry.get("test")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import json
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.fleet import FleetResponder
 from gateway.devcloud.pki import DevCA, DevCloudError, write_atomic
+from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
 from gateway.devcloud.service import ShadowService
 from gateway.devcloud.web.dashboard import dashboard_app
@@ -255,7 +255,7 @@ class DevCloud:
         )
         await asyncio.to_thread(fleet.prepare)
         https_host = self._https[0]
-        is_ip = _is_ip(https_host)
+        is_ip = pki_is_ip(https_host)
         server = await asyncio.to_thread(
             ca.issue,
             "devcloud-https",
@@ -347,14 +347,6 @@ def _started(value: _T | None) -> _T:
     if value is None:
         raise DevCloudError("the dev cloud is not started (use 'async with DevCloud(...)')")
     return value
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _url_host(host: str) -> str:

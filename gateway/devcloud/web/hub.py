@@ -23,11 +23,10 @@ import structlog
 
 from gateway.devcloud.pki import (
     Credentials,
-    DevCloudError,
     certificate_common_name,
     client_ssl_context,
 )
-from gateway.devcloud.service import _new_client, _payload_bytes
+from gateway.devcloud.service import ShadowRejectedError, _new_client, _payload_bytes
 from gateway.devcloud.shadowdoc import ShadowStore, compute_delta, parse_topic, shadow_prefix
 
 __all__ = ["CLASSIC", "DashboardHub", "DesiredRejectedError"]
@@ -54,13 +53,8 @@ _STATUSES: Final = ("online", "offline")
 log = structlog.get_logger()
 
 
-class DesiredRejectedError(DevCloudError):
+class DesiredRejectedError(ShadowRejectedError):
     """The shadow service refused (or did not answer) a desired update from the dashboard."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass
