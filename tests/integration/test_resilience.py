@@ -262,6 +262,48 @@ async def test_full_outbox_disk_keeps_running_in_memory_and_recovers(
             assert not running.gateway.outbox.degraded
 
 
+class GatewayProcesses:
+    """``edge-gateway run`` processes (mock GPIO) for one config, one after another; whatever is
+    still running when the block ends is killed."""
+
+    def __init__(self, config: Path, directory: Path) -> None:
+        self.socket = directory / "admin.sock"
+        self._command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
+        self._log = directory / "gateway.log"
+        self._processes: list[asyncio.subprocess.Process] = []
+
+    async def __aenter__(self) -> GatewayProcesses:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for process in self._processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    async def start(self) -> asyncio.subprocess.Process:
+        """Start one and wait until its admin socket answers to the name."""
+        self.socket.unlink(missing_ok=True)  # left behind by a killed process
+        with self._log.open("a") as log:  # the child keeps its own descriptor
+            process = await asyncio.create_subprocess_exec(*self._command, stdout=log, stderr=log)
+        self._processes.append(process)
+        await until(self.socket.exists, timeout=15)
+        return process
+
+    def admin(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return request(self.socket, payload)
+
+    @staticmethod
+    async def kill_9(process: asyncio.subprocess.Process) -> None:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    @staticmethod
+    async def stop(process: asyncio.subprocess.Process) -> int:
+        process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(process.wait(), 10)
+
+
 async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
     broker: MosquittoBroker,
     shadow_service: ShadowService,
@@ -275,62 +317,50 @@ async def test_kill_9_with_a_non_empty_outbox_loses_no_event(
         tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=devices
     )
     await shadow_client.update(thing, {"reported": {"relay": True}})  # to be restored
-    socket = tmp_path / "admin.sock"
-    command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
-    log = (tmp_path / "gateway.log").open("w")
 
-    async def mock_set(value: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "mock",
-            "set",
-            "button",
-            value,
-            "--socket",
-            str(socket),
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        assert await process.wait() == 0
+    async with (
+        collect(broker, thing) as collector,
+        GatewayProcesses(config, tmp_path) as gateways,
+    ):
 
-    async with collect(broker, thing) as collector:
-        first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
-        try:
-            await until(socket.exists, timeout=15)
-            await shadow_client.wait_for(
-                thing, lambda doc: "button" in doc["state"].get("reported", {}), timeout=10
+        async def mock_set(value: str) -> None:  # through the CLI, as a user would
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway",
+                "mock",
+                "set",
+                "button",
+                value,
+                "--socket",
+                str(gateways.socket),
+                stdout=asyncio.subprocess.DEVNULL,
             )
-            proxy.cut()
-            await asyncio.sleep(0.3)
-            for _ in range(5):
-                await mock_set("true")
-                await mock_set("false")
-            await asyncio.sleep(0.2)  # accepted: persisted by the writer
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-        finally:
-            if first.returncode is None:
-                first.kill()
+            assert await process.wait() == 0
+
+        first = await gateways.start()
+        await shadow_client.wait_for(
+            thing, lambda doc: "button" in doc["state"].get("reported", {}), timeout=10
+        )
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        for _ in range(5):
+            await mock_set("true")
+            await mock_set("false")
+        await asyncio.sleep(0.2)  # accepted: persisted by the writer
+        await gateways.kill_9(first)
         assert collector.unique_in_order() == []  # nothing got out before the kill
-        socket.unlink(missing_ok=True)  # left behind by the killed process
         proxy.restore()
-        second = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
-        try:
-            await collector.wait_for(lambda: len(collector.unique_in_order()) >= 10)
-            values = [event["value"] for event in collector.unique_in_order()]
-            assert values == [True, False] * 5
-            await shadow_client.wait_for(thing, reported("button", False), timeout=10)
-            status = await asyncio.to_thread(request, socket, {"cmd": "status"})
-            assert status["devices"]["relay"] is True  # restored on the fresh pins
-            doc = await shadow_client.get(thing)
-            assert doc is not None and doc["state"]["reported"]["relay"] is True
-            second.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(second.wait(), 10) == 0
-        finally:
-            if second.returncode is None:
-                second.kill()
-            log.close()
+        second = await gateways.start()
+        await collector.wait_for(lambda: len(collector.unique_in_order()) >= 10)
+        values = [event["value"] for event in collector.unique_in_order()]
+        assert values == [True, False] * 5
+        await shadow_client.wait_for(thing, reported("button", False), timeout=10)
+        status = await asyncio.to_thread(gateways.admin, {"cmd": "status"})
+        assert status["devices"]["relay"] is True  # restored on the fresh pins
+        doc = await shadow_client.get(thing)
+        assert doc is not None and doc["state"]["reported"]["relay"] is True
+        assert await gateways.stop(second) == 0
 
 
 async def test_kill_9_in_the_middle_of_delivery_loses_nothing(
@@ -346,63 +376,41 @@ async def test_kill_9_in_the_middle_of_delivery_loses_nothing(
     config = write_config(
         tmp_path, broker, thing, port=proxy.port, mqtt_extra=FAST_RECONNECT, devices=EVENT_DEVICES
     )
-    socket = tmp_path / "admin.sock"
-    command = [sys.executable, "-m", "gateway", "run", "-c", str(config), "--mock-gpio"]
-    log = (tmp_path / "gateway.log").open("w")
-    processes: list[asyncio.subprocess.Process] = []
 
-    async def start() -> asyncio.subprocess.Process:
-        socket.unlink(missing_ok=True)  # left behind by a killed process
-        process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
-        processes.append(process)
-        await until(socket.exists, timeout=15)
-        return process
+    async with (
+        collect(broker, thing) as collector,
+        GatewayProcesses(config, tmp_path) as gateways,
+    ):
 
-    async def kill(process: asyncio.subprocess.Process) -> None:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
+        def progressed(before: int) -> Callable[[], bool]:
+            def check() -> bool:
+                now = len(collector.unique_in_order())
+                return now > before or now == 2 * presses
 
-    def admin(payload: dict[str, Any]) -> dict[str, Any]:
-        return request(socket, payload)
+            return check
 
-    def progressed(before: int) -> Callable[[], bool]:
-        def check() -> bool:
-            now = len(collector.unique_in_order())
-            return now > before or now == 2 * presses
-
-        return check
-
-    try:
-        async with collect(broker, thing) as collector:
-            proxy.cut()
-            first = await start()
-            for _ in range(presses):
-                for value in (True, False):
-                    await asyncio.to_thread(
-                        admin, {"cmd": "mock_set", "name": "button", "value": value}
-                    )
-            await until(lambda: admin({"cmd": "status"})["outbox"]["events"] == 2 * presses)
-            await kill(first)
-            proxy.restore()
-            for _ in range(3):
-                process = await start()
-                # Kill as soon as delivery has begun (or if it is already complete).
-                await collector.wait_for(progressed(len(collector.unique_in_order())), timeout=20)
-                await kill(process)
-            last = await start()
-            await collector.wait_for(
-                lambda: len(collector.unique_in_order()) >= 2 * presses, timeout=30
-            )
-            values = [event["value"] for event in collector.unique_in_order()]
-            assert values == [True, False] * presses
-            last.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(last.wait(), 10) == 0
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        log.close()
+        proxy.cut()
+        first = await gateways.start()
+        for _ in range(presses):
+            for value in (True, False):
+                await asyncio.to_thread(
+                    gateways.admin, {"cmd": "mock_set", "name": "button", "value": value}
+                )
+        await until(lambda: gateways.admin({"cmd": "status"})["outbox"]["events"] == 2 * presses)
+        await gateways.kill_9(first)
+        proxy.restore()
+        for _ in range(3):
+            process = await gateways.start()
+            # Kill as soon as delivery has begun (or if it is already complete).
+            await collector.wait_for(progressed(len(collector.unique_in_order())), timeout=20)
+            await gateways.kill_9(process)
+        last = await gateways.start()
+        await collector.wait_for(
+            lambda: len(collector.unique_in_order()) >= 2 * presses, timeout=30
+        )
+        values = [event["value"] for event in collector.unique_in_order()]
+        assert values == [True, False] * presses
+        assert await gateways.stop(last) == 0
 
 
 async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
