@@ -15,9 +15,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiomqtt
-
 from gateway.devcloud.pki import Credentials, DevCloudError, client_ssl_context
+from gateway.devcloud.service import _new_client
 
 __all__ = ["EventCollector", "EventOrderError", "collect_events"]
 
@@ -80,13 +79,7 @@ async def collect_events(
     """Subscribe (QoS 1) to ``things/<thing>/events`` and ``/status`` for the block's length."""
     tls = await asyncio.to_thread(client_ssl_context, credentials)
     collector = EventCollector()
-    async with aiomqtt.Client(
-        host,
-        port,
-        identifier=f"collector-{uuid.uuid4().hex[:8]}",
-        tls_context=tls,
-        protocol=aiomqtt.ProtocolVersion.V311,
-    ) as client:
+    async with _new_client(host, port, f"collector-{uuid.uuid4().hex[:8]}", tls) as client:
         await client.subscribe([(f"things/{thing}/events", 1), (f"things/{thing}/status", 1)])
 
         async def read() -> None:
