@@ -351,8 +351,12 @@ class ShadowStore:
         payload = {"code": error.code, "message": error.message, "timestamp": self._now()}
         return [Response(f"{topic.prefix}/{topic.operation}/rejected", _with_token(payload, token))]
 
-    def _not_found(self, topic: ShadowTopic) -> _Rejection:
-        return _Rejection(404, f"No shadow exists with name: '{topic.name or topic.thing}'")
+    def _live(self, topic: ShadowTopic) -> _Shadow:
+        """The existing shadow a get or delete names; a 404 rejection if there is none."""
+        shadow = self._shadows.get((topic.thing, topic.name))
+        if shadow is None or not shadow.exists:
+            raise _Rejection(404, f"No shadow exists with name: '{topic.name or topic.thing}'")
+        return shadow
 
     def _update(self, topic: ShadowTopic, payload: bytes) -> list[Response]:
         token: str | None = None
@@ -441,9 +445,7 @@ class ShadowStore:
         token: str | None = None
         try:
             token = _client_token(_parse_object(payload, empty_ok=True))
-            shadow = self._shadows.get((topic.thing, topic.name))
-            if shadow is None or not shadow.exists:
-                raise self._not_found(topic)
+            shadow = self._live(topic)
         except _Rejection as error:
             return self._rejected(topic, error, token)
         document = _with_token(shadow.document(self._now()), token)
@@ -453,9 +455,7 @@ class ShadowStore:
         token: str | None = None
         try:
             token = _client_token(_parse_object(payload, empty_ok=True))
-            shadow = self._shadows.get((topic.thing, topic.name))
-            if shadow is None or not shadow.exists:
-                raise self._not_found(topic)
+            shadow = self._live(topic)
         except _Rejection as error:
             return self._rejected(topic, error, token)
         now = self._now()
