@@ -179,30 +179,34 @@ class RgbLedConfig(_OutputBase):
     initial: tuple[UnitFloat, UnitFloat, UnitFloat] = (0.0, 0.0, 0.0)
 
 
-class ServoConfig(_OutputBase):
-    type: Literal["Servo"]
+class _ServoBase(_OutputBase):
+    """The pulse timing both servo kinds share."""
+
     pin: Pin
-    initial: SignedUnitFloat = 0.0
     min_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 1.0
     max_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 2.0
     frame_width_ms: Annotated[float, Field(gt=0, le=100)] = 20.0
+
+    def _check_pulses(self) -> None:
+        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
+            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
+
+
+class ServoConfig(_ServoBase):
+    type: Literal["Servo"]
+    initial: SignedUnitFloat = 0.0
 
     @model_validator(mode="after")
     def _pulses_ordered(self) -> ServoConfig:
-        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
-            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
+        self._check_pulses()
         return self
 
 
-class AngularServoConfig(_OutputBase):
+class AngularServoConfig(_ServoBase):
     type: Literal["AngularServo"]
-    pin: Pin
     min_angle: float = -90.0
     max_angle: float = 90.0
     initial: float = 0.0
-    min_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 1.0
-    max_pulse_width_ms: Annotated[float, Field(gt=0, le=10)] = 2.0
-    frame_width_ms: Annotated[float, Field(gt=0, le=100)] = 20.0
 
     @model_validator(mode="after")
     def _angles_valid(self) -> AngularServoConfig:
@@ -211,8 +215,7 @@ class AngularServoConfig(_OutputBase):
         low, high = sorted((self.min_angle, self.max_angle))
         if not low <= self.initial <= high:
             raise ValueError(f"initial must lie between {low} and {high} degrees")
-        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
-            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
+        self._check_pulses()
         return self
 
 

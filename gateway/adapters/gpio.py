@@ -389,10 +389,8 @@ class GpiozeroBank:
                 device = gpiozero.Servo(
                     config.pin,
                     initial_value=config.initial,
-                    min_pulse_width=config.min_pulse_width_ms / 1000,
-                    max_pulse_width=config.max_pulse_width_ms / 1000,
-                    frame_width=config.frame_width_ms / 1000,
                     pin_factory=factory,
+                    **_servo_timing_s(config),
                 )
                 return _Entry(config, device, lambda: device.value, _setter(device, "value"))
             case AngularServoConfig():
@@ -401,10 +399,8 @@ class GpiozeroBank:
                     initial_angle=config.initial,
                     min_angle=config.min_angle,
                     max_angle=config.max_angle,
-                    min_pulse_width=config.min_pulse_width_ms / 1000,
-                    max_pulse_width=config.max_pulse_width_ms / 1000,
-                    frame_width=config.frame_width_ms / 1000,
                     pin_factory=factory,
+                    **_servo_timing_s(config),
                 )
                 return _Entry(config, device, lambda: device.angle, _setter(device, "angle"))
             case MotorConfig():
@@ -487,6 +483,15 @@ def _switch_writer(device: Any) -> Callable[[NativeValue], None]:
             device.off()
 
     return write
+
+
+def _servo_timing_s(config: ServoConfig | AngularServoConfig) -> dict[str, float]:
+    """gpiozero's pulse and frame widths (seconds) from the config's milliseconds."""
+    return {
+        "min_pulse_width": config.min_pulse_width_ms / 1000,
+        "max_pulse_width": config.max_pulse_width_ms / 1000,
+        "frame_width": config.frame_width_ms / 1000,
+    }
 
 
 def _setter(device: Any, attribute: str) -> Callable[[NativeValue], None]:

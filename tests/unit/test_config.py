@@ -191,3 +191,12 @@ def test_shipped_demo_config_is_valid_on_mock_gpio(tmp_path: Path) -> None:
     config = load_config(REPO / "config" / "demo.yaml", overrides={"mqtt": files})
     assert config.mock_gpio
     assert "button" in config.devices
+
+
+@pytest.mark.parametrize("kind", ["Servo", "AngularServo"])
+def test_servo_pulse_widths_must_be_ordered(kind: str) -> None:
+    from gateway.config import AngularServoConfig, ServoConfig
+
+    model = ServoConfig if kind == "Servo" else AngularServoConfig
+    with pytest.raises(ValueError, match="min_pulse_width_ms must be below max_pulse_width_ms"):
+        model(type=kind, pin=12, min_pulse_width_ms=2.0, max_pulse_width_ms=1.5)
