@@ -23,6 +23,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _table(title: str, header: list[str], align: str, rows: list[list[str]]) -> list[str]:
+    """A ``### title`` section holding a Markdown table; ``align`` has an l or r per column."""
+    rule = "|".join("---:" if side == "r" else "---" for side in align)
+    return [
+        "",
+        f"### {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        f"|{rule}|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _percentiles(d: dict[str, Any]) -> list[str]:
+    return [f"{d[key]:.2f}" for key in ("p50", "p90", "p99", "max")]
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(target, goal, measured, met) rows; met is None when not measured."""
     lat = results.get("latency", {})
@@ -79,25 +96,41 @@ def markdown(results: dict[str, Any]) -> str:
             if key in machine
         )
         + ".",
-        "",
-        "### Desired set → reported accepted (ms, seen by the cloud app)",
-        "",
-        "| device | n | p50 | p90 | p99 | max | start-up to synced (s) | RSS after start (MB) "
-        "| idle CPU (%) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lat = results.get("latency", {})
+    latency_rows = []
     for impl in IMPLS:
         d = lat.get(impl)
         s = results.get("startup", {}).get(impl, {})
         idle = results.get("idle_cpu_pct", {}).get(impl)
         if d is None:
             continue
-        lines.append(
-            f"| {impl} | {d['n']} | {d['p50']:.2f} | {d['p90']:.2f} | {d['p99']:.2f} | "
-            f"{d['max']:.2f} | {_fmt(s.get('startup_s'), 2)} | {_fmt(s.get('rss_start_mb'))} | "
-            f"{_fmt(idle, 2) if idle is not None else 'not measured'} |"
+        latency_rows.append(
+            [
+                impl,
+                str(d["n"]),
+                *_percentiles(d),
+                _fmt(s.get("startup_s"), 2),
+                _fmt(s.get("rss_start_mb")),
+                _fmt(idle, 2) if idle is not None else "not measured",
+            ]
         )
+    lines += _table(
+        "Desired set → reported accepted (ms, seen by the cloud app)",
+        [
+            "device",
+            "n",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "start-up to synced (s)",
+            "RSS after start (MB)",
+            "idle CPU (%)",
+        ],
+        "lrrrrrrrr",
+        latency_rows,
+    )
     gw, floor, peer = lat.get("gateway"), lat.get("floor"), lat.get("peer")
     if gw and floor and peer:
         lines += [
@@ -108,28 +141,15 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     edges = results.get("input_latency", {})
     if edges:
-        lines += [
-            "",
-            "### Input edge → reported (ms, mock pin driven in-process)",
-            "",
-            "| device | n | p50 | p90 | p99 | max |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for impl, d in edges.items():
-            lines.append(
-                f"| {impl} | {d['n']} | {d['p50']:.2f} | {d['p90']:.2f} | {d['p99']:.2f} | "
-                f"{d['max']:.2f} |"
-            )
+        lines += _table(
+            "Input edge → reported (ms, mock pin driven in-process)",
+            ["device", "n", "p50", "p90", "p99", "max"],
+            "lrrrrr",
+            [[impl, str(d["n"]), *_percentiles(d)] for impl, d in edges.items()],
+        )
     through = results.get("throughput", {})
     if through:
-        lines += [
-            "",
-            "### Sustained deltas/s (open loop; sustained = none lost, lag not growing)",
-            "",
-            "| device | highest sustained offered rate (/s) | reported at that rate (/s) "
-            "| first unsustained rate: lag p50 / max (ms), lost |",
-            "|---|---:|---:|---|",
-        ]
+        through_rows = []
         for impl, steps in through.items():
             ok = [s for s in steps if s["sustained"]]
             bad = [s for s in steps if not s["sustained"]]
@@ -139,40 +159,65 @@ def markdown(results: dict[str, Any]) -> str:
                 if bad
                 else "none up to the top of the ladder"
             )
-            lines.append(
-                f"| {impl} | {ok[-1]['offered_per_s'] if ok else 'none'} | "
-                f"{_fmt(ok[-1]['achieved_per_s']) if ok else 'n/a'} | {first_bad} |"
+            through_rows.append(
+                [
+                    impl,
+                    str(ok[-1]["offered_per_s"]) if ok else "none",
+                    _fmt(ok[-1]["achieved_per_s"]) if ok else "n/a",
+                    first_bad,
+                ]
             )
+        lines += _table(
+            "Sustained deltas/s (open loop; sustained = none lost, lag not growing)",
+            [
+                "device",
+                "highest sustained offered rate (/s)",
+                "reported at that rate (/s)",
+                "first unsustained rate: lag p50 / max (ms), lost",
+            ],
+            "lrrl",
+            through_rows,
+        )
     many = results.get("many_deltas", {})
     if many:
-        lines += [
-            "",
-            "### Memory under load (closed loop, 8 deltas in flight)",
-            "",
-            "| device | deltas | lost | deltas/s | RSS before (MB) | RSS after (MB) |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for impl, m in many.items():
-            lines.append(
-                f"| {impl} | {m['deltas']} | {m['lost']} | {m['per_s']} | "
-                f"{m['rss_before_mb']} | {m['rss_after_mb']} |"
-            )
+        lines += _table(
+            "Memory under load (closed loop, 8 deltas in flight)",
+            ["device", "deltas", "lost", "deltas/s", "RSS before (MB)", "RSS after (MB)"],
+            "lrrrrr",
+            [
+                [impl]
+                + [str(m[key]) for key in ("deltas", "lost", "per_s")]
+                + [str(m["rss_before_mb"]), str(m["rss_after_mb"])]
+                for impl, m in many.items()
+            ],
+        )
     scaling = results.get("scaling", [])
     if scaling:
-        lines += [
-            "",
-            "### Scaling: devices on one gateway",
-            "",
-            "| devices | start-up to synced (s) | RSS after start (MB) | RSS after rounds (MB) "
-            "| p50 (ms) | p99 (ms) | note |",
-            "|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for row in scaling:
-            note = "8 KB shadow limit lifted (bench only)" if row["shadow_limit_lifted"] else ""
-            lines.append(
-                f"| {row['devices']} | {row['startup_s']:.2f} | {row['rss_start_mb']} | "
-                f"{row['rss_after_mb']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {note} |"
-            )
+        lines += _table(
+            "Scaling: devices on one gateway",
+            [
+                "devices",
+                "start-up to synced (s)",
+                "RSS after start (MB)",
+                "RSS after rounds (MB)",
+                "p50 (ms)",
+                "p99 (ms)",
+                "note",
+            ],
+            "rrrrrrl",
+            [
+                [
+                    str(row["devices"]),
+                    f"{row['startup_s']:.2f}",
+                    str(row["rss_start_mb"]),
+                    str(row["rss_after_mb"]),
+                    f"{row['p50_ms']:.2f}",
+                    f"{row['p99_ms']:.2f}",
+                    "8 KB shadow limit lifted (bench only)" if row["shadow_limit_lifted"] else "",
+                ]
+                for row in scaling
+            ],
+        )
     outbox = results.get("outbox", {})
     lines += ["", "### Outbox flush after an outage", ""]
     if outbox.get("events_per_s") is not None:
@@ -183,10 +228,15 @@ def markdown(results: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"Not measured: {outbox.get('status', '?')} ({outbox.get('detail', '')}).")
-    lines += ["", "### Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
-    for name, goal, shown, met in targets(results):
-        verdict = "not measured" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {name} | {goal} | {shown} | {verdict} |")
+    lines += _table(
+        "Targets",
+        ["target", "goal", "measured", "met"],
+        "llll",
+        [
+            [name, goal, shown, "not measured" if met is None else ("yes" if met else "**no**")]
+            for name, goal, shown, met in targets(results)
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
