@@ -89,7 +89,7 @@ def build_csr(key: ec.EllipticCurvePrivateKey, common_name: str) -> bytes:
     """A PEM certificate signing request for ``key`` (the cloud decides the final subject)."""
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(subject(common_name))
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)
@@ -299,7 +299,8 @@ def renewal_due_at(expires_at: float, renew_before_days: float) -> float:
 # -- CA tools (for users running their own CA) -----------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
+def subject(common_name: str) -> x509.Name:
+    """A subject (or issuer) name holding just the common name."""
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -307,7 +308,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """Signing only; a CA also signs certificates and CRLs."""
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -328,14 +330,14 @@ def create_ca(common_name: str, *, days: float = 3650) -> tuple[bytes, bytes]:
     now = _now()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
+        .subject_name(subject(common_name))
+        .issuer_name(subject(common_name))
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -361,14 +363,14 @@ def issue_certificate(
     now = _now()
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(subject(common_name))
         .issuer_name(ca_cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )

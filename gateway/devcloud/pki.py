@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway import certs
 from gateway.errors import GatewayError
 
 __all__ = [
@@ -114,22 +115,6 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 class DevCA:
     """A self-signed CA kept in one directory (``ca.pem``, ``ca.key``)."""
 
@@ -148,38 +133,28 @@ class DevCA:
         cert_path, key_path = directory / _CA_CERT, directory / _CA_KEY
         if cert_path.exists() and key_path.exists():
             return cls._load(directory, cert_path, key_path)
-        key = _new_key()
+        key = certs.generate_key()
         now = dt.datetime.now(dt.UTC)
         public = key.public_key()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name("edge-gateway dev CA"))
-            .issuer_name(_name("edge-gateway dev CA"))
+            .subject_name(certs.subject("edge-gateway dev CA"))
+            .issuer_name(certs.subject("edge-gateway dev CA"))
             .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(now + dt.timedelta(days=_CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                certs.key_usage(ca=True),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(key, hashes.SHA256())
         )
         # Key first: a reader that sees ca.pem can then always find its key.
-        write_atomic(key_path, _key_pem(key), 0o600)
-        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(key_path, certs.private_key_pem(key), 0o600)
+        write_atomic(cert_path, certs.certificate_pem(cert), 0o644)
         return cls(directory, cert, key)
 
     @classmethod
@@ -220,7 +195,7 @@ class DevCA:
         if server:
             dns_names = ["localhost", *dns_names]
             ip_addresses = ["127.0.0.1", *ip_addresses]
-        key = _new_key()
+        key = certs.generate_key()
         cert = self._build(
             common_name,
             key.public_key(),
@@ -231,9 +206,9 @@ class DevCA:
         )
         directory.mkdir(parents=True, exist_ok=True)
         creds = Credentials(ca=directory / _CA_CERT, cert=directory / _CERT, key=directory / _KEY)
-        write_atomic(creds.key, _key_pem(key), 0o600)
-        write_atomic(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        write_atomic(creds.ca, self._cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(creds.key, certs.private_key_pem(key), 0o600)
+        write_atomic(creds.cert, certs.certificate_pem(cert), 0o644)
+        write_atomic(creds.ca, certs.certificate_pem(self._cert), 0o644)
         return creds
 
     def sign_csr(self, csr_pem: bytes, common_name: str, days: float = 365) -> bytes:
@@ -249,7 +224,7 @@ class DevCA:
             # RSA is accepted too: some provisioning tools default to it.
             raise DevCloudError("CSR key must be EC or RSA")
         cert = self._build(common_name, public, days=days, server=False)
-        return cert.public_bytes(serialization.Encoding.PEM)
+        return certs.certificate_pem(cert)
 
     def _build(
         self,
@@ -266,7 +241,7 @@ class DevCA:
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(certs.subject(common_name))
             .issuer_name(self._cert.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())
@@ -274,17 +249,7 @@ class DevCA:
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                certs.key_usage(ca=False),
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
