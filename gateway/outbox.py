@@ -289,18 +289,15 @@ class Outbox:
     def ack_reported(self, delivered: dict[str, Any]) -> None:
         """Forget reported values the shadow accepted (unless a newer value replaced them)."""
         with self._lock:
-            superseded = []  # the disk holds an older value of these: memory's is newer
+            rows = []
             for name, value in delivered.items():
-                if self._memory.reported.get(name, (object(),))[0] == value:
+                # A value acked from memory is newer than whatever the disk holds for it.
+                from_memory = self._memory.reported.get(name, (object(),))[0] == value
+                if from_memory:
                     del self._memory.reported[name]
-                    superseded.append((name,))
-            if self._db is not None and delivered:
-                self._safe_write(
-                    "DELETE FROM reported WHERE name=? AND value=?",
-                    [(name, json.dumps(value)) for name, value in delivered.items()],
-                )
-                if superseded:
-                    self._safe_write("DELETE FROM reported WHERE name=?", superseded)
+                rows.append((name, json.dumps(value), from_memory))
+            if self._db is not None and rows:
+                self._safe_write("DELETE FROM reported WHERE name=? AND (value=? OR ?)", rows)
 
     def next_events(self, limit: int) -> list[Event]:
         """The oldest undelivered events, in order (disk first: memory ones are newer)."""
@@ -327,19 +324,16 @@ class Outbox:
     def depth(self) -> dict[str, int]:
         """How much is waiting: for status and metrics."""
         with self._lock:
-            return self._depth()
-
-    def _depth(self) -> dict[str, int]:
-        events = len(self._memory.events)
-        reported = len(self._memory.reported)
-        if self._db is not None:
-            rows = self._safe_query(
-                "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM reported)"
-            )
-            for disk_events, disk_reported in rows:
-                events += int(disk_events)
-                reported += int(disk_reported)
-        return {"events": events, "reported": reported, "dropped_events": self.dropped_events}
+            events = len(self._memory.events)
+            reported = len(self._memory.reported)
+            if self._db is not None:
+                rows = self._safe_query(
+                    "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM reported)"
+                )
+                for disk_events, disk_reported in rows:
+                    events += int(disk_events)
+                    reported += int(disk_reported)
+            return {"events": events, "reported": reported, "dropped_events": self.dropped_events}
 
     def _safe_query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self._db is None:
