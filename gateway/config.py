@@ -31,6 +31,9 @@ from gateway.yamlsource import KeyPath, YamlDocument, load_yaml
 # AWS IoT limits the config must respect (Device Shadow service quotas).
 SHADOW_DOCUMENT_LIMIT_BYTES = 8 * 1024
 GATEWAY_STATUS_ALLOWANCE_BYTES = 1024
+# reported.gateway.errors holds at most one reason per configured device, cut to this length,
+# so the worst case is known here and counted in the size budget.
+ERROR_REASON_CHARS = 120
 MAX_CLIENT_ID_BYTES = 128
 
 # BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
@@ -758,7 +761,10 @@ def _widest_value(device: BaseModel) -> object:
 def _reported_size_estimate(config: GatewayConfig) -> int:
     reported = {name: _widest_value(device) for name, device in config.devices.items()}
     body = json.dumps({"state": {"reported": reported}}, separators=(",", ":"))
-    return len(body) + GATEWAY_STATUS_ALLOWANCE_BYTES
+    # Worst case of reported.gateway.errors: every device refused with a full-length reason.
+    errors = {name: "x" * ERROR_REASON_CHARS for name in config.devices}
+    errors_size = len(json.dumps({"errors": errors}, separators=(",", ":")))
+    return len(body) + errors_size + GATEWAY_STATUS_ALLOWANCE_BYTES
 
 
 def _dotted(loc: KeyPath) -> str:

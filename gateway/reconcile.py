@@ -12,12 +12,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config import ERROR_REASON_CHARS
 from gateway.errors import DeviceValueError
 from gateway.values import JsonValue, NativeValue, ValueCodec
 
 GATEWAY_KEY = "gateway"
+UNKNOWN_KEYS_KEY = "unknown_keys"  # reported.gateway.unknown_keys: desired keys with no device
+UNKNOWN_REASON = "unknown resource: no device of that name is configured"
 MAX_CLIENT_TOKEN_BYTES = 64
-MAX_ERROR_REASON_CHARS = 120
+MAX_ERROR_REASON_CHARS = ERROR_REASON_CHARS
+# The unknown-key summary stays small whatever a desired document holds: a count (itself capped)
+# and the first few names, each cut short.
+MAX_UNKNOWN_TRACKED = 1000
+MAX_UNKNOWN_NAMES_SHOWN = 10
+MAX_UNKNOWN_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,8 @@ class DeltaPlan:
     version: int
     stale: bool = False
     apply: dict[str, NativeValue] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # name -> reason
+    rejected: dict[str, str] = field(default_factory=dict)  # configured name -> reason
+    unknown: tuple[str, ...] = ()  # desired keys that name no configured device
 
 
 @dataclass(frozen=True)
@@ -52,35 +61,80 @@ class ShadowUpdate:
 
 
 class Reconciler:
-    """Decides what a delta means for the devices, and tracks shadow version and errors."""
+    """Decides what a delta means for the devices, and tracks shadow version and errors.
+
+    Versions: a fetched document (or the acceptance of our own update) is trusted and sets the
+    version floor outright; a delta only raises it until the next fetch. A delta below the floor
+    is stale, and the caller fetches the document, so a forged delta with a huge version costs
+    one fetch, never every later delta.
+    """
 
     def __init__(self, codecs: Mapping[str, ValueCodec]) -> None:
         self._codecs = dict(codecs)
         self.newest_version = -1
         self.errors: dict[str, str] = {}  # name -> reason, mirrored in reported.gateway.errors
+        # Desired keys naming no device (insertion-ordered, capped), and what was last reported.
+        self.unknown: dict[str, None] = {}
+        self._unknown_reported: JsonValue = None
 
     def observe_version(self, version: int) -> None:
+        """The version of an update of ours the service accepted."""
         self.newest_version = max(self.newest_version, version)
 
-    def plan(self, delta: Mapping[str, Any], version: int) -> DeltaPlan:
+    def observe_document(self, version: int) -> None:
+        """A fetched document: its version is the truth now, whatever deltas claimed before."""
+        self.newest_version = version
+
+    def plan(
+        self, delta: Mapping[str, Any], version: int, *, from_document: bool = False
+    ) -> DeltaPlan:
         """Validate every key of ``delta``; a delta older than the newest seen is stale."""
-        if version < self.newest_version:
+        if not from_document and version < self.newest_version:
             return DeltaPlan(version=version, stale=True)
         self.observe_version(version)
         apply: dict[str, NativeValue] = {}
         rejected: dict[str, str] = {}
+        unknown: list[str] = []
         for name, value in delta.items():
             if name == GATEWAY_KEY:
                 continue  # the gateway's own status section is not a device
             codec = self._codecs.get(name)
             if codec is None:
-                rejected[name] = "unknown resource: no device of that name is configured"
+                unknown.append(name)
                 continue
             try:
                 apply[name] = codec.parse_desired(value)
             except DeviceValueError as exc:
                 rejected[name] = str(exc)[:MAX_ERROR_REASON_CHARS]
-        return DeltaPlan(version=version, apply=apply, rejected=rejected)
+        if from_document:
+            self.unknown.clear()  # the document's delta lists every unknown key still desired
+        for name in unknown:
+            if len(self.unknown) >= MAX_UNKNOWN_TRACKED:
+                break
+            self.unknown[name] = None
+        return DeltaPlan(version=version, apply=apply, rejected=rejected, unknown=tuple(unknown))
+
+    def unknown_summary(self) -> JsonValue:
+        """``reported.gateway.unknown_keys``: bounded, or None when no unknown key is desired."""
+        if not self.unknown:
+            return None
+        count = len(self.unknown)
+        shown = list(self.unknown)[:MAX_UNKNOWN_NAMES_SHOWN]
+        names = [name[:MAX_UNKNOWN_NAME_CHARS] for name in shown]
+        summary: dict[str, JsonValue] = {
+            "count": count if count < MAX_UNKNOWN_TRACKED else f"{MAX_UNKNOWN_TRACKED}+",
+            "names": names,
+            "reason": UNKNOWN_REASON,
+        }
+        return summary
+
+    def unknown_change(self) -> tuple[bool, JsonValue]:
+        """Whether the unknown-key summary changed since last reported, and its new value."""
+        summary = self.unknown_summary()
+        if summary == self._unknown_reported:
+            return False, summary
+        self._unknown_reported = summary
+        return True, summary
 
     def restore_plan(
         self, reported: Mapping[str, Any], names: Iterable[str]
@@ -130,8 +184,17 @@ class Reconciler:
         reported: dict[str, JsonValue] = dict(extra_reported or {})
         reported.update(applied)
         error_changes = self.error_changes(plan)
-        if error_changes:
-            reported[GATEWAY_KEY] = {"errors": dict(error_changes)}
+        unknown_changed, unknown = self.unknown_change()
+        if error_changes or unknown_changed:
+            status = reported.get(GATEWAY_KEY)
+            section: dict[str, JsonValue] = dict(status) if isinstance(status, dict) else {}
+            if error_changes:
+                errors = section.get("errors")
+                known = errors if isinstance(errors, dict) else {}
+                section["errors"] = {**known, **error_changes}
+            if unknown_changed:
+                section[UNKNOWN_KEYS_KEY] = unknown
+            reported[GATEWAY_KEY] = section
         if not reported and not (clear_desired and applied):
             return None
         if clear_desired and applied:
@@ -142,6 +205,37 @@ class Reconciler:
                 timestamp_ms=timestamp_ms,
             )
         return ShadowUpdate(reported=reported, timestamp_ms=timestamp_ms)
+
+
+def merge_reported(
+    older: Mapping[str, JsonValue], newer: Mapping[str, JsonValue]
+) -> dict[str, JsonValue]:
+    """Two reported sections as one: newer values win, nested objects merge key by key (as
+    the shadow service merges them), so sending the result equals sending both in order."""
+    merged: dict[str, JsonValue] = dict(older)
+    for key, value in newer.items():
+        previous = merged.get(key)
+        if isinstance(value, dict) and isinstance(previous, dict):
+            merged[key] = merge_reported(previous, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def merge_updates(older: ShadowUpdate, newer: ShadowUpdate) -> ShadowUpdate:
+    """One update carrying both (the older one not yet sent).
+
+    Desired clears are united and carry the newer delta's version: every key of the older one
+    was applied from a delta no later than the newer one, so clearing it at the newer version is
+    as safe as clearing it at its own (and a desired write since makes the service answer 409).
+    """
+    desired = {**(older.desired or {}), **(newer.desired or {})}
+    return ShadowUpdate(
+        reported=merge_reported(older.reported, newer.reported),
+        desired=desired or None,
+        version=newer.version if newer.version is not None else older.version,
+        timestamp_ms=newer.timestamp_ms if newer.timestamp_ms is not None else older.timestamp_ms,
+    )
 
 
 class Coalescer:

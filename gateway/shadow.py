@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,12 +34,14 @@ from gateway.outbox import Change, Outbox, OutboxWriter
 from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
+    UNKNOWN_KEYS_KEY,
     ClientTokens,
     Coalescer,
     DeltaPlan,
     RateLimiter,
     Reconciler,
     ShadowUpdate,
+    merge_updates,
 )
 from gateway.rules import Behaviours
 from gateway.topics import Reply, ShadowTopics
@@ -53,18 +56,78 @@ REPLY_TIMEOUT_S = 10.0
 THROTTLE_RETRY_S = 1.0
 FINAL_REPORT_TIMEOUT_S = 2.0
 EVENT_BATCH = 100  # events per message: in order, far below the 128 KB payload limit
+# Requests waiting for the sender. Updates merge into the newest waiting one, so a flood of
+# deltas never grows the queue; past this bound even a versioned update merges.
+MAX_QUEUED_REQUESTS = 16
+# Stale error entries cleared per full report (a bound on the update's size).
+MAX_STALE_ERRORS_CLEARED = 500
 
 
 @dataclass(eq=False)
 class _Request:
     kind: Literal["get", "update"]
-    token: str
-    payload: dict[str, Any]
+    update: ShadowUpdate | None = None
     # Input/sensor changes this update carries: put back for resending if it is not accepted.
     batch: dict[str, JsonValue] = field(default_factory=dict)
     observed_at: float | None = None
+    token: str = ""  # given when sent
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if self.update is None:
+            return {"clientToken": self.token}
+        return self.update.to_payload(self.token)
+
+    def absorb(self, newer: _Request) -> None:
+        """Take a newer update's content into this one (still waiting to be sent)."""
+        assert self.update is not None and newer.update is not None
+        self.update = merge_updates(self.update, newer.update)
+        self.batch = {**self.batch, **newer.batch}
+        if newer.observed_at is not None:
+            self.observed_at = max(self.observed_at or newer.observed_at, newer.observed_at)
+
+
+class _RequestQueue:
+    """The sender's queue: bounded, and updates waiting in it coalesce (newest value wins)."""
+
+    def __init__(self) -> None:
+        self._items: deque[_Request] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, request: _Request) -> _Request:
+        """Queue ``request``, or merge it into the newest waiting update; returns the request
+        that will carry it."""
+        tail = self._items[-1] if self._items else None
+        if tail is not None and request.kind == "update" and tail.kind == "update":
+            assert tail.update is not None and request.update is not None
+            same_kind = (tail.update.version is None) == (request.update.version is None)
+            if same_kind or len(self._items) >= MAX_QUEUED_REQUESTS:
+                tail.absorb(request)
+                return tail
+        if len(self._items) >= MAX_QUEUED_REQUESTS:
+            # Only gets and alternating update kinds get here; a get is deduplicated upstream.
+            for waiting in reversed(self._items):
+                if waiting.kind == request.kind == "update":
+                    waiting.absorb(request)
+                    return waiting
+        self._items.append(request)
+        self._ready.set()
+        return request
+
+    async def get(self) -> _Request:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def drain(self) -> list[_Request]:
+        items = list(self._items)
+        self._items.clear()
+        return items
 
 
 class ShadowSync:
@@ -103,11 +166,16 @@ class ShadowSync:
         self.values: dict[str, JsonValue] = {}
         self.connected = False
         self.synced = asyncio.Event()  # set once a fetched document has been reconciled
-        self.counters = {"deltas_applied": 0, "deltas_rejected": 0, "deltas_stale": 0}
+        self.counters = {
+            "deltas_applied": 0,
+            "deltas_rejected": 0,
+            "deltas_stale": 0,
+            "messages_dropped": 0,
+        }
         self._restored = False
         self._stopping = False
         self._first_get_in_session = True
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._queue = _RequestQueue()
         self._in_flight: dict[str, _Request] = {}
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._report_wake = asyncio.Event()
@@ -317,7 +385,7 @@ class ShadowSync:
         self._stopping = False
         self._first_get_in_session = True
         self._get_pending = False
-        self._queue = asyncio.Queue()
+        self._queue = _RequestQueue()
         self._in_flight.clear()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         if self._coalescer.pending:
@@ -326,8 +394,7 @@ class ShadowSync:
     def _abandon_requests(self) -> None:
         """The session is gone: keep every unacknowledged input change for the next one."""
         pending = list(self._in_flight.values())
-        while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
+        pending.extend(self._queue.drain())
         for request in pending:
             if request.timer is not None:
                 request.timer.cancel()
@@ -356,7 +423,17 @@ class ShadowSync:
 
     async def _read_loop(self, session: MqttSession) -> None:
         async for message in session.messages():
-            self.handle_message(message)
+            try:
+                self.handle_message(message)
+            except Exception as exc:  # one bad message must never end the session
+                # The decoders bound what they parse; this is the last line behind them.
+                self.counters["messages_dropped"] += 1
+                log.error(
+                    "message_handling_failed",
+                    topic=message.topic,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
 
     def handle_message(self, message: InboundMessage) -> None:
         kind = self.topics.classify(message.topic)
@@ -365,6 +442,7 @@ class ShadowSync:
         try:
             reply = parse_reply(kind, message.payload)
         except PayloadError as exc:
+            self.counters["messages_dropped"] += 1
             log.warning("payload_dropped", topic=message.topic, reason=exc.reason, shape=exc.shape)
             return
         if isinstance(reply.timestamp, int | float):
@@ -387,16 +465,19 @@ class ShadowSync:
             log.info(
                 "delta_ignored_stale", version=delta.version, newest=self.reconciler.newest_version
             )
+            # The document decides: it resets the version floor (should a forged or replayed
+            # delta have raised it) and carries whatever this delta wanted, if still desired.
+            self._request_get()
             return
         if self._failsafed:
             self._hold_failsafe_against_own_deltas(delta, plan)
         self._apply_and_report(plan, extra_reported=None)
 
     def _on_document(self, document: ShadowDocument) -> None:
-        self.reconciler.observe_version(document.version)
         request = self._in_flight.get(document.client_token or "")
         if request is None:
-            return  # somebody else's get
+            return  # somebody else's get: not ours to trust
+        self.reconciler.observe_document(document.version)
         self._complete(request)
         self._get_pending = False
         if self._stopping:
@@ -404,16 +485,35 @@ class ShadowSync:
         reported = document.state.reported or {}
         if not self._restored:
             self._restore_outputs(reported, document.state.delta or {})
-        plan = self.reconciler.plan(document.state.delta or {}, document.version)
+        plan = self.reconciler.plan(
+            document.state.delta or {}, document.version, from_document=True
+        )
         if self._failsafed:
             self._drop_stale_after_failsafe(document, plan)
-        extra: dict[str, JsonValue] | None = None
         if self._first_get_in_session:
             # After every connect, report everything: changes made while offline catch up.
             self._first_get_in_session = False
-            extra = self._full_reported(stale_errors=_error_names(reported))
-        self._apply_and_report(plan, extra_reported=extra)
+            status = reported.get(GATEWAY_KEY)
+            extra = self._full_reported(
+                stale_errors=_error_names(reported),
+                stale_unknown=isinstance(status, dict) and UNKNOWN_KEYS_KEY in status,
+            )
+        else:
+            extra = self._drift(reported)
+        self._apply_and_report(plan, extra_reported=extra or None)
         self.synced.set()
+
+    def _drift(self, reported: Mapping[str, Any]) -> dict[str, JsonValue]:
+        """Device values the fetched document's ``reported`` does not show (a report lost, or
+        overtaken by a desired write): reported again, so pins and shadow converge."""
+        drift = {
+            name: value
+            for name, value in self.values.items()
+            if not _json_equal(reported.get(name), value)
+        }
+        if drift:
+            log.info("reported_drift_corrected", devices=sorted(drift))
+        return drift
 
     def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
         self._restored = True
@@ -435,12 +535,21 @@ class ShadowSync:
             log.info("desired_applied", device=name, value=shown, version=plan.version)
         for name, reason in plan.rejected.items():
             log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
+        if plan.unknown:
+            # One line however many keys: a desired document full of junk must not flood logs.
+            log.warning(
+                "desired_unknown_keys",
+                count=len(plan.unknown),
+                names=[name[:64] for name in plan.unknown[:10]],
+                version=plan.version,
+            )
         self.counters["deltas_applied"] += len(applied)
-        self.counters["deltas_rejected"] += len(plan.rejected)
+        self.counters["deltas_rejected"] += len(plan.rejected) + len(plan.unknown)
         applied_plan = DeltaPlan(
             version=plan.version,
             apply={name: plan.apply[name] for name in applied},
             rejected=plan.rejected,
+            unknown=plan.unknown,
         )
         for name, shown in applied.items():
             self._react(name, shown)  # followers of an output move with it
@@ -481,9 +590,9 @@ class ShadowSync:
         self._apply_and_report(DeltaPlan(version=version, apply={name: value}), extra_reported=None)
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
-        self.reconciler.observe_version(accepted.version)
         request = self._in_flight.get(accepted.client_token or "")
         if request is not None:
+            self.reconciler.observe_version(accepted.version)  # only our own: trusted
             self._complete(request)
             if request.batch and self._writer is not None:
                 self._writer.delivered(request.batch)  # the outbox may forget these now
@@ -507,12 +616,13 @@ class ShadowSync:
             return
         if error.code == 409:
             log.info("update_version_conflict", message=error.message)
+            self._put_back(request)
             self._request_get()
         elif error.code == 429 or error.code >= 500:
             log.warning("update_throttled", code=error.code, message=error.message)
             self._retry_later(lambda: self._resend(request), THROTTLE_RETRY_S)
         else:
-            shape = describe_shape(request.payload)
+            shape = describe_shape(request.payload())
             log.warning(
                 "update_rejected_dropped", code=error.code, message=error.message, shape=shape
             )
@@ -523,8 +633,7 @@ class ShadowSync:
         if self._get_pending:
             return  # one fetch answers every conflict noticed meanwhile
         self._get_pending = True
-        token = self._tokens.next()
-        self._queue.put_nowait(_Request("get", token, {"clientToken": token}))
+        self._queue.put(_Request("get"))
 
     def _enqueue_update(
         self,
@@ -533,19 +642,18 @@ class ShadowSync:
         batch: dict[str, JsonValue] | None = None,
         observed_at: float | None = None,
     ) -> _Request:
-        token = self._tokens.next()
-        request = _Request("update", token, update.to_payload(token), batch or {}, observed_at)
-        self._queue.put_nowait(request)
-        return request
+        return self._queue.put(_Request("update", update, batch or {}, observed_at))
+
+    def _put_back(self, request: _Request) -> None:
+        """An update that will not be retried as it is: its input changes go out again."""
+        if request.batch:
+            self._coalescer.put_back(request.batch, request.observed_at)
+            self._report_wake.set()
 
     def _resend(self, request: _Request) -> None:
         if not self.connected:
             return
-        token = self._tokens.next()
-        payload = {**request.payload, "clientToken": token}
-        self._queue.put_nowait(
-            _Request(request.kind, token, payload, request.batch, request.observed_at)
-        )
+        self._queue.put(_Request(request.kind, request.update, request.batch, request.observed_at))
 
     def _retry_later(self, action: Any, delay_s: float) -> None:
         asyncio.get_running_loop().call_later(delay_s, action)
@@ -559,9 +667,10 @@ class ShadowSync:
             while (wait := self._limiter.delay(self._monotonic())) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             topic = self.topics.get if request.kind == "get" else self.topics.update
+            request.token = self._tokens.next()
             self._in_flight[request.token] = request
             request.timer = loop.call_later(REPLY_TIMEOUT_S, self._expire, request.token)
-            body = json.dumps(request.payload, separators=(",", ":")).encode()
+            body = json.dumps(request.payload(), separators=(",", ":")).encode()
             await session.publish(topic, body, qos=1)
 
     def _complete(self, request: _Request) -> None:
@@ -582,9 +691,8 @@ class ShadowSync:
             self._get_pending = False
             self._request_get()
         elif request.batch:
-            self._coalescer.put_back(request.batch, request.observed_at)
-            self._report_wake.set()
-        elif "desired" in request.payload["state"]:
+            self._put_back(request)
+        elif request.update is not None and request.update.desired:
             self._request_get()  # the delta is still there; fetch and reconcile again
 
     # -- events ---------------------------------------------------------------------------------
@@ -624,12 +732,18 @@ class ShadowSync:
             if self._coalescer.pending:
                 self._report_wake.set()
 
-    def _full_reported(self, stale_errors: frozenset[str] = frozenset()) -> dict[str, JsonValue]:
-        errors: dict[str, str | None] = dict.fromkeys(stale_errors - self.reconciler.errors.keys())
+    def _full_reported(
+        self, stale_errors: frozenset[str] = frozenset(), *, stale_unknown: bool = False
+    ) -> dict[str, JsonValue]:
+        stale = sorted(stale_errors - self.reconciler.errors.keys())[:MAX_STALE_ERRORS_CLEARED]
+        errors: dict[str, str | None] = dict.fromkeys(stale)
         errors.update(self.reconciler.errors)
         status: dict[str, JsonValue] = {**self.gateway_status, "version": __version__}
         if errors:
             status["errors"] = dict(errors)
+        _, unknown = self.reconciler.unknown_change()
+        if unknown is not None or stale_unknown:
+            status[UNKNOWN_KEYS_KEY] = unknown
         return {**self.values, GATEWAY_KEY: status}
 
     def _timestamp(self, observed_at: float | None) -> int | None:
@@ -652,6 +766,19 @@ class ShadowSync:
             "in_flight": len(self._in_flight),
             "outbox": self._outbox.depth(),
         }
+
+
+def _json_equal(a: object, b: object) -> bool:
+    """Equal as JSON values: true is not 1, but 1 is 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 def _error_names(reported: Mapping[str, Any]) -> frozenset[str]:

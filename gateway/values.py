@@ -108,7 +108,7 @@ class Transform:
                 choices = ", ".join(json.dumps(shadow) for _, shadow in self.mapping)
                 raise DeviceValueError(f"expected one of {choices}, got {_kind(value)}")
         if (self.scale is not None or self.offset is not None) and _is_number(value):
-            value = (float(value) - (self.offset or 0.0)) / (self.scale or 1.0)  # type: ignore[arg-type]
+            value = (_as_float(value) - (self.offset or 0.0)) / (self.scale or 1.0)
         if self.invert:
             value = self._inverted(value)
         return value
@@ -118,7 +118,7 @@ class Transform:
             return not value
         if not _is_number(value):
             return value
-        number = float(value)  # type: ignore[arg-type]
+        number = _as_float(value)
         if self.kind in ("level", "sensor"):
             return self.low + self.high - number if self.kind == "level" else -number
         return self.low + self.high - number  # signed and angle ranges are symmetric here
@@ -140,12 +140,20 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _as_float(value: object) -> float:
+    """A JSON number as a float; one too large for a float is refused, never an OverflowError."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError as exc:
+        raise DeviceValueError(f"got {_kind(value)}, too large for any device") from exc
+
+
 def _finite_number(value: object, expected: str) -> float:
     if not _is_number(value):
         raise DeviceValueError(f"expected {expected}, got {_kind(value)}")
-    number = float(value)  # type: ignore[arg-type]
+    number = _as_float(value)
     if not math.isfinite(number):
-        raise DeviceValueError(f"expected {expected}, got {value!r}")
+        raise DeviceValueError(f"expected {expected}, got {_kind(value)}")
     return number
 
 
@@ -157,6 +165,9 @@ def _kind(value: object) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 20 else value[:17] + "..."
         return f"string {shown!r}"
+    if isinstance(value, int) and value.bit_length() > 64:
+        # repr() of a huge int is slow, and beyond 4,300 digits raises ValueError.
+        return "a number of more than 19 digits"
     if isinstance(value, int | float):
         return f"number {value!r}"
     if isinstance(value, list):
@@ -223,7 +234,7 @@ class ValueCodec:
 def _snap_to_range(value: object, low: float, high: float) -> object:
     """Undoing scale/offset can land a hair outside the range (float error): snap it back."""
     if _is_number(value):
-        number = float(value)  # type: ignore[arg-type]
+        number = _as_float(value)
         for edge in (low, high):
             if math.isclose(number, edge, rel_tol=1e-9, abs_tol=1e-9):
                 return edge
@@ -260,9 +271,9 @@ def _parse_colour(value: object) -> tuple[float, float, float]:
         raise DeviceValueError(f"{expected}, got {_kind(value)}")
     channels = []
     for channel in value:
-        if not _is_number(channel) or not 0.0 <= float(channel) <= 1.0:
-            raise DeviceValueError(f"{expected}, got {value!r}")
-        channels.append(float(channel))
+        if not _is_number(channel) or not 0.0 <= _as_float(channel) <= 1.0:
+            raise DeviceValueError(f"{expected}, got [{', '.join(_kind(c) for c in value)}]")
+        channels.append(_as_float(channel))
     return (channels[0], channels[1], channels[2])
 
 

@@ -38,13 +38,14 @@ deltas = st.dictionaries(names, json_values | st.booleans() | st.floats(0, 1), m
 
 
 @given(deltas, st.integers(min_value=0, max_value=10**6))
-def test_every_delta_key_is_applied_or_rejected_exactly_once(
+def test_every_delta_key_is_applied_rejected_or_unknown_exactly_once(
     delta: dict[str, Any], version: int
 ) -> None:
     plan = Reconciler(CODECS).plan(delta, version)
     assert not plan.stale
     assert set(plan.apply).isdisjoint(plan.rejected)
-    assert set(plan.apply) | set(plan.rejected) == set(delta) - {GATEWAY_KEY}
+    assert set(plan.unknown).isdisjoint(set(plan.apply) | set(plan.rejected))
+    assert set(plan.apply) | set(plan.rejected) | set(plan.unknown) == set(delta) - {GATEWAY_KEY}
 
 
 @given(deltas, st.integers(min_value=0, max_value=10**6))
@@ -73,7 +74,7 @@ def test_a_delta_of_the_newest_version_is_applied() -> None:
 def test_inputs_unknown_names_and_bad_types_are_rejected_with_reasons() -> None:
     plan = Reconciler(CODECS).plan({"button": True, "nope": 1, "fan": "fast"}, 3)
     assert "read-only" in plan.rejected["button"]
-    assert "unknown resource" in plan.rejected["nope"]
+    assert plan.unknown == ("nope",)
     assert "expected a number" in plan.rejected["fan"]
 
 
