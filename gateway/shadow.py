@@ -504,15 +504,38 @@ class ShadowSync:
         self.synced.set()
 
     def _drift(self, reported: Mapping[str, Any]) -> dict[str, JsonValue]:
-        """Device values the fetched document's ``reported`` does not show (a report lost, or
-        overtaken by a desired write): reported again, so pins and shadow converge."""
-        drift = {
+        """What the fetched document's ``reported`` shows wrongly: device values (a report lost,
+        or overtaken by a desired write) and error entries (an error clear lost with a 409).
+        Reported again, so pins, errors and shadow converge."""
+        drift: dict[str, JsonValue] = {
             name: value
             for name, value in self.values.items()
             if not _json_equal(reported.get(name), value)
         }
+        status = reported.get(GATEWAY_KEY)
+        shown = status.get("errors") if isinstance(status, dict) else None
+        shown_errors: Mapping[str, Any] = shown if isinstance(shown, dict) else {}
+        errors: dict[str, JsonValue] = dict.fromkeys(
+            sorted(shown_errors.keys() - self.reconciler.errors.keys())[
+                :MAX_STALE_ERRORS_CLEARED
+            ]
+        )
+        errors.update(
+            (name, reason)
+            for name, reason in self.reconciler.errors.items()
+            if shown_errors.get(name) != reason
+        )
+        section: dict[str, JsonValue] = {}
+        if errors:
+            section["errors"] = errors
+        summary = self.reconciler.unknown_summary()
+        shown_unknown = status.get(UNKNOWN_KEYS_KEY) if isinstance(status, dict) else None
+        if not _json_equal(shown_unknown, summary):
+            section[UNKNOWN_KEYS_KEY] = summary
+        if section:
+            drift[GATEWAY_KEY] = section
         if drift:
-            log.info("reported_drift_corrected", devices=sorted(drift))
+            log.info("reported_drift_corrected", keys=sorted(drift))
         return drift
 
     def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
@@ -764,6 +787,7 @@ class ShadowSync:
             "errors": dict(self.reconciler.errors),
             "counters": dict(self.counters),
             "in_flight": len(self._in_flight),
+            "queued": len(self._queue),
             "outbox": self._outbox.depth(),
         }
 

@@ -188,6 +188,8 @@ def assert_converged(world: World) -> None:
             assert name in errors, f"{name}: invalid desired {value!r} not in errors"
     delta = document["state"].get("delta", {})
     assert set(delta) <= set(errors), f"delta {delta} left unexplained"
+    for name in errors:
+        assert name in desired, f"{name}: error {errors[name]!r} kept after its value was taken"
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
