@@ -26,6 +26,7 @@ _GAUGES = (
     ("connected", "mqtt_connected", "1 while the MQTT connection is up and subscribed"),
     ("synced", "shadow_synced", "1 once a fetched shadow document has been reconciled"),
     ("in_flight", "shadow_requests_in_flight", "shadow requests sent and not yet answered"),
+    ("queued", "shadow_requests_queued", "shadow requests waiting to be sent (bounded, merged)"),
     ("outbox_depth", "outbox_depth", "accepted changes and events waiting in the outbox"),
     ("last_checkin_at", "last_checkin_timestamp_seconds", "time of the last successful check-in"),
     ("certificate_days_left", "certificate_days_left", "days until the client cert expires"),
@@ -37,6 +38,7 @@ _COUNTERS = (
     ("deltas_applied", "deltas_applied_total", "desired values applied to a device"),
     ("deltas_rejected", "deltas_rejected_total", "desired values rejected (invalid or failed)"),
     ("deltas_stale", "deltas_stale_total", "deltas ignored as older than the newest version"),
+    ("messages_dropped", "messages_dropped_total", "inbound messages dropped as unusable"),
     ("reloads_applied", "config_reloads_applied_total", "config reloads applied"),
     ("reloads_rejected", "config_reloads_rejected_total", "config reloads rejected as invalid"),
 )
