@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,11 @@ from gateway.config import (
     SystemSensorConfig,
     is_output,
 )
+from gateway.engine import DeviceEngine
 from gateway.errors import ConfigError, GatewayError, MqttConnectionError
 from gateway.metrics import certificate_expiry, serve_metrics
 from gateway.ota import Updater
-from gateway.outbox import Outbox, OutboxWriter
+from gateway.outbox import Change, Outbox, OutboxWriter
 from gateway.ports import DeviceBank, MqttConnector
 from gateway.reconcile import sensor_changed
 from gateway.reload import ReloadPlan, files_digest, keep_restart_only, plan_reload, tls_files
@@ -61,7 +63,7 @@ from gateway.renewal import (
 from gateway.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.sdnotify import Notifier
 from gateway.shadow import ShadowSync
-from gateway.values import JsonValue, NativeValue, codec_for, initial_value
+from gateway.values import JsonValue, NativeValue, ValueCodec, codec_for, initial_value
 
 log = structlog.get_logger()
 
@@ -112,6 +114,44 @@ def behaviours_for(config: GatewayConfig) -> Behaviours:
         pulses_s=pulses,
         failsafe=failsafe,
     )
+
+
+def codecs_for(config: GatewayConfig) -> dict[str, ValueCodec]:
+    return {name: codec_for(device) for name, device in config.devices.items()}
+
+
+def min_intervals_for(config: GatewayConfig) -> dict[str, float]:
+    return {
+        name: getattr(device, "min_interval_ms", 0) / 1000
+        for name, device in config.devices.items()
+        if getattr(device, "min_interval_ms", 0)
+    }
+
+
+def engine_options(config: GatewayConfig) -> dict[str, Any]:
+    """The device core's settings from a config (for building it and for reloads)."""
+    return {
+        "codecs": codecs_for(config),
+        "behaviours": behaviours_for(config),
+        "min_intervals_s": min_intervals_for(config),
+    }
+
+
+def shadow_options(config: GatewayConfig) -> dict[str, Any]:
+    """The shadow link's settings from a config (for building it and for reloads)."""
+    return {
+        "thing": config.thing,
+        "shadow": config.shadow,
+        "codecs": codecs_for(config),
+        "restore": frozenset(
+            name
+            for name, device in config.devices.items()
+            if is_output(device) and getattr(device, "restore", False)
+        ),
+        "event_devices": frozenset(n for n, d in config.devices.items() if d.events),
+        "events_topic": config.event_topic,
+        "status_topic": config.status_topic,
+    }
 
 
 def shutdown_values(config: GatewayConfig) -> dict[str, NativeValue]:
@@ -170,12 +210,18 @@ class Gateway:
         self.connector = connector
         self.backoff = backoff or backoff_for(config)
         self.outbox = outbox or outbox_for(config)
-        # Shared by every shadow a reload creates, so nothing accepted is dropped on a swap.
-        # A lambda on purpose: it must reach whichever shadow is current when changes land.
-        self.writer = OutboxWriter(self.outbox, lambda changes: self.shadow.on_persisted(changes))  # noqa: PLW0108
         self.stop_event = asyncio.Event()
         self.admin_ready = asyncio.Event()
-        self.shadow = self._make_shadow(config, bank)
+        # The device core, and the shadow link it reports through; a reload reconfigures both.
+        self.engine = DeviceEngine(bank=bank, **engine_options(config))
+        self.writer = OutboxWriter(self.outbox, self._on_persisted)
+        self.shadow = ShadowSync(
+            bank=bank,
+            outbox=self.outbox,
+            writer=self.writer,
+            engine=self.engine,
+            **shadow_options(config),
+        )
         self.reconnects = 0
         self.rewiring = rewiring
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every message a no-op
@@ -195,7 +241,7 @@ class Gateway:
         self.exit_code = 0  # EXIT_RESTART_FOR_UPDATE after an update switched slots
         self.updater = Updater(
             config,
-            report=lambda status: self.shadow.report_gateway_status("ota", status),
+            report=partial(self.shadow.report_gateway_status, "ota"),
             healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
             restart=self._restart_for_update,
         )
@@ -204,30 +250,6 @@ class Gateway:
         self._next_connector: MqttConnector | None = None
         self._connected_via: MqttConnector | None = None
         self._connection_changed = asyncio.Event()
-
-    def _make_shadow(self, config: GatewayConfig, bank: DeviceBank) -> ShadowSync:
-        return ShadowSync(
-            thing=config.thing,
-            shadow=config.shadow,
-            bank=bank,
-            codecs={name: codec_for(device) for name, device in config.devices.items()},
-            restore=frozenset(
-                name
-                for name, device in config.devices.items()
-                if is_output(device) and getattr(device, "restore", False)
-            ),
-            outbox=self.outbox,
-            writer=self.writer,
-            event_devices=frozenset(n for n, d in config.devices.items() if d.events),
-            events_topic=config.event_topic,
-            status_topic=config.status_topic,
-            min_intervals_s={
-                name: getattr(device, "min_interval_ms", 0) / 1000
-                for name, device in config.devices.items()
-                if getattr(device, "min_interval_ms", 0)
-            },
-            behaviours=behaviours_for(config),
-        )
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -251,7 +273,10 @@ class Gateway:
                 log.warning("shutdown_value_failed", device=name, error=str(exc))
 
     def _on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
-        self.shadow.on_input(name, value, observed_at)  # whichever shadow is current
+        self.engine.on_input(name, value, observed_at)
+
+    def _on_persisted(self, changes: list[Change]) -> None:
+        self.shadow.on_persisted(changes)
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._group is not None
@@ -276,7 +301,7 @@ class Gateway:
         await asyncio.to_thread(self.outbox.open)
         self.shadow.recover()
         self.bank.open(self._on_input)
-        self.shadow.start_failsafe_timers()  # the link is down until the first connect
+        self.engine.link_down()  # no link is up until the first connect: fail-safe timers run
         try:
             self.shadow.prime(await self._read_all())
             log.info(
@@ -288,6 +313,7 @@ class Gateway:
             self._tls_digest, self._cert_expiry = await asyncio.to_thread(_tls_facts, self.config)
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                self._start(self.engine.run(), "device_engine")
                 connection = self._start(self._connection_loop(), "mqtt_connection")
                 self._start(self._poll_sensors(), "sensor_poller")
                 admin = self._start(
@@ -460,7 +486,7 @@ class Gateway:
 
     async def _swap(self, new: GatewayConfig, plan: ReloadPlan) -> None:
         assert self.rewiring is not None
-        old_values = dict(self.shadow.values)
+        old_values = dict(self.engine.values)
         poller = self._tasks.get("sensor_poller")
         if poller is not None:
             poller.cancel()
@@ -468,18 +494,17 @@ class Gateway:
         try:
             if plan.devices_changed:
                 self.bank = self._reopen(new, old_values, plan.devices_changed)
-            shadow = self._make_shadow(new, self.bank)
-            shadow.counters.update(self.shadow.counters)
-            shadow.gateway_status.update(self.shadow.gateway_status)
-            self.shadow = shadow
+            self.engine.configure(bank=self.bank, **engine_options(new))
+            self.shadow.configure(**shadow_options(new))
             self.config = new
-            shadow.prime(await self._read_all())
+            self.engine.prime(await self._read_all())
             if plan.reconnect:
                 self.connector = self.rewiring.make_connector(new)
         except GatewayError as exc:
             log.error("config_reload_failed", error=str(exc))
             # Back to the running config's devices; failing here too ends the gateway.
             self.bank = self._reopen(self.config, old_values, frozenset(), may_fail=False)
+            self.engine.configure(bank=self.bank, **engine_options(self.config))
         finally:
             self._start(self._poll_sensors(), "sensor_poller")
 
@@ -563,8 +588,7 @@ class Gateway:
             RenewalHooks(
                 config=lambda: self.config,
                 reconnect=self.reconnect_with_current_files,
-                # A lambda on purpose: a reload may swap the shadow.
-                report=lambda key, value: self.shadow.report_gateway_status(key, value),  # noqa: PLW0108
+                report=self.shadow.report_gateway_status,
                 renewed=renewed,
             )
         )
@@ -624,8 +648,8 @@ class Gateway:
             except GatewayError as exc:
                 log.warning("sensor_read_failed", device=name, error=str(exc))
                 continue
-            if sensor_changed(self.shadow.values.get(name), value, device.min_change):
-                self.shadow.on_input(name, value, time.time())
+            if sensor_changed(self.engine.values.get(name), value, device.min_change):
+                self.engine.on_input(name, value, time.time())
 
     async def _admin(self, request: Mapping[str, Any]) -> dict[str, Any]:
         command = request["cmd"]

@@ -20,7 +20,7 @@ import structlog
 
 from gateway import __version__
 from gateway.config import ShadowConfig
-from gateway.errors import GatewayError
+from gateway.engine import DeviceEngine
 from gateway.messages import (
     DeltaMessage,
     ErrorReply,
@@ -45,7 +45,7 @@ from gateway.reconcile import (
 )
 from gateway.rules import Behaviours
 from gateway.topics import Reply, ShadowTopics
-from gateway.values import Blink, JsonValue, NativeValue, ValueCodec, is_active
+from gateway.values import JsonValue, ValueCodec
 
 log = structlog.get_logger()
 
@@ -150,20 +150,23 @@ class ShadowSync:
         behaviours: Behaviours | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
+        engine: DeviceEngine | None = None,
     ) -> None:
-        self.thing = thing
-        self.topics = ShadowTopics(thing, shadow.name)
-        self._shadow = shadow
-        self._bank = bank
-        self._codecs = dict(codecs)
-        self._restore = restore
+        # The device core; built here only when the caller (a unit test) did not pass one.
+        self.engine = engine or DeviceEngine(
+            bank=bank,
+            codecs=codecs,
+            behaviours=behaviours,
+            min_intervals_s=min_intervals_s,
+            clock=clock,
+            monotonic=monotonic,
+        )
+        self.engine.add_listener(self)
         self._clock = clock
         self._monotonic = monotonic
-        self.reconciler = Reconciler(codecs)
         self._coalescer = Coalescer(REPORT_INTERVAL_S)
         self._tokens = ClientTokens()
         self._limiter = RateLimiter(MAX_REQUESTS_PER_S, burst=MAX_IN_FLIGHT)
-        self.values: dict[str, JsonValue] = {}
         self.connected = False
         self.synced = asyncio.Event()  # set once a fetched document has been reconciled
         self.counters = {
@@ -172,7 +175,6 @@ class ShadowSync:
             "deltas_stale": 0,
             "messages_dropped": 0,
         }
-        self._restored = False
         self._stopping = False
         self._first_get_in_session = True
         self._queue = _RequestQueue()
@@ -181,127 +183,96 @@ class ShadowSync:
         self._report_wake = asyncio.Event()
         self._get_pending = False
         self._outbox = outbox if outbox is not None else Outbox(None)
-        self._event_devices = event_devices
-        self._events_topic = events_topic or f"things/{thing}/events"
-        self._status_topic = status_topic or f"things/{thing}/status"
         # Accepted input changes reach the reporter only once the writer has them on disk.
         self._writer = writer
         # Extra entries of reported.gateway (e.g. ota, cert_expires), set by other services.
         self.gateway_status: dict[str, JsonValue] = {}
         self._events_wake = asyncio.Event()
-        self._min_intervals = dict(min_intervals_s or {})
-        self._last_applied: dict[str, float] = {}
-        self._deferred: dict[str, tuple[NativeValue, int]] = {}
-        self._behaviours = behaviours or Behaviours()
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # pulse and blink ends
-        self._failsafe_timers: list[asyncio.TimerHandle] = []
-        self._failsafed: dict[str, float] = {}  # name -> cloud time after which desired is fresh
         self._last_cloud_time: float | None = None  # the shadow service's clock, from replies
+        self.configure(
+            thing=thing,
+            shadow=shadow,
+            codecs=codecs,
+            restore=restore,
+            event_devices=event_devices,
+            events_topic=events_topic,
+            status_topic=status_topic,
+        )
+
+    def configure(
+        self,
+        *,
+        thing: str,
+        shadow: ShadowConfig,
+        codecs: Mapping[str, ValueCodec],
+        restore: frozenset[str] = frozenset(),
+        event_devices: frozenset[str] = frozenset(),
+        events_topic: str | None = None,
+        status_topic: str | None = None,
+    ) -> None:
+        """Take a (reloaded) configuration between sessions, without replacing this object:
+        counters, the gateway's status entries and changes not yet reported carry over."""
+        self.thing = thing
+        self.topics = ShadowTopics(thing, shadow.name)
+        self._shadow = shadow
+        self._restore = restore
+        self.reconciler = Reconciler(codecs)
+        self._restored = False  # outputs to restore are restored from the next document
+        self._event_devices = event_devices
+        self._events_topic = events_topic or f"things/{thing}/events"
+        self._status_topic = status_topic or f"things/{thing}/status"
+        self._deferred_versions: dict[str, int] = {}  # held back by min_interval: its version
+        self._failsafed: dict[str, float] = {}  # name -> cloud time after which desired is fresh
+        self.synced.clear()  # until a document of the new configuration is reconciled
 
     # -- inputs from the device side (all on the loop thread) --------------------------------
 
+    @property
+    def values(self) -> dict[str, JsonValue]:
+        """The devices' current values (the engine's)."""
+        return self.engine.values
+
     def prime(self, values: Mapping[str, JsonValue]) -> None:
         """The devices' values at start-up, before any session."""
-        self.values.update(values)
+        self.engine.prime(values)
 
     def on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed: persist it, then schedule a coalesced report."""
-        self.values[name] = value
+        """An input or sensor changed (through the engine, which also runs its follows)."""
+        self.engine.on_input(name, value, observed_at)
+
+    # -- what the device core tells this link --------------------------------------------------
+
+    def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
+        """A device value changed: persist it, then schedule a coalesced report."""
         change = Change(name, value, observed_at, event=name in self._event_devices)
         if self._writer is not None:
             self._writer.accept(change)
         else:
             self.on_persisted([change])
         log.debug("input_changed", device=name, value=value)
-        self._react(name, value)
 
-    # -- local rules: follows, pulses, blinks, interlocks, fail-safe ------------------------------
-
-    def _raw(self, name: str, value: JsonValue) -> object:
-        """A reported value back in device terms (undoing map/scale), for rules."""
-        codec = self._codecs.get(name)
-        if codec is None or codec.transform is None or isinstance(value, dict):
-            return value
-        try:
-            return codec.transform.to_device(value)
-        except GatewayError:
-            return value
-
-    def _raw_values(self) -> dict[str, object]:
-        return {name: self._raw(name, value) for name, value in self.values.items()}
-
-    def _react(self, source: str, value: JsonValue) -> None:
-        follows = self._behaviours.follows
-        if not follows.follows:
-            return
-        active = is_active(self._raw(source, value))
-        reactions = follows.reactions(source, active, self._raw_values())
-        if reactions:
-            self._drive_local(dict(reactions), cause=f"follow {source}")
-
-    def _drive_local(self, changes: dict[str, NativeValue], *, cause: str) -> None:
-        """Changes the gateway makes by itself; reported (and followed) like input changes."""
-        applied, refused = self._drive(changes)
-        for name, reason in refused.items():
-            log.warning("local_change_refused", device=name, reason=reason, cause=cause)
-        now = self._clock()
-        for name, value in applied.items():
-            log.info("local_change_applied", device=name, value=value, cause=cause)
-            self.on_input(name, value, now)
-
-    def _drive(
-        self, changes: dict[str, NativeValue]
-    ) -> tuple[dict[str, JsonValue], dict[str, str]]:
-        """Write changes, interlocks permitting, offs before ons; returns (applied, refused)."""
-        interlocks = self._behaviours.interlocks
-        refused = interlocks.refused(self._raw_values(), changes) if interlocks.groups else {}
-        allowed = {name: value for name, value in changes.items() if name not in refused}
-        applied: dict[str, JsonValue] = {}
-        for name in interlocks.ordered(allowed):
-            try:
-                applied[name] = self._write(name, allowed[name])
-            except GatewayError as exc:
-                refused[name] = str(exc)
-                continue
-            self._after_write(name, allowed[name])
-        return applied, refused
-
-    def _after_write(self, name: str, value: NativeValue) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
-        loop = asyncio.get_running_loop()
-        pulse_s = self._behaviours.pulses_s.get(name)
-        if pulse_s is not None and value is True:
-            self._timers[name] = loop.call_later(
-                pulse_s, lambda: self._drive_local({name: False}, cause="pulse end")
-            )
-        elif isinstance(value, Blink) and value.duration_s is not None:
-            self._timers[name] = loop.call_later(value.duration_s, self._blink_done, name)
-
-    def _blink_done(self, name: str) -> None:
-        self._timers.pop(name, None)
-        self.on_input(name, self._bank.read(name), self._clock())
-
-    def start_failsafe_timers(self) -> None:
-        """The link is down (or not up yet): drive safe values if it stays down long enough."""
-        self._cancel_failsafe_timers()
-        loop = asyncio.get_running_loop()
-        for name, (after_s, value) in self._behaviours.failsafe.items():
-            self._failsafe_timers.append(loop.call_later(after_s, self._failsafe, name, value))
-
-    def _cancel_failsafe_timers(self) -> None:
-        for timer in self._failsafe_timers:
-            timer.cancel()
-        self._failsafe_timers.clear()
-
-    def _failsafe(self, name: str, value: object) -> None:
-        if self.connected:
-            return
+    def on_failsafe(self, name: str) -> None:
+        """Desired values set before now (cloud clock) are not applied again after the outage."""
         cutoff = self._last_cloud_time if self._last_cloud_time is not None else self._clock()
         self._failsafed[name] = cutoff
-        log.warning("failsafe_applied", device=name, value=value, reason="MQTT link down")
-        self._drive_local({name: value}, cause="fail-safe")  # type: ignore[dict-item]
+
+    def on_deferred_applied(self, name: str, value: JsonValue) -> None:
+        """A desired value held back by min_interval is on the device now: report (and clear)
+        it like any applied desired value; without a session the next fetch reconciles it."""
+        version = self._deferred_versions.pop(name, self.reconciler.newest_version)
+        if self._stopping or not self.connected:
+            return
+        log.info("desired_applied", device=name, value=value, version=version)
+        self.counters["deltas_applied"] += 1
+        plan = DeltaPlan(version=version, apply={name: True})  # only the key counts here
+        update = self.reconciler.build_update(
+            plan,
+            {name: value},
+            clear_desired=self._shadow.clear_desired,
+            timestamp_ms=self._timestamp(None),
+        )
+        if update is not None:
+            self._enqueue_update(update)
 
     def _hold_failsafe_against_own_deltas(self, delta: DeltaMessage, plan: DeltaPlan) -> None:
         """A delta our own report caused (it carries our clientToken) only repeats the desired
@@ -354,7 +325,7 @@ class ShadowSync:
         self._reset_session()
         await session.subscribe(self.topics.subscriptions)
         await session.publish(self._status_topic, b"online", qos=1, retain=True)
-        self._cancel_failsafe_timers()
+        self.engine.link_up()
         self.connected = True
         log.info(
             "shadow_subscribed", topics=len(self.topics.subscriptions), shadow=self.topics.prefix
@@ -378,8 +349,7 @@ class ShadowSync:
         finally:
             self.connected = False
             self._abandon_requests()
-            if not self._stopping:
-                self.start_failsafe_timers()
+            self.engine.link_down(failsafe=not self._stopping)
 
     def _reset_session(self) -> None:
         self._stopping = False
@@ -516,9 +486,7 @@ class ShadowSync:
         shown = status.get("errors") if isinstance(status, dict) else None
         shown_errors: Mapping[str, Any] = shown if isinstance(shown, dict) else {}
         errors: dict[str, JsonValue] = dict.fromkeys(
-            sorted(shown_errors.keys() - self.reconciler.errors.keys())[
-                :MAX_STALE_ERRORS_CLEARED
-            ]
+            sorted(shown_errors.keys() - self.reconciler.errors.keys())[:MAX_STALE_ERRORS_CLEARED]
         )
         errors.update(
             (name, reason)
@@ -542,18 +510,16 @@ class ShadowSync:
         self._restored = True
         # A pending desired value wins over restoring the old reported one.
         names = [name for name in self._restore if name not in delta]
-        for name, value in self.reconciler.restore_plan(reported, names).items():
-            self._write(name, value)
-            log.info("output_restored", device=name, value=self.values[name])
+        self.engine.restore(self.reconciler.restore_plan(reported, names))
 
     def _apply_and_report(
         self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
     ) -> None:
-        for name, value in list(plan.apply.items()):
-            if self._defer_if_too_soon(name, value, plan.version):
-                del plan.apply[name]
-        applied, refused = self._drive(plan.apply)
-        plan.rejected.update(refused)
+        outcome = self.engine.apply(plan.apply)
+        for name in outcome.deferred:
+            self._deferred_versions[name] = plan.version
+        applied = outcome.applied
+        plan.rejected.update(outcome.refused)
         for name, shown in applied.items():
             log.info("desired_applied", device=name, value=shown, version=plan.version)
         for name, reason in plan.rejected.items():
@@ -574,8 +540,6 @@ class ShadowSync:
             rejected=plan.rejected,
             unknown=plan.unknown,
         )
-        for name, shown in applied.items():
-            self._react(name, shown)  # followers of an output move with it
         update = self.reconciler.build_update(
             applied_plan,
             applied,
@@ -585,32 +549,6 @@ class ShadowSync:
         )
         if update is not None:
             self._enqueue_update(update)
-
-    def _write(self, name: str, value: NativeValue) -> JsonValue:
-        actual = self._bank.write(name, value)
-        self.values[name] = actual
-        self._last_applied[name] = self._monotonic()
-        return actual
-
-    def _defer_if_too_soon(self, name: str, value: NativeValue, version: int) -> bool:
-        """Rate-limit an output: inside its min interval, keep only the newest value for later."""
-        interval = self._min_intervals.get(name, 0.0)
-        last = self._last_applied.get(name)
-        if not interval or last is None:
-            return False
-        wait = last + interval - self._monotonic()
-        if wait <= 0:
-            return False
-        if name not in self._deferred:
-            asyncio.get_running_loop().call_later(wait, self._apply_deferred, name)
-        self._deferred[name] = (value, version)  # last value wins; nothing queues up
-        return True
-
-    def _apply_deferred(self, name: str) -> None:
-        value, version = self._deferred.pop(name)
-        if self._stopping or not self.connected:
-            return  # the next session's fetch reconciles it
-        self._apply_and_report(DeltaPlan(version=version, apply={name: value}), extra_reported=None)
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
         request = self._in_flight.get(accepted.client_token or "")

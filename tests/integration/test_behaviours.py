@@ -21,8 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 def edges(pin: Any) -> list[tuple[float, float]]:
-    """(absolute time, state) of each change in a mock pin's history."""
-    now = 0.0
+    """(absolute time, state) of each change in a mock pin's history.
+
+    MockPin keeps each change's time since the previous one, counted from the pin's own
+    creation; anchoring on its last change (an absolute monotonic time) puts every pin on one
+    clock, so edges microseconds apart on two pins compare in the right order."""
+    now = pin._last_change - sum(entry.timestamp for entry in pin.states)
     timeline = []
     for entry in pin.states:
         now += entry.timestamp

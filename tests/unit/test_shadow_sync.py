@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, ShadowConfig
+from gateway.engine import DeviceEngine
 from gateway.ports import InboundMessage
 from gateway.shadow import MAX_IN_FLIGHT, ShadowSync
 from gateway.topics import Reply, ShadowTopics
 from gateway.values import JsonValue, NativeValue, codec_for
+from tests.clock import ManualClock
 
 THING = "pi"
 TOPICS = ShadowTopics(THING)
@@ -272,28 +274,42 @@ async def test_online_is_published_retained_on_connect_and_offline_on_clean_stop
 
 
 async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
-    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    bank, session, stop, clock = FakeBank(), FakeSession(), asyncio.Event(), ManualClock()
     devices = {"led": BinaryOutputConfig(type="LED", pin=17)}
-    sync = ShadowSync(
-        thing=THING,
-        shadow=ShadowConfig(),
+    codecs = {name: codec_for(device) for name, device in devices.items()}
+    engine = DeviceEngine(
         bank=bank,
-        codecs={name: codec_for(device) for name, device in devices.items()},
+        codecs=codecs,
         min_intervals_s={"led": 0.2},
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
     )
+    sync = ShadowSync(thing=THING, shadow=ShadowConfig(), bank=bank, codecs=codecs, engine=engine)
+    timers = asyncio.create_task(engine.run())
     task = asyncio.create_task(sync.run_session(session, stop))
     await session.wait_publishes(1)
     await answer_initial_get(session)
     await session.wait_publishes(2)
     for version in range(6, 56):  # 50 deltas in a burst
         session.reply(Reply.UPDATE_DELTA, {"version": version, "state": {"led": version % 2 == 0}})
-    await asyncio.sleep(0.1)
+    await until_quiet()
     assert len(bank.writes) == 1  # the first one; the rest wait for the interval
-    await asyncio.sleep(0.25)
+    await clock.advance(0.19)
+    assert len(bank.writes) == 1
+    await clock.advance(0.01)
     assert len(bank.writes) == 2
     assert bank.writes[-1] == ("led", False)  # version 55 is odd: the last value won
+    published = await session.wait_publishes(4)
+    reported = [body["state"]["reported"].get("led") for topic, body in published[2:]]
+    assert reported[-1] is False  # the held-back value is reported once applied
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    timers.cancel()
+    await asyncio.gather(task, timers, return_exceptions=True)
+
+
+async def until_quiet() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
 async def test_gateway_status_entries_are_reported_now_and_in_full_reports(running: Any) -> None:

@@ -1,0 +1,198 @@
+"""The device core on its own: pin writes and local behaviours, time driven by a manual clock
+(no sleeping), no cloud anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
+from gateway.engine import DeviceEngine
+from gateway.rules import Behaviours, Follow, FollowRules, Interlocks
+from gateway.values import Blink, JsonValue, NativeValue, codec_for
+from tests.clock import ManualClock
+
+DEVICES = {
+    "relay": BinaryOutputConfig(type="OutputDevice", pin=17),
+    "fwd": BinaryOutputConfig(type="OutputDevice", pin=5),
+    "rev": BinaryOutputConfig(type="OutputDevice", pin=6),
+    "led": BinaryOutputConfig(type="LED", pin=22),
+    "fan": PwmOutputConfig(type="PWMLED", pin=18),
+    "button": DigitalInputConfig(type="Button", pin=4),
+}
+
+
+class Bank:
+    is_mock = True
+
+    def __init__(self) -> None:
+        self.pins: dict[str, JsonValue] = dict.fromkeys(DEVICES, False)
+        self.pins["fan"] = 0.0
+        self.writes: list[tuple[str, NativeValue]] = []
+        self.fail: set[str] = set()
+
+    def write(self, name: str, value: NativeValue) -> JsonValue:
+        if name in self.fail:
+            raise RuntimeError("the pin broke")  # not a GatewayError: must still not escape
+        self.writes.append((name, value))
+        self.pins[name] = value.to_json() if isinstance(value, Blink) else value  # type: ignore[assignment]
+        return self.pins[name]
+
+    def read(self, name: str) -> JsonValue:
+        return self.pins[name]
+
+    def open(self, on_input: Any) -> None: ...
+    def drive_mock_input(self, name: str, value: JsonValue) -> None: ...
+    def close(self) -> None: ...
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, JsonValue]] = []
+        self.deferred: list[tuple[str, JsonValue]] = []
+        self.failsafed: list[str] = []
+
+    def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
+        self.changes.append((name, value))
+
+    def on_deferred_applied(self, name: str, value: JsonValue) -> None:
+        self.deferred.append((name, value))
+
+    def on_failsafe(self, name: str) -> None:
+        self.failsafed.append(name)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def world(clock: ManualClock) -> AsyncIterator[tuple[DeviceEngine, Bank, Listener]]:
+    bank = Bank()
+    engine = DeviceEngine(
+        bank=bank,
+        codecs={name: codec_for(device) for name, device in DEVICES.items()},
+        behaviours=Behaviours(
+            interlocks=Interlocks.of([["fwd", "rev"]]),
+            follows=FollowRules((Follow("led", "button", "mirror"),)),
+            pulses_s={"relay": 0.5},
+            failsafe={"fan": (10.0, 0.0)},
+        ),
+        min_intervals_s={"fan": 1.0},
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+    )
+    listener = Listener()
+    engine.add_listener(listener)
+    engine.prime(dict(bank.pins))
+    task = asyncio.create_task(engine.run())
+    await clock.advance(0)
+    yield engine, bank, listener
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_pulse_ends_after_its_length_and_the_end_is_told(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, listener = world
+    assert engine.apply({"relay": True}).applied == {"relay": True}
+    await clock.advance(0.49)
+    assert bank.pins["relay"] is True
+    await clock.advance(0.01)
+    assert bank.pins["relay"] is False
+    assert ("relay", False) in listener.changes
+
+
+async def test_a_new_write_replaces_the_running_pulse(world: Any, clock: ManualClock) -> None:
+    engine, bank, _ = world
+    engine.apply({"relay": True})
+    await clock.advance(0.4)
+    engine.apply({"relay": True})  # restarts the pulse
+    await clock.advance(0.4)
+    assert bank.pins["relay"] is True
+    await clock.advance(0.1)
+    assert bank.pins["relay"] is False
+
+
+async def test_fail_safe_value_is_driven_only_if_no_link_comes_up_in_time(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, listener = world
+    engine.apply({"fan": 0.8})
+    engine.link_down()
+    await clock.advance(9.9)
+    engine.link_up()  # back in time: no fail-safe
+    await clock.advance(1.0)
+    assert bank.pins["fan"] == 0.8
+    engine.link_down()
+    await clock.advance(10.0)
+    assert bank.pins["fan"] == 0.0
+    assert listener.failsafed == ["fan"]
+
+
+async def test_no_fail_safe_on_a_clean_stop(world: Any, clock: ManualClock) -> None:
+    engine, bank, _ = world
+    engine.apply({"fan": 0.8})
+    engine.link_up()
+    engine.link_down(failsafe=False)
+    await clock.advance(60)
+    assert bank.pins["fan"] == 0.8
+
+
+async def test_min_interval_holds_back_and_then_applies_only_the_newest_value(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, listener = world
+    engine.apply({"fan": 0.1})
+    for level in (0.2, 0.3, 0.4):
+        assert engine.apply({"fan": level}).deferred == {"fan"}
+    await clock.advance(0.99)
+    assert bank.pins["fan"] == 0.1
+    await clock.advance(0.01)
+    assert bank.pins["fan"] == 0.4
+    assert [value for name, value in bank.writes if name == "fan"] == [0.1, 0.4]
+    assert listener.deferred == [("fan", 0.4)]
+
+
+async def test_interlock_refuses_and_switches_off_before_on(world: Any) -> None:
+    engine, bank, _ = world
+    engine.apply({"fwd": True})
+    outcome = engine.apply({"rev": True})
+    assert "rev" in outcome.refused and bank.pins["rev"] is False
+    engine.apply({"rev": True, "fwd": False})
+    assert bank.writes[-2:] == [("fwd", False), ("rev", True)]
+
+
+async def test_an_input_is_told_to_links_and_its_followers_move(world: Any) -> None:
+    engine, bank, listener = world
+    engine.on_input("button", True, 1.0)
+    assert bank.pins["led"] is True
+    assert listener.changes == [("button", True), ("led", True)]
+
+
+async def test_a_blink_with_a_count_reports_its_end(world: Any, clock: ManualClock) -> None:
+    engine, bank, listener = world
+    engine.apply({"led": Blink(0.5, 0.5, 2)})
+    await clock.advance(1.9)
+    assert not any(name == "led" for name, _ in listener.changes)
+    bank.pins["led"] = False  # gpiozero turns it off at the end of the pattern
+    await clock.advance(0.1)
+    assert listener.changes[-1] == ("led", False)
+
+
+async def test_a_failing_timer_action_does_not_end_the_engine(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, _ = world
+    engine.apply({"relay": True})
+    bank.fail.add("relay")
+    await clock.advance(0.5)  # the pulse end fails to write
+    bank.fail.clear()
+    engine.apply({"relay": True})
+    await clock.advance(0.5)
+    assert bank.pins["relay"] is False  # timers still run
