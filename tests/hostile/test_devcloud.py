@@ -366,6 +366,10 @@ async def test_a_change_without_json_same_origin_and_the_page_token_is_refused(
                 assert response.status == status, change
                 assert "error" in await response.json()
             assert desired_of(cloud) == ({"led": False}, 1), change
+        oversized = json.dumps({"desired": {"led": True, "pad": "x" * 70_000}})
+        async with session.post(url, data=oversized, headers=good) as response:
+            assert response.status == 413
+            assert "error" in await response.json()
         async with session.post(url, data=body, headers=good) as response:
             assert response.status == 200
     assert desired_of(cloud) == ({"led": True}, 2)
