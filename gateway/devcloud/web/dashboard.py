@@ -159,12 +159,12 @@ _GUARD_KEY: Final = web.AppKey("dashboard_guard", DashboardGuard)
 async def _guarded(request: web.Request, handler: _Handler) -> web.StreamResponse:
     refusal = request.app[_GUARD_KEY].refusal(request)
     if refusal is not None:
-        log.warning(
+        log.warning(  # by its shape only: the headers and path are the sender's
             "dashboard_request_refused",
             method=request.method,
-            path=request.path,
             status=refusal.status,
             has_origin="Origin" in request.headers,
+            has_token=TOKEN_HEADER in request.headers,
         )
         return refusal
     return await handler(request)
