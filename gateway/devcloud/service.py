@@ -26,9 +26,23 @@ from gateway.devcloud.pki import (
     client_ssl_context,
     write_atomic,
 )
-from gateway.devcloud.shadowdoc import ShadowStore, compute_delta, shadow_prefix
+from gateway.devcloud.shadowdoc import (
+    MAX_NESTING,
+    ShadowRequestError,
+    ShadowStore,
+    compute_delta,
+    loads_bounded,
+    shadow_prefix,
+)
 
-__all__ = ["ShadowClient", "ShadowRejectedError", "ShadowService", "ShadowTimeoutError"]
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "REPLY_NESTING",
+    "ShadowClient",
+    "ShadowRejectedError",
+    "ShadowService",
+    "ShadowTimeoutError",
+]
 
 _REQUEST_FILTERS: Final = ("$aws/things/+/shadow/+", "$aws/things/+/shadow/name/+/+")
 _REPLY_FILTERS: Final = (
@@ -47,6 +61,14 @@ _BACKOFF_MIN: Final = 0.2
 _BACKOFF_MAX: Final = 2.0
 _MUTATING_REPLIES: Final = ("/update/accepted", "/delete/accepted")
 _DOCUMENTS_SUFFIX: Final = "/update/documents"
+_REJECTED_SUFFIX: Final = "/rejected"
+# Bounds for the service's replies as clients parse them: a document nests a section's six
+# levels under documents/current/metadata/desired, plus a metadata leaf; two sections of 8 KB
+# with per-leaf metadata, twice (previous and current), stay well under 1 MB.
+REPLY_NESTING: Final = MAX_NESTING + 6
+MAX_REPLY_BYTES: Final = 1024 * 1024
+# Refusals that mean a malformed or hostile request (or our own failure), not a version race.
+_HOSTILE_CODES: Final = frozenset({400, 413, 415, 500})
 
 log = structlog.get_logger()
 
@@ -75,7 +97,8 @@ def _payload_bytes(payload: PayloadType) -> bytes:
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
+    # allow_nan=False: "Infinity"/"NaN" would make the reply unreadable to every JSON parser.
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _new_client(host: str, port: int, identifier: str, tls: ssl.SSLContext) -> aiomqtt.Client:
@@ -114,7 +137,7 @@ class _StateWriter:
             data = json.loads(self._path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise DevCloudError(f"cannot read shadow state file {self._path}: {exc}") from exc
         if not isinstance(data, dict):
             raise DevCloudError(f"shadow state file {self._path} does not hold an object")
@@ -192,16 +215,32 @@ class ShadowService:
                 await self._save()
 
     def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """Answer one request. Runs on the loop, synchronously: no thread hop, no sleep."""
-        responses = self._store.handle(message.topic.value, _payload_bytes(message.payload))
+        """Answer one request. Runs on the loop, synchronously: no thread hop, no sleep.
+
+        No request may end the service: the store answers every one (a 500 for its own
+        failures), and anything failing here drops that one request, logged by its shape.
+        """
+        topic = message.topic.value
+        payload = _payload_bytes(message.payload)
+        try:
+            replies = [(r, _encode(r.payload)) for r in self._store.handle(topic, payload)]
+        except Exception as exc:
+            log.error(
+                "shadow_request_dropped", topic=topic, size=len(payload), error=type(exc).__name__
+            )
+            return
         mutated = False
-        for response in responses:
+        for response, body in replies:
+            reply_topic = response.topic
+            code = response.payload.get("code") if reply_topic.endswith(_REJECTED_SUFFIX) else None
+            if code in _HOSTILE_CODES:
+                log.warning("shadow_request_rejected", topic=topic, size=len(payload), code=code)
             # Tasks start in creation order, and each hands its packet to paho before its
             # first await, so replies leave in arrival order without waiting for PUBACKs.
-            task = asyncio.create_task(client.publish(response.topic, _encode(response.payload), 1))
+            task = asyncio.create_task(client.publish(reply_topic, body, 1))
             self._publishes.add(task)
             task.add_done_callback(self._publish_done)
-            mutated = mutated or response.topic.endswith(_MUTATING_REPLIES)
+            mutated = mutated or reply_topic.endswith(_MUTATING_REPLIES)
         if mutated and self._writer is not None:
             self._dirty = True
             if self._save_task is None or self._save_task.done():
@@ -328,8 +367,8 @@ class ShadowClient:
                     event = await queue.get()
                     if event is None:
                         raise DevCloudError(f"shadow client disconnected: {self._error}")
-                    current = event.get("current")
-                    if not isinstance(current, dict) or current.get("version", -1) <= seen:
+                    current = event["current"]  # a dict with an int version (see _route)
+                    if current["version"] <= seen:
                         continue
                     last = _as_document(current, event.get("timestamp"))
                     seen = last["version"]
@@ -380,7 +419,14 @@ class ShadowClient:
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
             async for message in client.messages:
-                self._route(message.topic.value, _payload_bytes(message.payload))
+                try:
+                    self._route(message.topic.value, _payload_bytes(message.payload))
+                except Exception as exc:  # one reply must not end the reader
+                    log.error(
+                        "shadow_client_reply_dropped",
+                        topic=message.topic.value,
+                        error=type(exc).__name__,
+                    )
         except aiomqtt.MqttError as exc:
             self._error = exc
             log.warning("shadow_client_disconnected", error=str(exc))
@@ -393,14 +439,24 @@ class ShadowClient:
                     queue.put_nowait(None)
 
     def _route(self, topic: str, payload: bytes) -> None:
+        """Hand one reply to its waiter. Things may publish on their own reply topics too, so a
+        reply is hostile input: bounded before parsing, and a bad one is dropped, never raised."""
         try:
-            body = json.loads(payload)
-        except ValueError:
-            log.warning("shadow_client_invalid_reply", topic=topic)
+            body = loads_bounded(payload, max_nesting=REPLY_NESTING, max_bytes=MAX_REPLY_BYTES)
+        except ShadowRequestError as exc:
+            log.warning(
+                "shadow_client_invalid_reply", topic=topic, size=len(payload), code=exc.code
+            )
             return
         if not isinstance(body, dict):
             return
         if topic.endswith(_DOCUMENTS_SUFFIX):
+            current = body.get("current")
+            if not isinstance(current, dict) or not isinstance(current.get("state"), dict | None):
+                return
+            version = current.get("version")
+            if isinstance(version, bool) or not isinstance(version, int):
+                return
             for queue in self._watchers.get(topic[: -len(_DOCUMENTS_SUFFIX)], ()):
                 queue.put_nowait(body)
             return
@@ -413,7 +469,10 @@ class ShadowClient:
 def _as_document(current: dict[str, Any], timestamp: object) -> dict[str, Any]:
     """An ``update/documents`` "current" in the ``get/accepted`` shape (with delta)."""
     state = dict(current.get("state") or {})
-    delta = compute_delta(state.get("desired") or {}, state.get("reported") or {})
+    desired, reported = state.get("desired"), state.get("reported")
+    delta = compute_delta(
+        desired if isinstance(desired, dict) else {}, reported if isinstance(reported, dict) else {}
+    )
     if delta:
         state["delta"] = delta
     return {

@@ -3,25 +3,40 @@
 `ShadowStore.handle` takes one request published on a shadow topic and returns the responses the
 Device Shadow service would publish, in order. The rules follow the AWS developer guide
 ("Device Shadow service documents", "Device Shadow MQTT topics", "Device Shadow error messages").
+
+Every request is hostile until bounded: size and nesting are checked on the raw bytes before
+``json.loads`` (which raises RecursionError, not ValueError, on deep nests), numbers are bounded
+while parsing, and any other exception while handling one request becomes that request's
+``500 Internal service failure`` reply, so no payload can end the service.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from gateway.errors import GatewayError
+
 __all__ = [
     "MAX_CLIENT_TOKEN_BYTES",
     "MAX_NESTING",
+    "MAX_NUMBER_CHARS",
+    "MAX_PAYLOAD_BYTES",
     "MAX_SECTION_BYTES",
     "Response",
+    "ShadowRequestError",
     "ShadowStore",
     "ShadowTopic",
+    "check_nesting",
     "compute_delta",
+    "json_nesting",
+    "loads_bounded",
     "parse_topic",
     "shadow_prefix",
 ]
@@ -31,6 +46,23 @@ MAX_SECTION_BYTES: Final = 8 * 1024
 MAX_CLIENT_TOKEN_BYTES: Final = 64
 # AWS IoT Core refuses MQTT messages above 128 KB before the shadow service sees them.
 MAX_PAYLOAD_BYTES: Final = 128 * 1024
+# The longest number literal accepted (Jackson's default maxNumberLength): bounds int() parsing
+# (quadratic in the digits) below Python's own 4300-digit limit, whatever the interpreter's
+# setting. A 401-digit integer is stored as AWS stores it; refusing values no device can take
+# is the gateway's job.
+MAX_NUMBER_CHARS: Final = 1000
+# AWS's error texts ("Device Shadow error messages" in the AWS IoT Core developer guide,
+# docs.aws.amazon.com/iot/latest/developerguide/device-shadow-error-messages.html):
+# 400 "JSON contains too many levels of nesting; maximum is 6", 413 "The payload exceeds the
+# maximum size allowed", 415 "Unsupported documented encoding; supported encoding is UTF-8",
+# 500 "Internal service failure".
+_NESTING_MESSAGE: Final = f"JSON contains too many levels of nesting; maximum is {MAX_NESTING}"
+_SIZE_MESSAGE: Final = "The payload exceeds the maximum size allowed"
+_ENCODING_MESSAGE: Final = "Unsupported documented encoding; supported encoding is UTF-8"
+_INVALID_JSON: Final = "Payload contains invalid json"
+_INTERNAL_MESSAGE: Final = "Internal service failure"
+# A request's own levels above a section's: the request object and "state".
+_REQUEST_LEVELS: Final = 2
 _SNAPSHOT_FORMAT: Final = 1
 
 Operation = Literal["update", "get", "delete"]
@@ -180,34 +212,95 @@ def _compact_size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-class _Rejection(Exception):
+class ShadowRequestError(GatewayError):
+    """A request the Device Shadow service refuses: ``code`` and ``message`` as AWS sends them."""
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
 
 
+# A JSON string (escapes included): its brackets are text, not nesting.
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
+_OPENERS: Final = frozenset(b"[{")
+
+
+def json_nesting(payload: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, found without parsing it (linear time)."""
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", payload))
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_object(payload: bytes, *, empty_ok: bool) -> dict[str, Any]:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise _Rejection(413, "The payload exceeds the maximum size allowed")
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ShadowRequestError(
+            400, f"{_INVALID_JSON}: a number longer than {MAX_NUMBER_CHARS} characters"
+        )
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ShadowRequestError(
+            400, f"{_INVALID_JSON}: a number longer than {MAX_NUMBER_CHARS} characters"
+        )
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 would be stored as inf and sent on as "Infinity", which no JSON parser accepts.
+        raise ShadowRequestError(400, f"{_INVALID_JSON}: a number out of range")
+    return value
+
+
+def loads_bounded(payload: bytes, *, max_nesting: int, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Parse JSON the way the shadow service does; raise ShadowRequestError as AWS answers.
+
+    Size (413), UTF-8 (415) and nesting (400) are checked before ``json.loads``; numbers longer
+    than MAX_NUMBER_CHARS or out of a double's range and NaN/Infinity are refused (400).
+    """
+    if len(payload) > max_bytes:
+        raise ShadowRequestError(413, _SIZE_MESSAGE)
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Rejection(
-            415, "Unsupported documented encoding; supported encoding is UTF-8"
-        ) from None
-    if empty_ok and not text.strip():
-        return {}
+        raise ShadowRequestError(415, _ENCODING_MESSAGE) from None
+    if json_nesting(payload) > max_nesting:
+        raise ShadowRequestError(400, _NESTING_MESSAGE)
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+        )
     except ValueError:
-        raise _Rejection(400, "Payload contains invalid json") from None
+        raise ShadowRequestError(400, _INVALID_JSON) from None
+
+
+def check_nesting(value: object) -> None:
+    """Refuse (400) a desired or reported section nested deeper than MAX_NESTING."""
+    if _depth(value) > MAX_NESTING:
+        raise ShadowRequestError(400, _NESTING_MESSAGE)
+
+
+def _parse_object(payload: bytes, *, empty_ok: bool) -> dict[str, Any]:
+    if empty_ok and len(payload) <= MAX_PAYLOAD_BYTES and not payload.strip():
+        return {}
+    doc = loads_bounded(payload, max_nesting=MAX_NESTING + _REQUEST_LEVELS)
     if not isinstance(doc, dict):
-        raise _Rejection(400, "Payload contains invalid json")
+        raise ShadowRequestError(400, _INVALID_JSON)
     return doc
 
 
@@ -216,7 +309,7 @@ def _client_token(request: Mapping[str, Any]) -> str | None:
         return None
     token = request["clientToken"]
     if not isinstance(token, str) or len(token.encode()) > MAX_CLIENT_TOKEN_BYTES:
-        raise _Rejection(400, "Invalid clientToken")
+        raise ShadowRequestError(400, "Invalid clientToken")
     return token
 
 
@@ -301,15 +394,27 @@ class ShadowStore:
         return int(self._clock())
 
     def handle(self, topic: str, payload: bytes) -> list[Response]:
-        """Process one request; return the responses to publish, in order."""
+        """Process one request; return the responses to publish, in order.
+
+        Never raises for a request: a refused one gets its ``rejected`` reply, and any other
+        exception a ``500 Internal service failure`` one, with the shadow left as it was.
+        """
         parsed = parse_topic(topic)
         if parsed is None:
             return []
-        if parsed.operation == "update":
-            return self._update(parsed, payload)
-        if parsed.operation == "get":
-            return self._get(parsed, payload)
-        return self._delete(parsed, payload)
+        token: str | None = None
+        try:
+            request = _parse_object(payload, empty_ok=parsed.operation != "update")
+            token = _client_token(request)
+            if parsed.operation == "update":
+                return self._apply_update(parsed, request, token)
+            if parsed.operation == "get":
+                return self._get(parsed, token)
+            return self._delete(parsed, token)
+        except ShadowRequestError as error:
+            return self._rejected(parsed, error, token)
+        except Exception:  # one request's failure must not end the service
+            return self._rejected(parsed, ShadowRequestError(500, _INTERNAL_MESSAGE), token)
 
     def document(self, thing: str, name: str | None = None) -> dict[str, Any] | None:
         """The current document as ``get`` returns it (without clientToken), or None."""
@@ -347,7 +452,9 @@ class ShadowStore:
 
     # --- operations ---------------------------------------------------------------------------
 
-    def _rejected(self, topic: ShadowTopic, error: _Rejection, token: str | None) -> list[Response]:
+    def _rejected(
+        self, topic: ShadowTopic, error: ShadowRequestError, token: str | None
+    ) -> list[Response]:
         payload = {"code": error.code, "message": error.message, "timestamp": self._now()}
         return [Response(f"{topic.prefix}/{topic.operation}/rejected", _with_token(payload, token))]
 
@@ -355,44 +462,35 @@ class ShadowStore:
         """The existing shadow a get or delete names; a 404 rejection if there is none."""
         shadow = self._shadows.get((topic.thing, topic.name))
         if shadow is None or not shadow.exists:
-            raise _Rejection(404, f"No shadow exists with name: '{topic.name or topic.thing}'")
+            raise ShadowRequestError(
+                404, f"No shadow exists with name: '{topic.name or topic.thing}'"
+            )
         return shadow
-
-    def _update(self, topic: ShadowTopic, payload: bytes) -> list[Response]:
-        token: str | None = None
-        try:
-            request = _parse_object(payload, empty_ok=False)
-            token = _client_token(request)
-            return self._apply_update(topic, request, token)
-        except _Rejection as error:
-            return self._rejected(topic, error, token)
 
     def _apply_update(
         self, topic: ShadowTopic, request: Mapping[str, Any], token: str | None
     ) -> list[Response]:
         if "state" not in request:
-            raise _Rejection(400, "Missing required node: state")
+            raise ShadowRequestError(400, "Missing required node: state")
         state = request["state"]
         if not isinstance(state, dict):
-            raise _Rejection(400, "State node must be an object")
+            raise ShadowRequestError(400, "State node must be an object")
         if any(key not in _SECTIONS for key in state):
-            raise _Rejection(400, "State contains an invalid node")
+            raise ShadowRequestError(400, "State contains an invalid node")
         for name in _SECTIONS:
             if name in state and not isinstance(state[name], dict | None):
-                raise _Rejection(400, f"{name.capitalize()} node must be an object")
+                raise ShadowRequestError(400, f"{name.capitalize()} node must be an object")
         expected = request.get("version")
         if "version" in request and (isinstance(expected, bool) or not isinstance(expected, int)):
-            raise _Rejection(400, "Invalid version")
-        if any(_depth(state.get(name)) > MAX_NESTING for name in _SECTIONS):
-            raise _Rejection(
-                400, f"JSON contains too many levels of nesting; maximum is {MAX_NESTING}"
-            )
+            raise ShadowRequestError(400, "Invalid version")
+        for name in _SECTIONS:
+            check_nesting(state.get(name))
 
         key = (topic.thing, topic.name)
         old = self._shadows.get(key)
         live = old is not None and old.exists
         if expected is not None and (old is None or not live or expected != old.version):
-            raise _Rejection(409, "Version conflict")
+            raise ShadowRequestError(409, "Version conflict")
 
         now = self._now()
         new = copy.deepcopy(old) if live and old is not None else _Shadow(0, now)
@@ -408,7 +506,7 @@ class ShadowStore:
                 data, meta = new.section(name)
                 _merge(data, meta, state[name], now)
         if any(_compact_size(new.section(name)[0]) > MAX_SECTION_BYTES for name in _SECTIONS):
-            raise _Rejection(413, "The payload exceeds the maximum size allowed")
+            raise ShadowRequestError(413, _SIZE_MESSAGE)
         self._shadows[key] = new
 
         requested = {name: copy.deepcopy(state[name]) for name in _SECTIONS if name in state}
@@ -441,23 +539,13 @@ class ShadowStore:
         )
         return responses
 
-    def _get(self, topic: ShadowTopic, payload: bytes) -> list[Response]:
-        token: str | None = None
-        try:
-            token = _client_token(_parse_object(payload, empty_ok=True))
-            shadow = self._live(topic)
-        except _Rejection as error:
-            return self._rejected(topic, error, token)
+    def _get(self, topic: ShadowTopic, token: str | None) -> list[Response]:
+        shadow = self._live(topic)
         document = _with_token(shadow.document(self._now()), token)
         return [Response(f"{topic.prefix}/get/accepted", document)]
 
-    def _delete(self, topic: ShadowTopic, payload: bytes) -> list[Response]:
-        token: str | None = None
-        try:
-            token = _client_token(_parse_object(payload, empty_ok=True))
-            shadow = self._live(topic)
-        except _Rejection as error:
-            return self._rejected(topic, error, token)
+    def _delete(self, topic: ShadowTopic, token: str | None) -> list[Response]:
+        shadow = self._live(topic)
         now = self._now()
         shadow.exists = False
         shadow.timestamp = now

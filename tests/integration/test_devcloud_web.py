@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import ssl
 import sys
@@ -69,6 +70,14 @@ async def https(cloud: DevCloud) -> AsyncIterator[aiohttp.ClientSession]:
 async def http(cloud: DevCloud) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(cloud.dashboard_url) as session:
         yield session
+
+
+async def page_headers(session: aiohttp.ClientSession, origin: str) -> dict[str, str]:
+    """What the dashboard's own page sends with a change: its Origin and the token it carries."""
+    async with session.get("/") as response:
+        page = await response.text()
+    found = re.search(r'<meta name="dashboard-token" content="([^"]*)">', page)
+    return {"Origin": origin.rstrip("/"), "X-Dashboard-Token": found[1] if found else ""}
 
 
 def write_offers(cloud: DevCloud, offers: dict[str, Any]) -> None:
@@ -209,7 +218,8 @@ async def test_setting_desired_through_the_dashboard_updates_the_shadow(
     cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
     desired = {"desired": {"led": True, "fan": 0.5}, "shadow": None}
-    async with http.post("/api/things/pi-x/desired", json=desired) as response:
+    headers = await page_headers(http, cloud.dashboard_url)
+    async with http.post("/api/things/pi-x/desired", json=desired, headers=headers) as response:
         assert response.status == 200
         assert (await response.json())["version"] == 1
     admin = cloud.broker.credentials(cloud.broker.admin_identities[0])
@@ -220,9 +230,11 @@ async def test_setting_desired_through_the_dashboard_updates_the_shadow(
 
 
 async def test_setting_desired_with_an_empty_object_is_refused_with_400(
-    http: aiohttp.ClientSession,
+    cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post("/api/things/pi-x/desired", json={"desired": {}}) as response:
+    headers = await page_headers(http, cloud.dashboard_url)
+    body = {"desired": {}}
+    async with http.post("/api/things/pi-x/desired", json=body, headers=headers) as response:
         assert response.status == 400
 
 

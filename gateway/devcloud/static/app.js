@@ -5,6 +5,9 @@
 
 const state = { things: new Map(), selected: null, signed: new Set() };
 const $ = (id) => document.getElementById(id);
+// This run's token, served inside the page only: every change sends it back, so other pages in
+// the browser (which cannot read this page) cannot make changes through the dashboard's API.
+const TOKEN = document.querySelector('meta[name="dashboard-token"]')?.content || "";
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -231,11 +234,15 @@ function controlSpec(thing, key, desired, reported, error) {
   return { kind: "text" };
 }
 
-function send(thing, shadow, key, value) {
+// `raw` is JSON text the user typed, already checked with JSON.parse: it is sent as typed, so
+// the server applies the shadow's own bounds to it (a 401-digit number stays that number, where
+// JSON.parse would have turned it into Infinity and JSON.stringify into null, deleting the key).
+function send(thing, shadow, key, value, raw) {
+  const desired = raw === undefined ? JSON.stringify({ [key]: value }) : `{${JSON.stringify(key)}:${raw}}`;
   fetch(`/api/things/${encodeURIComponent(thing)}/desired`, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ shadow: shadow || null, desired: { [key]: value } }),
+    headers: { "Content-Type": "application/json", "X-Dashboard-Token": TOKEN },
+    body: `{"shadow":${JSON.stringify(shadow || null)},"desired":${desired}}`,
   }).then(async (response) => {
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
@@ -293,10 +300,18 @@ function buildControl(thing, shadow, key, spec) {
     step: "any", placeholder: spec.kind === "number" ? "number" : "JSON value" });
   input.addEventListener("change", () => {
     if (spec.kind === "number") {
-      if (input.value !== "") send(thing, shadow, key, Number(input.value));
+      if (input.value === "") return;
+      const number = Number(input.value);
+      // Infinity would be sent as null, which deletes the key: refuse it here, visibly.
+      if (!Number.isFinite(number)) toast(`${thing}: ${key} not set: ${input.value} is out of range`);
+      else send(thing, shadow, key, number);
       return;
     }
-    try { send(thing, shadow, key, JSON.parse(input.value)); } catch { send(thing, shadow, key, input.value); }
+    const text = input.value.trim();
+    let isJson = true;
+    try { JSON.parse(text); } catch { isJson = false; }
+    if (isJson) send(thing, shadow, key, undefined, text);
+    else send(thing, shadow, key, input.value);
   });
   return input;
 }

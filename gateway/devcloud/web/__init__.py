@@ -8,11 +8,12 @@ from gateway.devcloud.web.cloud import (
     create_thing_batch,
     parse_address,
 )
-from gateway.devcloud.web.dashboard import dashboard_app
+from gateway.devcloud.web.dashboard import DashboardGuard, dashboard_app
 from gateway.devcloud.web.hub import DashboardHub, DesiredRejectedError
 
 __all__ = [
     "BatchThing",
+    "DashboardGuard",
     "DashboardHub",
     "DesiredRejectedError",
     "DevCloud",

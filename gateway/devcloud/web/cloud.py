@@ -28,7 +28,7 @@ from gateway.devcloud.pki import DevCA, DevCloudError, write_atomic
 from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
 from gateway.devcloud.service import ShadowService
-from gateway.devcloud.web.dashboard import dashboard_app
+from gateway.devcloud.web.dashboard import DashboardGuard, dashboard_app
 from gateway.devcloud.web.hub import DashboardHub
 from gateway.values import codec_for
 
@@ -164,6 +164,7 @@ class DevCloud:
         self._provision: ProvisionService | None = None
         self._fleet_templates = dict(fleet_templates or {})
         self._fleet: FleetResponder | None = None
+        self._guard = DashboardGuard()
         self.dashboard_port = 0
         self.provision_port = 0
         self.ready = asyncio.Event()
@@ -198,6 +199,11 @@ class DevCloud:
     @property
     def dashboard_url(self) -> str:
         return f"http://{_url_host(self._http[0])}:{self.dashboard_port}/"
+
+    @property
+    def dashboard_token(self) -> str:
+        """This run's dashboard token (the page carries it; API changes must send it back)."""
+        return self._guard.token
 
     @property
     def provision_url(self) -> str:
@@ -265,7 +271,9 @@ class DevCloud:
             ip_addresses=(https_host,) if is_ip else (),
         )
         tls = await asyncio.to_thread(server_ssl_context, server)
-        self.dashboard_port = await self._serve(dashboard_app(hub), self._http, None)
+        self.dashboard_port = await self._serve(dashboard_app(hub, self._guard), self._http, None)
+        # Until now the guard refused every request: it only trusts the address it listens on.
+        self._guard.bind(self._http[0], self.dashboard_port)
         self.provision_port = await self._serve(provision_app(provision), self._https, tls)
         await asyncio.to_thread(self._write_discovery)
         log.info(

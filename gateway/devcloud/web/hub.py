@@ -26,8 +26,21 @@ from gateway.devcloud.pki import (
     certificate_common_name,
     client_ssl_context,
 )
-from gateway.devcloud.service import ShadowRejectedError, _new_client, _payload_bytes
-from gateway.devcloud.shadowdoc import ShadowStore, compute_delta, parse_topic, shadow_prefix
+from gateway.devcloud.service import (
+    MAX_REPLY_BYTES,
+    REPLY_NESTING,
+    ShadowRejectedError,
+    _new_client,
+    _payload_bytes,
+)
+from gateway.devcloud.shadowdoc import (
+    ShadowRequestError,
+    ShadowStore,
+    compute_delta,
+    loads_bounded,
+    parse_topic,
+    shadow_prefix,
+)
 
 __all__ = ["CLASSIC", "DashboardHub", "DesiredRejectedError"]
 
@@ -49,6 +62,8 @@ _BACKOFF_MIN: Final = 0.2
 _BACKOFF_MAX: Final = 2.0
 _REQUEST_TIMEOUT: Final = 5.0
 _STATUSES: Final = ("online", "offline")
+_MAX_STATUS_BYTES: Final = 4096
+_MAX_EVENT_CHARS: Final = 300
 
 log = structlog.get_logger()
 
@@ -169,6 +184,9 @@ class DashboardHub:
         return thing
 
     def _event(self, thing: _Thing, kind: str, text: str) -> None:
+        if len(text) > _MAX_EVENT_CHARS:
+            # Replies a thing publishes itself may carry anything: keep the log's memory bounded.
+            text = text[: _MAX_EVENT_CHARS - 1] + "…"
         entry = {"at": time.time(), "kind": kind, "text": text}
         thing.events.append(entry)
         self._broadcast({"type": "event", "thing": thing.name, "event": entry})
@@ -238,7 +256,7 @@ class DashboardHub:
                     if ready is not None:
                         ready.set()
                     async for message in client.messages:
-                        self._on_message(message.topic.value, _payload_bytes(message.payload))
+                        self._receive(message.topic.value, _payload_bytes(message.payload))
             except aiomqtt.MqttError as exc:
                 failures += 1
                 delay = random.uniform(_BACKOFF_MIN, min(_BACKOFF_MAX, _BACKOFF_MIN * 2**failures))
@@ -260,15 +278,20 @@ class DashboardHub:
         if client is None:
             raise DesiredRejectedError(503, "dashboard is not connected to the broker")
         token = uuid.uuid4().hex
+        body = {"state": {"desired": dict(desired)}, "clientToken": token}
+        topic = f"{shadow_prefix(thing, shadow)}/update"
+        try:
+            # allow_nan=False: a NaN or infinity is not JSON; refuse it as the shadow would.
+            payload = json.dumps(body, allow_nan=False).encode()
+        except ValueError as exc:
+            raise DesiredRejectedError(400, "Payload contains invalid json") from exc
         future: asyncio.Future[tuple[bool, dict[str, Any]]] = (
             asyncio.get_running_loop().create_future()
         )
         self._pending[token] = future
-        body = {"state": {"desired": dict(desired)}, "clientToken": token}
-        topic = f"{shadow_prefix(thing, shadow)}/update"
         try:
             async with asyncio.timeout(_REQUEST_TIMEOUT):
-                await client.publish(topic, json.dumps(body).encode(), 1)
+                await client.publish(topic, payload, 1)
                 accepted, reply = await future
         except TimeoutError as exc:
             raise DesiredRejectedError(504, f"no reply on {topic}/accepted|rejected") from exc
@@ -276,9 +299,30 @@ class DashboardHub:
             raise DesiredRejectedError(503, str(exc)) from exc
         finally:
             self._pending.pop(token, None)
+        # The reply comes off the broker: a thing can see the token and answer in the service's
+        # place, so its fields are checked, not trusted.
+        code, version = reply.get("code"), reply.get("version")
         if not accepted:
-            raise DesiredRejectedError(int(reply.get("code", 500)), str(reply.get("message")))
-        return int(reply.get("version", 0))
+            code = code if isinstance(code, int) and 400 <= code < 600 else 502
+            raise DesiredRejectedError(code, str(reply.get("message"))[:_MAX_EVENT_CHARS])
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise DesiredRejectedError(502, "the shadow service's reply has no version")
+        return version
+
+    def _receive(self, topic: str, payload: bytes) -> None:
+        """Things may publish on their own status and shadow reply topics: every message is
+        hostile input, and one that fails is dropped (logged by its shape), never raised."""
+        try:
+            self._on_message(topic, payload)
+        except ShadowRequestError as exc:
+            log.warning("dashboard_message_refused", topic=topic, size=len(payload), code=exc.code)
+        except Exception as exc:
+            log.error(
+                "dashboard_message_dropped",
+                topic=topic,
+                size=len(payload),
+                error=type(exc).__name__,
+            )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
@@ -288,10 +332,7 @@ class DashboardHub:
         parsed = parse_topic(topic.rsplit("/", 1)[0])
         if parsed is None:
             return
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            return
+        body = loads_bounded(payload, max_nesting=REPLY_NESTING, max_bytes=MAX_REPLY_BYTES)
         if not isinstance(body, dict):
             return
         suffix = parts[-1]
@@ -313,11 +354,13 @@ class DashboardHub:
                 self._event(thing, "error", message)
 
     def _on_status(self, name: str, payload: bytes) -> None:
+        if len(payload) > _MAX_STATUS_BYTES:
+            raise ShadowRequestError(413, "status message too large")
         text = payload.decode(errors="replace").strip()
         status = text.lower()
         if text.startswith("{"):
-            with contextlib.suppress(ValueError, AttributeError):
-                status = str(json.loads(text).get("status", "")).lower()
+            body = loads_bounded(payload, max_nesting=REPLY_NESTING)
+            status = str(body.get("status", "")).lower() if isinstance(body, dict) else ""
         thing = self._thing(name)
         status = status if status in _STATUSES else "unknown"
         if status == thing.status:
