@@ -1,9 +1,11 @@
 """Keeps the devices and the thing's shadow in sync over one MQTT session at a time.
 
-Per session three named tasks share one ``TaskGroup``: the reader (replies and deltas, applied
-synchronously so a relay follows the shadow within milliseconds), the sender (clientTokens, at
-most 10 requests in flight and 20 per second, as AWS allows) and the reporter (input and sensor
-changes coalesced to at most one update per 50 ms). The decisions are in ``reconcile.py``.
+The sync half of the shadow link: a delta or a fetched document becomes a plan (``reconcile``),
+the device core applies it, and one update answers it. Per session four named tasks share one
+``TaskGroup``: the reader (replies and deltas, applied synchronously so a relay follows the
+shadow within milliseconds), the protocol (``shadow_protocol``: requests on the wire, limits,
+expiry, retries), the reporter (device changes coalesced to at most one update per 50 ms) and
+the event publisher (the outbox's events, in order).
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
@@ -27,7 +27,6 @@ from gateway.messages import (
     PayloadError,
     ShadowDocument,
     UpdateAccepted,
-    describe_shape,
     parse_reply,
 )
 from gateway.outbox import Change, Outbox, OutboxWriter
@@ -35,99 +34,23 @@ from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
     UNKNOWN_KEYS_KEY,
-    ClientTokens,
     Coalescer,
     DeltaPlan,
-    RateLimiter,
     Reconciler,
     ShadowUpdate,
-    merge_updates,
 )
 from gateway.rules import Behaviours
-from gateway.topics import Reply, ShadowTopics
+from gateway.shadow_protocol import ShadowProtocol, ShadowRequest
+from gateway.topics import ShadowTopics
 from gateway.values import JsonValue, ValueCodec
 
 log = structlog.get_logger()
 
-MAX_IN_FLIGHT = 10  # AWS answers 429 beyond 10 unacknowledged shadow requests per connection
-MAX_REQUESTS_PER_S = 20  # AWS's per-thing shadow request rate
 REPORT_INTERVAL_S = 0.05  # coalesce input bursts to one update per 50 ms
-REPLY_TIMEOUT_S = 10.0
-THROTTLE_RETRY_S = 1.0
 FINAL_REPORT_TIMEOUT_S = 2.0
 EVENT_BATCH = 100  # events per message: in order, far below the 128 KB payload limit
-# Requests waiting for the sender. Updates merge into the newest waiting one, so a flood of
-# deltas never grows the queue; past this bound even a versioned update merges.
-MAX_QUEUED_REQUESTS = 16
 # Stale error entries cleared per full report (a bound on the update's size).
 MAX_STALE_ERRORS_CLEARED = 500
-
-
-@dataclass(eq=False)
-class _Request:
-    kind: Literal["get", "update"]
-    update: ShadowUpdate | None = None
-    # Input/sensor changes this update carries: put back for resending if it is not accepted.
-    batch: dict[str, JsonValue] = field(default_factory=dict)
-    observed_at: float | None = None
-    token: str = ""  # given when sent
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    timer: asyncio.TimerHandle | None = None
-
-    def payload(self) -> dict[str, Any]:
-        if self.update is None:
-            return {"clientToken": self.token}
-        return self.update.to_payload(self.token)
-
-    def absorb(self, newer: _Request) -> None:
-        """Take a newer update's content into this one (still waiting to be sent)."""
-        assert self.update is not None and newer.update is not None
-        self.update = merge_updates(self.update, newer.update)
-        self.batch = {**self.batch, **newer.batch}
-        if newer.observed_at is not None:
-            self.observed_at = max(self.observed_at or newer.observed_at, newer.observed_at)
-
-
-class _RequestQueue:
-    """The sender's queue: bounded, and updates waiting in it coalesce (newest value wins)."""
-
-    def __init__(self) -> None:
-        self._items: deque[_Request] = deque()
-        self._ready = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, request: _Request) -> _Request:
-        """Queue ``request``, or merge it into the newest waiting update; returns the request
-        that will carry it."""
-        tail = self._items[-1] if self._items else None
-        if tail is not None and request.kind == "update" and tail.kind == "update":
-            assert tail.update is not None and request.update is not None
-            same_kind = (tail.update.version is None) == (request.update.version is None)
-            if same_kind or len(self._items) >= MAX_QUEUED_REQUESTS:
-                tail.absorb(request)
-                return tail
-        if len(self._items) >= MAX_QUEUED_REQUESTS:
-            # Only gets and alternating update kinds get here; a get is deduplicated upstream.
-            for waiting in reversed(self._items):
-                if waiting.kind == request.kind == "update":
-                    waiting.absorb(request)
-                    return waiting
-        self._items.append(request)
-        self._ready.set()
-        return request
-
-    async def get(self) -> _Request:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
-
-    def drain(self) -> list[_Request]:
-        items = list(self._items)
-        self._items.clear()
-        return items
 
 
 class ShadowSync:
@@ -165,8 +88,6 @@ class ShadowSync:
         self._clock = clock
         self._monotonic = monotonic
         self._coalescer = Coalescer(REPORT_INTERVAL_S)
-        self._tokens = ClientTokens()
-        self._limiter = RateLimiter(MAX_REQUESTS_PER_S, burst=MAX_IN_FLIGHT)
         self.connected = False
         self.synced = asyncio.Event()  # set once a fetched document has been reconciled
         self.counters = {
@@ -177,11 +98,7 @@ class ShadowSync:
         }
         self._stopping = False
         self._first_get_in_session = True
-        self._queue = _RequestQueue()
-        self._in_flight: dict[str, _Request] = {}
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._report_wake = asyncio.Event()
-        self._get_pending = False
         self._outbox = outbox if outbox is not None else Outbox(None)
         # Accepted input changes reach the reporter only once the writer has them on disk.
         self._writer = writer
@@ -214,6 +131,7 @@ class ShadowSync:
         counters, the gateway's status entries and changes not yet reported carry over."""
         self.thing = thing
         self.topics = ShadowTopics(thing, shadow.name)
+        self.protocol = ShadowProtocol(self.topics, self, monotonic=self._monotonic)
         self._shadow = shadow
         self._restore = restore
         self.reconciler = Reconciler(codecs)
@@ -277,7 +195,7 @@ class ShadowSync:
     def _hold_failsafe_against_own_deltas(self, delta: DeltaMessage, plan: DeltaPlan) -> None:
         """A delta our own report caused (it carries our clientToken) only repeats the desired
         value from before the outage: the fail-safe value holds. Anyone else's is fresh."""
-        caused_by_us = self._tokens.is_ours(delta.client_token)
+        caused_by_us = self.protocol.is_ours(delta.client_token)
         for name in [name for name in plan.apply if name in self._failsafed]:
             if caused_by_us:
                 del plan.apply[name]
@@ -334,11 +252,11 @@ class ShadowSync:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(self._read_loop(session), name="shadow_reader"),
-                    group.create_task(self._send_loop(session), name="shadow_sender"),
+                    group.create_task(self.protocol.run(session), name="shadow_protocol"),
                     group.create_task(self._report_loop(), name="shadow_reporter"),
                     group.create_task(self._event_loop(session), name="event_publisher"),
                 ]
-                self._request_get()
+                self.protocol.request_get()
                 await stop.wait()
                 await self._final_report()
                 for task in tasks:
@@ -354,24 +272,15 @@ class ShadowSync:
     def _reset_session(self) -> None:
         self._stopping = False
         self._first_get_in_session = True
-        self._get_pending = False
-        self._queue = _RequestQueue()
-        self._in_flight.clear()
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.protocol.start_session()
         if self._coalescer.pending:
             self._report_wake.set()  # changes kept from the last session go out first thing
 
     def _abandon_requests(self) -> None:
         """The session is gone: keep every unacknowledged input change for the next one."""
-        pending = list(self._in_flight.values())
-        pending.extend(self._queue.drain())
-        for request in pending:
-            if request.timer is not None:
-                request.timer.cancel()
+        for request in self.protocol.abandon():
             if request.batch:
                 self._coalescer.put_back(request.batch, request.observed_at)
-            request.done.set()
-        self._in_flight.clear()
 
     async def _final_report(self) -> None:
         """On shutdown: stop taking deltas, report the final state and wait briefly for it."""
@@ -424,7 +333,7 @@ class ShadowSync:
         elif isinstance(reply, UpdateAccepted):
             self._on_update_accepted(reply)
         elif isinstance(reply, ErrorReply):
-            self._on_rejected(kind, reply)
+            self.protocol.on_rejected(kind, reply)
 
     def _on_delta(self, delta: DeltaMessage) -> None:
         if self._stopping:
@@ -437,19 +346,16 @@ class ShadowSync:
             )
             # The document decides: it resets the version floor (should a forged or replayed
             # delta have raised it) and carries whatever this delta wanted, if still desired.
-            self._request_get()
+            self.protocol.request_get()
             return
         if self._failsafed:
             self._hold_failsafe_against_own_deltas(delta, plan)
         self._apply_and_report(plan, extra_reported=None)
 
     def _on_document(self, document: ShadowDocument) -> None:
-        request = self._in_flight.get(document.client_token or "")
-        if request is None:
+        if self.protocol.answered(document.client_token) is None:
             return  # somebody else's get: not ours to trust
         self.reconciler.observe_document(document.version)
-        self._complete(request)
-        self._get_pending = False
         if self._stopping:
             return
         reported = document.state.reported or {}
@@ -551,50 +457,26 @@ class ShadowSync:
             self._enqueue_update(update)
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
-        request = self._in_flight.get(accepted.client_token or "")
+        request = self.protocol.answered(accepted.client_token)
         if request is not None:
             self.reconciler.observe_version(accepted.version)  # only our own: trusted
-            self._complete(request)
             if request.batch and self._writer is not None:
                 self._writer.delivered(request.batch)  # the outbox may forget these now
 
-    def _on_rejected(self, kind: Reply, error: ErrorReply) -> None:
-        request = self._in_flight.get(error.client_token or "")
-        if request is None:
-            return  # a reply to another client of this thing
-        self._complete(request)
-        if kind is Reply.GET_REJECTED:
-            self._get_pending = False
-            if error.code == 404:
-                # No shadow yet: create it by reporting the devices' current state.
-                log.info("shadow_created", reason="get returned 404")
-                self._first_get_in_session = False
-                self._enqueue_update(ShadowUpdate(reported=self._full_reported()))
-                self.synced.set()
-                return
-            log.warning("shadow_get_rejected", code=error.code, message=error.message)
-            self._retry_later(self._request_get, THROTTLE_RETRY_S)
-            return
-        if error.code == 409:
-            log.info("update_version_conflict", message=error.message)
-            self._put_back(request)
-            self._request_get()
-        elif error.code == 429 or error.code >= 500:
-            log.warning("update_throttled", code=error.code, message=error.message)
-            self._retry_later(lambda: self._resend(request), THROTTLE_RETRY_S)
-        else:
-            shape = describe_shape(request.payload())
-            log.warning(
-                "update_rejected_dropped", code=error.code, message=error.message, shape=shape
-            )
+    # -- what the protocol tells the sync ---------------------------------------------------------
 
-    # -- sending --------------------------------------------------------------------------------
+    def on_no_shadow(self) -> None:
+        """No shadow yet: create it by reporting the devices' current state."""
+        log.info("shadow_created", reason="get returned 404")
+        self._first_get_in_session = False
+        self._enqueue_update(ShadowUpdate(reported=self._full_reported()))
+        self.synced.set()
 
-    def _request_get(self) -> None:
-        if self._get_pending:
-            return  # one fetch answers every conflict noticed meanwhile
-        self._get_pending = True
-        self._queue.put(_Request("get"))
+    def on_not_accepted(self, request: ShadowRequest) -> None:
+        """An update that will not be retried as it is: its input changes go out again."""
+        if request.batch:
+            self._coalescer.put_back(request.batch, request.observed_at)
+            self._report_wake.set()
 
     def _enqueue_update(
         self,
@@ -602,59 +484,8 @@ class ShadowSync:
         *,
         batch: dict[str, JsonValue] | None = None,
         observed_at: float | None = None,
-    ) -> _Request:
-        return self._queue.put(_Request("update", update, batch or {}, observed_at))
-
-    def _put_back(self, request: _Request) -> None:
-        """An update that will not be retried as it is: its input changes go out again."""
-        if request.batch:
-            self._coalescer.put_back(request.batch, request.observed_at)
-            self._report_wake.set()
-
-    def _resend(self, request: _Request) -> None:
-        if not self.connected:
-            return
-        self._queue.put(_Request(request.kind, request.update, request.batch, request.observed_at))
-
-    def _retry_later(self, action: Any, delay_s: float) -> None:
-        asyncio.get_running_loop().call_later(delay_s, action)
-
-    async def _send_loop(self, session: MqttSession) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            request = await self._queue.get()
-            await self._slots.acquire()
-            # Sleeping on the token bucket (not an event): the wait is computed, not signalled.
-            while (wait := self._limiter.delay(self._monotonic())) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
-            topic = self.topics.get if request.kind == "get" else self.topics.update
-            request.token = self._tokens.next()
-            self._in_flight[request.token] = request
-            request.timer = loop.call_later(REPLY_TIMEOUT_S, self._expire, request.token)
-            body = json.dumps(request.payload(), separators=(",", ":")).encode()
-            await session.publish(topic, body, qos=1)
-
-    def _complete(self, request: _Request) -> None:
-        if self._in_flight.pop(request.token, None) is None:
-            return
-        if request.timer is not None:
-            request.timer.cancel()
-        self._slots.release()
-        request.done.set()
-
-    def _expire(self, token: str) -> None:
-        request = self._in_flight.get(token)
-        if request is None:
-            return
-        log.warning("shadow_reply_timeout", kind=request.kind, timeout_s=REPLY_TIMEOUT_S)
-        self._complete(request)
-        if request.kind == "get":
-            self._get_pending = False
-            self._request_get()
-        elif request.batch:
-            self._put_back(request)
-        elif request.update is not None and request.update.desired:
-            self._request_get()  # the delta is still there; fetch and reconcile again
+    ) -> ShadowRequest:
+        return self.protocol.enqueue_update(update, batch=batch, observed_at=observed_at)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -724,8 +555,8 @@ class ShadowSync:
             "devices": dict(self.values),
             "errors": dict(self.reconciler.errors),
             "counters": dict(self.counters),
-            "in_flight": len(self._in_flight),
-            "queued": len(self._queue),
+            "in_flight": self.protocol.in_flight,
+            "queued": self.protocol.queued,
             "outbox": self._outbox.depth(),
         }
 

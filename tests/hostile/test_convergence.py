@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import shadow as shadow_module
+from gateway import shadow_protocol
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig, ShadowConfig
 from gateway.devcloud.shadowdoc import ShadowStore
 from gateway.errors import MqttConnectionError
@@ -203,7 +203,7 @@ async def test_pins_reported_and_desired_converge_under_any_interleaving(
     script: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The rate limit has its own tests; here it would only make each example wait in real time.
-    monkeypatch.setattr(shadow_module, "MAX_REQUESTS_PER_S", 100_000)
+    monkeypatch.setattr(shadow_protocol, "MAX_REQUESTS_PER_S", 100_000)
     world = World()
     try:
         await world.connect()
@@ -230,7 +230,7 @@ async def test_three_desired_writes_back_to_back_leave_pin_and_shadow_agreeing(
 ) -> None:
     """The reported case: led true, false, true with no gap, every reply held back until all
     three are in the shadow (so two of the gateway's clears meet 409)."""
-    monkeypatch.setattr(shadow_module, "MAX_REQUESTS_PER_S", 100_000)
+    monkeypatch.setattr(shadow_protocol, "MAX_REQUESTS_PER_S", 100_000)
     world = World()
     try:
         await world.connect()

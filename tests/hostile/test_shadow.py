@@ -21,7 +21,7 @@ import pytest
 from gateway.adapters.mqtt import build_tls_context
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.shadowdoc import MAX_SECTION_BYTES
-from gateway.shadow import MAX_QUEUED_REQUESTS
+from gateway.shadow_protocol import MAX_QUEUED_REQUESTS
 from tests.integration.harness import reported
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,8 @@ import pytest
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, ShadowConfig
 from gateway.engine import DeviceEngine
 from gateway.ports import InboundMessage
-from gateway.shadow import MAX_IN_FLIGHT, ShadowSync
+from gateway.shadow import ShadowSync
+from gateway.shadow_protocol import MAX_IN_FLIGHT
 from gateway.topics import Reply, ShadowTopics
 from gateway.values import JsonValue, NativeValue, codec_for
 from tests.clock import ManualClock
@@ -148,9 +149,9 @@ async def test_version_conflict_fetches_the_document_again(running: Any) -> None
 
 
 async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.shadow
+    import gateway.shadow_protocol
 
-    monkeypatch.setattr(gateway.shadow, "THROTTLE_RETRY_S", 0.01)
+    monkeypatch.setattr(gateway.shadow_protocol, "THROTTLE_RETRY_S", 0.01)
     _sync, session, _bank = running
     await answer_initial_get(session)
     _, report = (await session.wait_publishes(2))[1]
