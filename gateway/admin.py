@@ -62,16 +62,22 @@ def _prepare_socket_path(path: Path) -> None:
 
 
 def _listen(path: Path) -> socket.socket:
-    """A listening, non-blocking Unix socket at ``path``, mode 0660 before anyone can connect."""
+    """A listening, non-blocking Unix socket at ``path``. It is bound under a temporary name,
+    given mode 0660 and listening before it is renamed into place: whoever sees the file can
+    connect, and nobody can before the mode is set."""
     _prepare_socket_path(path)
+    staged = path.with_name(path.name + "~")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(str(path))
-        os.chmod(path, SOCKET_MODE)
+        staged.unlink(missing_ok=True)  # left behind by a crash
+        listener.bind(str(staged))
+        os.chmod(staged, SOCKET_MODE)
         listener.listen(BACKLOG)
+        os.replace(staged, path)
         listener.setblocking(False)
     except OSError as exc:
         listener.close()
+        staged.unlink(missing_ok=True)
         raise AdminError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     return listener
 
@@ -102,19 +108,22 @@ class _Summary:
 @dataclass(eq=False)
 class _Client:
     accepted_at: float
-    deadline: asyncio.Timeout | None = None  # set while waiting for the request line
+    waiting: bool = True  # for its request line (from accept on: its task may not run yet)
+    deadline: asyncio.Timeout | None = None  # the read timeout, once the read has begun
     evicted: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def idle(self) -> bool:
-        return self.deadline is not None and not self.evicted and not self.deadline.expired()
+        expiring = self.deadline is not None and self.deadline.expired()
+        return self.waiting and not self.evicted and not expiring
 
     def evict(self) -> None:
-        """End the wait for the request line now (the client is answered and closed)."""
-        assert self.deadline is not None
+        """End the wait for the request line now (the client is answered and closed); a read
+        not begun yet is not begun at all."""
         self.evicted = True
-        self.deadline.reschedule(asyncio.get_running_loop().time())
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time())
 
 
 class _AdminServer:
@@ -191,6 +200,8 @@ class _AdminServer:
         try:
             async with asyncio.timeout(self.read_timeout_s) as deadline:
                 client.deadline = deadline
+                if client.evicted:  # replaced before its task could start reading
+                    raise TimeoutError
                 line = await reader.readline()
         except TimeoutError:
             if client.evicted:
@@ -205,6 +216,7 @@ class _AdminServer:
             return _reply_line({"ok": False, "error": error})
         finally:
             client.deadline = None
+            client.waiting = False
         try:
             return _reply_line(await _dispatch(line, self.handler))
         except Exception as exc:
