@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from gateway.devcloud import MosquittoBroker, ShadowService
 from gateway.devcloud.events import collect_events
 from gateway.outbox import Change, Outbox
+from tests.integration.harness import until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,24 @@ async def test_corrupt_outbox_is_moved_aside_salvaged_and_the_gateway_delivers_a
         assert replaced["last_known_depth"]["events"] == PENDING  # said, not silently lost
     else:
         assert replaced["moved_to"] == str(aside)
+
+
+async def test_run_starts_on_an_outbox_with_a_random_header_instead_of_exiting_1(
+    broker: MosquittoBroker, shadow_service: ShadowService, tmp_path: Path, thing: str
+) -> None:
+    """The restart loop itself: ``edge-gateway run`` (as systemd starts it) on the damaged
+    file stays up, answers ``status`` from a fresh outbox, and stops cleanly."""
+    from tests.integration.test_resilience import GatewayProcesses
+
+    path = tmp_path / "state" / "outbox.sqlite3"
+    with_pending_events(path)
+    path.write_bytes(random_header(path.read_bytes()))
+    config = write_config(tmp_path, broker, thing, devices=EVENT_DEVICES)
+    async with GatewayProcesses(config, tmp_path) as gateways:
+        process = await gateways.start()
+        await until(lambda: gateways.admin({"cmd": "status"})["connected"] is True)
+        status = gateways.admin({"cmd": "status"})
+        assert status["outbox_in_memory"] is False and process.returncode is None
+        assert await gateways.stop(process) == 0
+    assert len(list(path.parent.glob("outbox.sqlite3.corrupt-*"))) >= 1
+    assert "outbox_corrupt_moved_aside" in (tmp_path / "gateway.log").read_text()
