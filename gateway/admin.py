@@ -3,6 +3,11 @@
 ``edge-gateway status`` asks it for the daemon's state; in mock mode ``edge-gateway mock set``
 drives an input through it. It is a Unix socket (mode 0660), so only the service user and its
 group can reach it, and nothing is exposed on the network.
+
+Whoever can reach it is still not trusted to behave: a request line is capped
+(``MAX_REQUEST_BYTES``) and must arrive within ``READ_TIMEOUT_S``; at most ``MAX_CLIENTS``
+connections are held, a newcomer replacing the one that has waited longest for its line; and
+running out of descriptors frees one instead of flooding the log.
 """
 
 from __future__ import annotations
@@ -34,9 +39,8 @@ MAX_CLIENTS = 16  # served at once; a newcomer beyond it replaces the longest-id
 READ_TIMEOUT_S = 5.0  # for the request line; the CLI sends it at once
 WRITE_TIMEOUT_S = 5.0  # for the reply to leave
 ACCEPT_RETRY_S = 0.5  # after accept() failed with nothing to free (out of descriptors)
-LOG_EVERY_S = (
-    60.0  # dropped clients and failed accepts: one line, then a summary at most this often
-)
+# Dropped clients and failed accepts: one line, then a summary at most this often.
+LOG_EVERY_S = 60.0
 BACKLOG = 64
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -145,7 +149,7 @@ class _AdminServer:
             try:
                 conn, _ = await loop.sock_accept(listener)
             except OSError as exc:
-                self.accept_failures.note(errno.errorcode.get(exc.errno or 0, "error"))
+                self.accept_failures.note(errno.errorcode.get(exc.errno or 0, "error").lower())
                 if exc.errno in _OUT_OF_RESOURCES and await self._shed_longest_idle():
                     continue
                 await asyncio.sleep(ACCEPT_RETRY_S)
