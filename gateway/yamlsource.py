@@ -3,19 +3,32 @@
 pydantic reports errors by a path of keys; users need ``file:line:col``. We compose the YAML
 node tree ourselves (PyYAML's ``SafeLoader``), build plain Python data from it, and keep a map
 from each key path to the source position, so any error can be pointed at its line.
+
+Loading is bounded before any data is built: the file's size (``MAX_YAML_BYTES``), the nesting
+depth (``MAX_DEPTH``) and the number of values the document stands for once every alias is
+expanded (``MAX_NODES``). An alias is a reference, so a few hundred bytes can stand for billions
+of values ("billion laughs"); the composer adds up each node's expanded size as it goes and stops
+at the first node over the bound, naming its line.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.events import AliasEvent
 
 from gateway.errors import ConfigError
 
 KeyPath: TypeAlias = tuple[str | int, ...]
+
+MAX_YAML_BYTES = 1024 * 1024  # a gateway config is a few KB
+MAX_DEPTH = 64  # the config schema is 4-5 levels deep
+MAX_NODES = 100_000  # values once aliases are expanded: ~100x a large config
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,88 @@ def _position(node: yaml.Node) -> Position:
     return Position(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` whose composer refuses documents nested deeper than ``MAX_DEPTH``, aliases
+    pointing into their own node (a cycle), and nodes standing for more than ``MAX_NODES``
+    values once aliases are expanded.
+
+    ``expanded[id(node)]`` is a node's size with every alias expanded, known as soon as the node
+    is composed (children first); an alias adds its target's size without copying anything. The
+    nodes stay alive in the tree while this loader exists, so no id is reused meanwhile.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.expanded: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Any = event.start_mark  # yaml.error.Mark here (the pure-Python loader)
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            # The composer registers an anchor before composing the node's children: an alias
+            # to a node whose size is not known yet points into that node.
+            if target is not None and id(target) not in self.expanded:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"alias *{event.anchor} refers to the node that contains it",
+                    mark,
+                )
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        assert node is not None  # None only at a document's end, never inside one
+        size = 1 + sum(self.expanded[id(child)] for child in _children(node))
+        if size > MAX_NODES:
+            raise ComposerError(
+                None,
+                None,
+                f"its aliases expand to more than {MAX_NODES} values (expected a config, "
+                "not an alias bomb)",
+                node.start_mark,
+            )
+        self.expanded[id(node)] = size
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _read_bounded(path: Path) -> str:
+    """The file's text; its size is checked before reading, and the read is bounded too (a FIFO
+    or a device reports no size)."""
+    try:
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_YAML_BYTES:
+                raise ConfigError(
+                    [f"{path}: file is {size} bytes, more than the {MAX_YAML_BYTES} allowed"]
+                )
+            data = stream.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError([f"{path}: file is more than the {MAX_YAML_BYTES} bytes allowed"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {exc.start}): expected a YAML config"]
+        ) from exc
+
+
 class _Builder:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -60,7 +155,7 @@ class _Builder:
             self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.constructor.construct_object(key_node, deep=True)
+                key = self._construct(key_node)
                 if not isinstance(key, str | int | bool | float) or key is None:
                     raise self._error(key_node, f"mapping keys must be plain scalars, got {key!r}")
                 if key in result:
@@ -77,7 +172,16 @@ class _Builder:
                 self.positions[child] = _position(item_node)
                 items.append(self.build(item_node, child))
             return items
-        return self.constructor.construct_object(node, deep=True)
+        return self._construct(node)
+
+    def _construct(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise self._error(node, f"invalid YAML: {exc.problem or exc}") from exc
+        except (ValueError, OverflowError) as exc:
+            # int() beyond 4300 digits, a date like 2024-13-45: a value no config can hold
+            raise self._error(node, f"cannot read this value: {exc}") from exc
 
     def _error(self, node: yaml.Node, message: str) -> ConfigError:
         pos = _position(node)
@@ -85,13 +189,11 @@ class _Builder:
 
 
 def load_yaml(path: Path) -> YamlDocument:
-    """Read ``path`` into plain data with positions; syntax errors become ``ConfigError``."""
+    """Read ``path`` into plain data with positions; syntax errors, an oversized file and an
+    alias bomb become ``ConfigError``."""
+    text = _read_bounded(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

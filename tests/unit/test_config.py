@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,77 @@ def test_servo_pulse_widths_must_be_ordered(kind: str) -> None:
     model = ServoConfig if kind == "Servo" else AngularServoConfig
     with pytest.raises(ValueError, match="min_pulse_width_ms must be below max_pulse_width_ms"):
         model(type=kind, pin=12, min_pulse_width_ms=2.0, max_pulse_width_ms=1.5)
+
+
+# --- YAML loading is bounded (issue 19) -----------------------------------------------------
+
+
+def alias_bomb(levels: int) -> str:
+    """ "Billion laughs": each level is nine aliases of the one before (9**levels strings)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, levels):
+        lines.append(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_its_line_before_it_is_expanded(tmp_path: Path) -> None:
+    path = write(tmp_path, alias_bomb(6))  # 531,441 strings: too many for any config
+    tracemalloc.start()
+    try:
+        [line] = problems(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Refused at the first level that stands for more than MAX_NODES values, nothing built.
+    assert line.startswith(f"{path}:6:5: invalid YAML: its aliases expand to more than 100000")
+    assert peak < 5 * 1024 * 1024
+
+
+def test_yaml_merge_key_bomb_is_refused_too(tmp_path: Path) -> None:
+    lines = ["m0: &m0 {x: 1, y: 2}"]
+    for n in range(1, 10):
+        lines.append(f"m{n}: &m{n} {{<<: [" + ", ".join([f"*m{n - 1}"] * 9) + "]}")
+    [line] = problems(write(tmp_path, "\n".join(lines) + "\n"))
+    assert "its aliases expand to more than" in line
+
+
+def test_a_few_aliases_and_merge_keys_still_load(tmp_path: Path) -> None:
+    from gateway.yamlsource import load_yaml
+
+    text = "base: &b {type: LED}\nled: {<<: *b, pin: 17}\nl: &l [1, 2]\nboth: [*l, *l]\n"
+    document = load_yaml(write(tmp_path, text))
+    assert document.data["led"] == {"type": "LED", "pin": 17}
+    assert document.data["both"] == [[1, 2], [1, 2]]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a [1, *a]\n", "1:11: invalid YAML: alias *a refers to the node that contains it"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "1:67: invalid YAML: nested deeper than 64"),
+        ("a: " + "9" * 5000 + "\n", "1:4: cannot read this value: Exceeds the limit"),
+        ("a: 2024-13-45\n", "1:4: cannot read this value: month must be in 1..12"),
+    ],
+    ids=["alias_cycle", "nested_5000_deep", "int_5000_digits", "impossible_date"],
+)
+def test_yaml_that_used_to_escape_as_a_traceback_is_a_config_error(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    [line] = problems(path)
+    assert line.startswith(f"{path}:{expected}")
+
+
+def test_config_file_over_the_size_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    with path.open("wb") as sparse:
+        sparse.truncate(2 * 1024 * 1024)  # nothing written: reading it would be the bug
+    [line] = problems(path)
+    assert line == f"{path}: file is 2097152 bytes, more than the 1048576 allowed"
+
+
+def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(b"thing: caf\xe9\n")
+    [line] = problems(path)
+    assert line == f"{path}: not UTF-8 text (byte 10): expected a YAML config"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -176,11 +177,131 @@ async def test_writer_moves_memory_back_to_disk_without_waiting_for_a_change(
     assert outbox.depth()["events"] == 0
 
 
-def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+def aside_files(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.corrupt-*"))
+
+
+def corrupt_page(path: Path, which: int) -> None:
+    """Overwrite the ``which``-th page holding event rows with random bytes (file closed)."""
+    data = bytearray(path.read_bytes())
+    pages = [n for n in range(1, len(data) // 4096) if b"button" in data[n * 4096 : (n + 1) * 4096]]
+    start = pages[which] * 4096
+    data[start : start + 4096] = random.Random(which).randbytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def filled(path: Path, presses: int) -> list[int]:
+    outbox = Outbox(path)
+    outbox.open()
+    outbox.record([Change("button", n % 2 == 0, float(n), event=True) for n in range(presses)])
+    ids = [event.id for event in outbox.next_events(10**6)]
+    outbox.close()  # checkpoints the WAL into the file
+    return ids
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path) -> None:
+    """Was: exit 1 at every start (a restart loop under systemd)."""
     path = tmp_path / "outbox.db"
-    path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(Exception, match="cannot open the outbox"):
-        Outbox(path).open()
+    garbage = b"this is not sqlite" * 100
+    path.write_bytes(garbage)
+    outbox = Outbox(path)
+    with capture_logs() as logs:
+        outbox.open()
+    [aside] = aside_files(path)
+    assert aside.read_bytes() == garbage  # kept as found, for inspection
+    moved = next(entry for entry in logs if entry["event"] == "outbox_corrupt_moved_aside")
+    assert moved["moved_to"] == str(aside) and moved["events_salvaged"] == 0
+    assert "not a database" in moved["error"]
+    outbox.record([Change("button", True, 1.0, event=True)])
+    assert events_of(outbox) == [("button", True)] and not outbox.degraded
+
+
+def test_a_corrupt_page_loses_only_its_own_rows_the_rest_is_carried_over(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    ids = filled(path, 400)  # three leaf pages of events
+    corrupt_page(path, 2)  # the first of them
+    outbox = Outbox(path)
+    with capture_logs() as logs:
+        outbox.open()
+    moved = next(entry for entry in logs if entry["event"] == "outbox_corrupt_moved_aside")
+    assert moved["complete"] is False
+    salvaged = [event.id for event in outbox.next_events(10**6)]
+    assert moved["events_salvaged"] == len(salvaged) > 150
+    assert salvaged == ids[-len(salvaged) :]  # the newest, read backwards past the bad page
+    outbox.record([Change("button", True, 1.0, event=True)])
+    assert outbox.next_events(10**6)[-1].id > ids[-1]  # ids go on, never reused
+    outbox.close()
+    reopened = Outbox(path)
+    reopened.open()  # the fresh file is healthy and remembers the salvage
+    assert len(reopened.next_events(10**6)) == len(salvaged) + 1
+
+
+def test_corruption_met_while_running_replaces_the_file_and_the_write_lands(
+    tmp_path: Path,
+) -> None:
+    """Was: reads hid every event (memory mode), the next write raised sqlite3.DatabaseError."""
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    outbox.open()
+    outbox.record([Change("button", n % 2 == 0, float(n), event=True) for n in range(400)])
+    assert outbox._db is not None
+    outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    corrupt_page(path, 2)
+    other = sqlite3.connect(path, isolation_level=None)  # a commit elsewhere empties our cache
+    other.execute("INSERT INTO counters(name, value) VALUES('x', 1)")
+    other.close()
+    with capture_logs() as logs:
+        outbox.record([Change("button", True, 999.0, event=True)])
+    assert any(entry["event"] == "outbox_corrupt_moved_aside" for entry in logs)
+    events = outbox.next_events(10**6)
+    assert len(events) > 150 and events[-1].id > 400 and events[-1].observed_at == 999.0
+    assert not outbox.degraded and len(aside_files(path)) == 1
+
+
+def test_an_emptied_file_is_logged_with_the_depth_last_recorded(tmp_path: Path) -> None:
+    """Was: SQLite took the zero-length file for a new outbox; 40 events vanished unsaid."""
+    path = tmp_path / "outbox.db"
+    ids = filled(path, 40)
+    path.write_bytes(b"")
+    outbox = Outbox(path)
+    with capture_logs() as logs:
+        outbox.open()
+    replaced = next(entry for entry in logs if entry["event"] == "outbox_empty_file_replaced")
+    assert replaced["last_known_depth"]["events"] == 40
+    assert replaced["log_level"] == "error" and len(aside_files(path)) == 1
+    outbox.record([Change("button", True, 1.0, event=True)])
+    assert outbox.next_events(1)[0].id > ids[-1]  # the reserved ids are skipped, not reused
+
+
+def test_event_ids_are_not_reused_when_the_file_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    ids = filled(path, 5)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    outbox = Outbox(path)
+    outbox.open()
+    outbox.record([Change("button", True, 1.0, event=True)])
+    assert outbox.next_events(1)[0].id > ids[-1]
+
+
+def test_a_row_whose_bytes_changed_is_dropped_and_counted_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    outbox.open()
+    outbox.record([Change("button", n, float(n), event=True) for n in range(3)])
+    outbox.record([Change("led", True, 1.0)])
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE events SET value=X'FF00' WHERE id=2")
+    db.execute("UPDATE reported SET value='{' WHERE name='led'")
+    db.close()
+    with capture_logs() as logs:
+        assert [event.value for event in outbox.next_events(10)] == [0, 2]
+        assert "led" not in outbox.pending_reported()
+    assert [e["table"] for e in logs if e["event"] == "outbox_rows_unreadable"] == [
+        "events",
+        "reported",
+    ]
+    assert outbox.depth()["events"] == 2 and outbox.dropped_events == 1
 
 
 DEVICES = st.sampled_from(["a", "b", "c"])
