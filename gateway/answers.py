@@ -28,7 +28,9 @@ _SHOWN_CHARS = 40  # how much of a refused value an error quotes
 
 
 class AnswerError(ValueError):
-    """A value of an answer breaks the rules; the message says which and why."""
+    """An answer (or one of its values) breaks the rules; the message says which and why.
+    ``decode_object``'s messages continue a sentence about the answer ("... nests deeper
+    than 8 levels"); the field checks' messages stand alone ("thing 'a/b' is not ...")."""
 
 
 def shown(value: object) -> str:
@@ -63,15 +65,15 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from an answer's bytes; ``AnswerError`` if too large, too deep or not one
     (blocking for up to a fraction of a second on a hostile answer: run it in a thread)."""
     if len(raw) > MAX_ANSWER_BYTES:
-        raise AnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+        raise AnswerError(f"is larger than the {MAX_ANSWER_BYTES} bytes an answer may have")
     if nests_deeper_than(raw, MAX_ANSWER_DEPTH):
-        raise AnswerError(f"the answer nests deeper than {MAX_ANSWER_DEPTH} levels")
+        raise AnswerError(f"nests deeper than {MAX_ANSWER_DEPTH} levels")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise AnswerError("the answer is not JSON") from exc
+        raise AnswerError("is not JSON") from exc
     if not isinstance(body, dict):
-        raise AnswerError("the answer is not a JSON object")
+        raise AnswerError("is not a JSON object")
     return body
 
 

@@ -66,7 +66,7 @@ async def _decode(message: InboundMessage) -> dict[str, Any]:
     try:
         return await asyncio.to_thread(answers.decode_object, message.payload)
     except answers.AnswerError as exc:
-        raise ProvisioningError(f"{message.topic}: {exc}") from exc
+        raise ProvisioningError(f"the answer on {message.topic} {exc}") from exc
 
 
 def _text(body: Mapping[str, Any], key: str, topic: str) -> str:

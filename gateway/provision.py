@@ -98,13 +98,15 @@ def getcerts_credentials(body: Mapping[str, Any], source: str) -> NewCredentials
     host name, port an integer 1-65535. Errors start with ``source`` (the answer's URL), never
     with the user's config, and quote no key material."""
     certificate, key = body.get("certificate"), body.get("key")
-    for name, value in (("certificate", certificate), ("key", key), ("thing", body.get("thing"))):
+    for name, value in (("certificate", certificate), ("key", key)):
         if not isinstance(value, str) or not value:
             raise ProvisioningError(f"{source}: the answer has no {name!r}")
     assert isinstance(certificate, str) and isinstance(key, str)
-    endpoint, port = body.get("endpoint"), body.get("port")
+    thing, endpoint, port = body.get("thing"), body.get("endpoint"), body.get("port")
+    if thing in (None, ""):
+        raise ProvisioningError(f"{source}: the answer has no 'thing'")
     try:
-        thing = answers.thing_name(body.get("thing"))
+        thing = answers.thing_name(thing)
         host = None if endpoint in (None, "") else answers.host_name(endpoint)
         port = None if port is None else answers.port(port)
     except answers.AnswerError as exc:

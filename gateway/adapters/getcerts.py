@@ -84,7 +84,7 @@ async def get_certs(
     try:
         return await asyncio.to_thread(decode_object, raw)
     except AnswerError as exc:
-        raise ProvisioningError(f"getCerts answer from {target}: {exc}") from exc
+        raise ProvisioningError(f"getCerts answer from {target} {exc}") from exc
 
 
 async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
@@ -93,7 +93,7 @@ async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
     declared = response.content_length
     if declared is not None and declared > MAX_ANSWER_BYTES:
         raise ProvisioningError(
-            f"getCerts answer from {target}: {declared} bytes announced, "
+            f"getCerts answer from {target} announces {declared} bytes, "
             f"more than the {MAX_ANSWER_BYTES} an answer may have"
         )
     chunks: list[bytes] = []
@@ -102,7 +102,7 @@ async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise ProvisioningError(
-                f"getCerts answer from {target}: longer than the {MAX_ANSWER_BYTES} bytes "
+                f"getCerts answer from {target} is longer than the {MAX_ANSWER_BYTES} bytes "
                 "an answer may have"
             )
         chunks.append(chunk)
