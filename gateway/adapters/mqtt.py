@@ -72,7 +72,11 @@ def build_tls_context(ca: Path, cert: Path, key: Path, *, alpn: bool) -> ssl.SSL
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         # OpenSSL would read whatever the paths hold, however large: check them first.
-        for path, what in ((ca, "CA certificate"), (cert, "client certificate"), (key, "key")):
+        for path, what in (
+            (ca, "CA certificate"),
+            (cert, "client certificate"),
+            (key, "private key"),
+        ):
             check_credential_file(path, what)
     except CredentialFileError as exc:
         raise TlsSetupError(str(exc)) from exc
