@@ -316,18 +316,19 @@ async def test_renewal_with_certificates_no_longer_than_the_window_does_not_loop
             async with running_config(load_config(path), tmp_path / "mock") as running:
                 await asyncio.sleep(2.0)
                 calls = api.calls
+                at_two_seconds = [entry["event"] for entry in logs]
                 # The daemon lives and its pins follow the shadow.
                 await shadow_client.update(thing, {"desired": {"led": True}})
                 await shadow_client.wait_for(thing, reported("led", True), timeout=10)
                 assert running.pin(17).state == 1
-    events = [entry["event"] for entry in logs]
-    # Renewals at about 0, 0.25, 0.75 and 1.75 s (each plus its reconnect); main: ~100.
-    assert 2 <= calls <= 5, calls
-    assert events.count("certificate_renewed") == calls
-    assert events.count("renewal_window_exceeds_lifetime") == 1
+    # Renewals at about 0, 0.25, 0.75 and 1.75 s (each plus its reconnect); main: ~20.
+    assert 1 <= calls <= 5, calls
+    renewed = at_two_seconds.count("certificate_renewed")
+    assert calls - 1 <= renewed <= calls  # one may be in flight at the 2 s mark
+    assert at_two_seconds.count("mqtt_connected") <= calls + 2
+    assert [entry["event"] for entry in logs].count("renewal_window_exceeds_lifetime") == 1
     warning = next(e for e in logs if e["event"] == "renewal_window_exceeds_lifetime")
     assert warning["renew_before_days"] == 30 and warning["lifetime_days"] <= 31.1
-    assert events.count("mqtt_connected") <= calls + 2
 
 
 # --- 3. certificate files size-checked before reading ---------------------------------------
