@@ -27,8 +27,8 @@ def _size_problem(info: os.stat_result) -> str | None:
         return "is not a regular file"
     if info.st_size > MAX_CREDENTIAL_FILE_BYTES:
         return (
-            f"is {_size_text(info.st_size)} ({info.st_size} bytes); a certificate, key or CA "
-            f"file may be at most {_size_text(MAX_CREDENTIAL_FILE_BYTES)}"
+            f"is {_size_text(info.st_size)} ({info.st_size} bytes); "
+            f"at most {_size_text(MAX_CREDENTIAL_FILE_BYTES)} is accepted"
         )
     return None
 

@@ -16,6 +16,7 @@ import grp
 import os
 import pwd
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ def provisioned_problems(data: dict[Any, Any]) -> list[str]:
     problems = [
         f"unexpected key {answers.shown(key)}" for key in data if key not in {"thing", "mqtt"}
     ]
-    checks: list[tuple[str, Any, Any]] = []
+    checks: list[tuple[str, object, Callable[[object, str], object]]] = []
     if "thing" in data:
         checks.append(("thing", data["thing"], answers.thing_name))
     mqtt = data.get("mqtt", {})
