@@ -240,6 +240,7 @@ class CertificateHealth:
     expires_at: float  # epoch seconds
     days_left: float
     warn: bool  # within the warning window
+    lifetime_days: float = 0.0  # from notBefore to notAfter
 
 
 def key_permission_problem(mode: int, *, dedicated_group: bool) -> str | None:
@@ -288,7 +289,12 @@ def check_pair(
             f"certificate {cert_source} expired on {cert.not_valid_after_utc.isoformat()}"
         )
     days_left = (expires_at - now) / DAY_S
-    return CertificateHealth(expires_at, days_left, warn=days_left <= warn_before_days)
+    return CertificateHealth(
+        expires_at,
+        days_left,
+        warn=days_left <= warn_before_days,
+        lifetime_days=(expires_at - not_before) / DAY_S,
+    )
 
 
 def renewal_due_at(expires_at: float, renew_before_days: float) -> float:

@@ -137,10 +137,9 @@ def add_provision_parser(commands: Any) -> None:
 
 
 def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise GatewayError(f"cannot read {path}: {exc.strerror}") from exc
+    from gateway.credfiles import read_credential_file
+
+    return read_credential_file(Path(path), "file")
 
 
 def _write(path: Path, data: bytes, mode: int, *, force: bool = False) -> None:

@@ -16,12 +16,15 @@ import grp
 import os
 import pwd
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway import answers
+from gateway.credfiles import read_credential_file
 from gateway.errors import GatewayError
 
 CERTS_DIR = "certs"
@@ -117,8 +120,9 @@ def install_pair(
         cert_tmp = _stage(paths.cert, cert_pem, 0o644)
         staged.append(cert_tmp)
         if keep_old and paths.exists():
-            write_atomic(paths.old_key, paths.key.read_bytes(), 0o600)
-            write_atomic(paths.old_cert, paths.cert.read_bytes(), 0o644)
+            old_key = read_credential_file(paths.key, "private key")
+            write_atomic(paths.old_key, old_key, 0o600)
+            write_atomic(paths.old_cert, read_credential_file(paths.cert, "certificate"), 0o644)
         os.replace(key_tmp, paths.key)
         os.replace(cert_tmp, paths.cert)
         staged.clear()
@@ -152,11 +156,11 @@ def discard_old_pair(paths: CredentialPaths) -> None:
 
 
 def read_pair(paths: CredentialPaths) -> tuple[bytes, bytes]:
-    try:
-        return paths.cert.read_bytes(), paths.key.read_bytes()
-    except OSError as exc:
-        name = exc.filename or paths.cert
-        raise CredentialStoreError(f"cannot read {name}: {exc.strerror}") from exc
+    """The certificate and key (each size-checked before it is read)."""
+    return (
+        read_credential_file(paths.cert, "certificate"),
+        read_credential_file(paths.key, "private key"),
+    )
 
 
 def key_file_facts(key: Path) -> tuple[int, bool]:
@@ -198,13 +202,63 @@ def write_provisioned(state_dir: Path, data: dict[str, Any]) -> None:
 
 
 def read_provisioned(state_dir: Path) -> dict[str, Any] | None:
+    """What provisioning stored, checked as strictly as a fresh answer: a file written by an
+    older version (or edited) with a bad thing name or port is reported as this file's fault,
+    not the config's."""
     path = state_dir / PROVISIONED_FILE
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except (OSError, yaml.YAMLError) as exc:
+    try:
+        raw = read_credential_file(path, "provisioning record")
+    except GatewayError as exc:
+        raise CredentialStoreError(str(exc)) from exc
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
         raise CredentialStoreError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise CredentialStoreError(f"{path} must hold a mapping")
+    problems = provisioned_problems(data)
+    if problems:
+        raise CredentialStoreError(
+            f"{path}: " + "; ".join(problems) + " (written by provisioning, not your config:"
+            " fix or delete it and the certificate, then provision again)"
+        )
     return data
+
+
+_PROVISIONED_MQTT_KEYS = frozenset({"host", "port", "cert", "key"})
+
+
+def provisioned_problems(data: dict[Any, Any]) -> list[str]:
+    """What is wrong with the contents of ``provisioned.yaml`` (pure): only the keys
+    provisioning writes, each as a fresh answer would have to be."""
+    problems = [
+        f"unexpected key {answers.shown(key)}" for key in data if key not in {"thing", "mqtt"}
+    ]
+    checks: list[tuple[str, object, Callable[[object, str], object]]] = []
+    if "thing" in data:
+        checks.append(("thing", data["thing"], answers.thing_name))
+    mqtt = data.get("mqtt", {})
+    if not isinstance(mqtt, dict):
+        return [*problems, "mqtt must be a mapping"]
+    problems += [
+        f"unexpected key mqtt.{answers.shown(key)}"
+        for key in mqtt
+        if key not in _PROVISIONED_MQTT_KEYS
+    ]
+    if "host" in mqtt:
+        checks.append(("mqtt.host", mqtt["host"], answers.host_name))
+    if "port" in mqtt:
+        checks.append(("mqtt.port", mqtt["port"], answers.port))
+    for field, value, check in checks:
+        try:
+            check(value, field)
+        except answers.AnswerError as exc:
+            problems.append(str(exc))
+    problems += [
+        f"mqtt.{name} {answers.shown(mqtt[name])} is not a file path"
+        for name in ("cert", "key")
+        if name in mqtt and not (isinstance(mqtt[name], str) and mqtt[name])
+    ]
+    return problems

@@ -9,25 +9,31 @@
 
 The reply topics are subscribed before each request is published. Only a certificate for our
 own public key is accepted (a shared broker could carry another device's answer). The private
-key never leaves the caller: only the CSR is sent.
+key never leaves the caller: only the CSR is sent. Replies are size- and depth-checked before
+they are parsed, and the thing name RegisterThing assigns must be one AWS IoT allows, before
+anything is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from gateway import answers
 from gateway.errors import GatewayError, ProvisioningError
 from gateway.ports import InboundMessage, MqttSession
 
 log = structlog.get_logger()
 
 CREATE_FROM_CSR = "$aws/certificates/create-from-csr/json"
+# AWS's certificate ids are 64 hex digits; anything else is not logged or kept.
+_CERTIFICATE_ID = re.compile(r"[0-9A-Za-z]{1,128}")
 
 
 def provision_topic(template: str) -> str:
@@ -52,20 +58,15 @@ class FleetRejectedError(ProvisioningError):
         self.status_code = reply.get("statusCode")
         self.error_code = reply.get("errorCode")
         message = str(reply.get("errorMessage", ""))[:300]
-        super().__init__(
-            f"{step} rejected: {self.status_code} {self.error_code}"
-            + (f": {message}" if message else "")
-        )
+        status, code = (answers.shown(v).strip("'") for v in (self.status_code, self.error_code))
+        super().__init__(f"{step} rejected: {status} {code}" + (f": {message}" if message else ""))
 
 
-def _decode(message: InboundMessage) -> dict[str, Any]:
+async def _decode(message: InboundMessage) -> dict[str, Any]:
     try:
-        body = json.loads(message.payload)
-    except ValueError as exc:
-        raise ProvisioningError(f"{message.topic}: the answer is not JSON") from exc
-    if not isinstance(body, dict):
-        raise ProvisioningError(f"{message.topic}: the answer is not a JSON object")
-    return body
+        return await asyncio.to_thread(answers.decode_object, message.payload)
+    except answers.AnswerError as exc:
+        raise ProvisioningError(f"the answer on {message.topic} {exc}") from exc
 
 
 def _text(body: Mapping[str, Any], key: str, topic: str) -> str:
@@ -100,7 +101,7 @@ class FleetClient:
             async with asyncio.timeout(self._timeout_s):
                 while True:
                     message = await self._next_reply(topic)
-                    body = _decode(message)
+                    body = await _decode(message)
                     if message.topic.endswith("/rejected"):
                         raise FleetRejectedError(step, body)
                     if accept(body):
@@ -128,8 +129,14 @@ class FleetClient:
             {"certificateSigningRequest": csr_pem.decode()},
             ours,
         )
+        certificate_id = _text(body, "certificateId", CREATE_FROM_CSR)
+        if not _CERTIFICATE_ID.fullmatch(certificate_id):
+            raise ProvisioningError(
+                f"CreateCertificateFromCsr answer on {CREATE_FROM_CSR}/accepted: certificateId "
+                f"{answers.shown(certificate_id)} is not a certificate id"
+            )
         return CreatedCertificate(
-            certificate_id=_text(body, "certificateId", CREATE_FROM_CSR),
+            certificate_id=certificate_id,
             certificate_pem=_text(body, "certificatePem", CREATE_FROM_CSR),
             ownership_token=_text(body, "certificateOwnershipToken", CREATE_FROM_CSR),
         )
@@ -145,7 +152,11 @@ class FleetClient:
             lambda _: True,
         )
         configuration = body.get("deviceConfiguration")
+        try:
+            thing = answers.thing_name(_text(body, "thingName", topic), "thingName")
+        except answers.AnswerError as exc:
+            raise ProvisioningError(f"RegisterThing answer on {topic}/accepted: {exc}") from exc
         return Registration(
-            thing_name=_text(body, "thingName", topic),
+            thing_name=thing,
             device_configuration=configuration if isinstance(configuration, dict) else {},
         )

@@ -95,9 +95,11 @@ def certificate_expiry(cert: Path) -> float | None:
     Blocking (reads the file): run it in a thread."""
     from cryptography import x509
 
+    from gateway.credfiles import CredentialFileError, read_credential_file
+
     try:
-        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
-    except (OSError, ValueError) as exc:
+        certificate = x509.load_pem_x509_certificate(read_credential_file(cert, "certificate"))
+    except (CredentialFileError, ValueError) as exc:
         log.warning("certificate_unreadable", path=str(cert), error=str(exc))
         return None
     return certificate.not_valid_after_utc.timestamp()

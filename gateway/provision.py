@@ -25,10 +25,11 @@ from typing import Any
 
 import structlog
 
-from gateway import certs
-from gateway.adapters.getcerts import get_certs
+from gateway import answers, certs
+from gateway.adapters.getcerts import endpoint_url, get_certs
 from gateway.adapters.mqtt import AiomqttConnector, CertificateRejectedError, MqttSettings
 from gateway.config import FleetConfig, GatewayConfig, GetCertsConfig, ProvisionSetup
+from gateway.credfiles import CredentialFileError, read_credential_file
 from gateway.credstore import (
     PROVISIONED_FILE,
     CredentialPaths,
@@ -81,38 +82,54 @@ def _read_token(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ProvisioningError(f"cannot read token file {path}: {exc.strerror}") from exc
+        token = read_credential_file(path, "token file").decode().strip()
+    except CredentialFileError as exc:
+        raise ProvisioningError(str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise ProvisioningError(f"token file {path} is not text") from exc
     if not token:
         raise ProvisioningError(f"token file {path} is empty")
     return token
 
 
-async def request_getcerts(settings: GetCertsConfig) -> NewCredentials:
-    """Ask the Provision API for credentials (nothing is written)."""
-    token = await asyncio.to_thread(_read_token, settings.token_file)
-    body = await get_certs(
-        settings.url, settings.claim_id, token=token, ca=settings.ca, timeout_s=settings.timeout_s
-    )
-    source = "the Provision API"
-    certificate, key, thing = body.get("certificate"), body.get("key"), body.get("thing")
-    for name, value in (("certificate", certificate), ("key", key), ("thing", thing)):
+def getcerts_credentials(body: Mapping[str, Any], source: str) -> NewCredentials:
+    """The getCerts answer ``body`` checked field by field (pure apart from parsing PEM):
+    certificate and key present and matching, thing a valid AWS IoT thing name, endpoint a
+    host name, port an integer 1-65535. Errors start with ``source`` (the answer's URL), never
+    with the user's config, and quote no key material."""
+    certificate, key = body.get("certificate"), body.get("key")
+    for name, value in (("certificate", certificate), ("key", key)):
         if not isinstance(value, str) or not value:
             raise ProvisioningError(f"{source}: the answer has no {name!r}")
-    assert isinstance(certificate, str) and isinstance(key, str) and isinstance(thing, str)
-    endpoint, port = body.get("endpoint"), body.get("port")
-    if port is not None and (not isinstance(port, int) or not 0 < port < 65_536):
-        raise ProvisioningError(f"{source}: the answer's port {port!r} is not a TCP port")
+    assert isinstance(certificate, str) and isinstance(key, str)
+    thing, endpoint, port = body.get("thing"), body.get("endpoint"), body.get("port")
+    if thing in (None, ""):
+        raise ProvisioningError(f"{source}: the answer has no 'thing'")
+    try:
+        thing = answers.thing_name(thing)
+        host = None if endpoint in (None, "") else answers.host_name(endpoint)
+        port = None if port is None else answers.port(port)
+    except answers.AnswerError as exc:
+        raise ProvisioningError(f"{source}: {exc}") from exc
     _checked_pair(certificate.encode(), key.encode(), source)
     return NewCredentials(
         cert_pem=certificate.encode(),
         key_pem=key.encode(),
         thing=thing,
-        host=endpoint if isinstance(endpoint, str) and endpoint else None,
+        host=host,
         port=port,
         method="getcerts",
     )
+
+
+async def request_getcerts(settings: GetCertsConfig) -> NewCredentials:
+    """Ask the Provision API for credentials and check the answer (nothing is written)."""
+    token = await asyncio.to_thread(_read_token, settings.token_file)
+    body = await get_certs(
+        settings.url, settings.claim_id, token=token, ca=settings.ca, timeout_s=settings.timeout_s
+    )
+    source = f"getCerts answer from {endpoint_url(settings.url)}"
+    return await asyncio.to_thread(getcerts_credentials, body, source)
 
 
 # -- fleet provisioning ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import GatewayConfig
+from gateway.credfiles import CredentialFileError, read_credential_file
 
 # Top-level keys a running gateway cannot switch; a reload keeps the old value and says so.
 RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio", "checkin", "ota")
@@ -36,9 +37,9 @@ def files_digest(paths: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
         try:
-            digest.update(path.read_bytes())
-        except OSError as exc:
-            digest.update(f"unreadable {path}: {exc.errno}".encode())
+            digest.update(read_credential_file(path, "TLS file"))
+        except CredentialFileError as exc:  # too large, missing: the next load says why
+            digest.update(f"unreadable {path}: {exc}".encode())
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -10,6 +10,11 @@ before expiry, obtains a new pair (``provision.obtain_renewal``), swaps it in at
 the previous pair as ``*.old``, and has the gateway reconnect with it. Only once the new pair
 has connected is the old one deleted; if it does not connect in ``certs.connect_timeout_s``
 the old pair is put back and the gateway reconnects with it.
+
+A renewal never loops: when the new certificate still expires within the renewal window (the
+cloud issues certificates no longer-lived than ``renew_before_days``), the next attempt waits
+``certs.retry_s``, doubling up to ``MAX_RETRY_S``, and ``renewal_window_exceeds_lifetime`` is
+logged once; failed renewals back off the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ log = structlog.get_logger()
 
 CERT_EXPIRES_KEY = "cert_expires"  # reported.gateway.cert_expires while within the warning window
 MAX_SLEEP_S = 3600.0  # re-read the certificate at least hourly (clock jumps, manual changes)
+MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a fleet stays calm
 
 
 def paths_of(config: GatewayConfig) -> CredentialPaths:
@@ -117,13 +123,24 @@ class Renewer:
         *,
         clock: Clock = time.time,
         obtain: Callable[[GatewayConfig], Awaitable[NewCredentials]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._hooks = hooks
         self._clock = clock
         self._obtain = obtain
+        self._sleep = sleep
         self.renewals = 0
         self.failures = 0
+        self.setbacks = 0  # renewals in a row that failed or left the certificate still due
         self._warned = True  # the start-up check may have reported it
+        self._window_warned = False  # renewal_window_exceeds_lifetime is logged once
+
+    def retry_delay(self, retry_s: float) -> float:
+        """``retry_s`` doubled for each setback in a row, up to ``MAX_RETRY_S`` (or ``retry_s``
+        if that is longer); counts this setback."""
+        delay = min(retry_s * 2.0 ** min(self.setbacks, 32), max(retry_s, MAX_RETRY_S))
+        self.setbacks += 1
+        return delay
 
     def _report_expiry(self, value: JsonValue) -> None:
         if value is None and not self._warned:
@@ -132,7 +149,8 @@ class Renewer:
         self._hooks.report(CERT_EXPIRES_KEY, value)
 
     async def run(self) -> None:
-        """Renew whenever due, forever; failures are logged and retried after ``retry_s``."""
+        """Renew whenever due, forever. A failure, or a renewal that leaves the certificate
+        still due, is retried after ``retry_s``, doubling while it keeps happening."""
         while True:
             config = self._hooks.config()
             renew_days = config.certs.renew_before_days
@@ -142,27 +160,50 @@ class Renewer:
                 health = await asyncio.to_thread(check_credentials, config, self._clock())
             except GatewayError as exc:
                 log.error("certificate_check_failed", error=str(exc))
-                await asyncio.sleep(config.certs.retry_s)
+                await self._sleep(config.certs.retry_s)
                 continue
             self._report_expiry(warn_if_expiring(health, str(config.mqtt.cert)))
             due = certs.renewal_due_at(health.expires_at, renew_days)
             wait = due - self._clock()
             if wait > 0:
-                await asyncio.sleep(min(wait, MAX_SLEEP_S))
+                self.setbacks = 0
+                await self._sleep(min(wait, MAX_SLEEP_S))
                 continue
             try:
-                await self.renew(config)
+                renewed = await self.renew(config)
             except GatewayError as exc:
                 self.failures += 1
-                log.error(
-                    "certificate_renewal_failed",
-                    error=str(exc),
-                    retry_in_s=config.certs.retry_s,
-                )
-                await asyncio.sleep(config.certs.retry_s)
+                delay = self.retry_delay(config.certs.retry_s)
+                log.error("certificate_renewal_failed", error=str(exc), retry_in_s=delay)
+                await self._sleep(delay)
+                continue
+            if certs.renewal_due_at(renewed.expires_at, renew_days) > self._clock():
+                self.setbacks = 0
+                continue
+            # The new certificate is already due again: renewing at once would loop forever.
+            delay = self.retry_delay(config.certs.retry_s)
+            self._warn_window(renew_days, renewed, delay)
+            await self._sleep(delay)
 
-    async def renew(self, config: GatewayConfig) -> None:
-        """One renewal: obtain, swap in keeping the old pair, reconnect, then drop the old."""
+    def _warn_window(
+        self, renew_days: float, renewed: certs.CertificateHealth, delay: float
+    ) -> None:
+        if self._window_warned:
+            log.info("certificate_renewal_deferred", retry_in_s=delay)
+            return
+        self._window_warned = True
+        log.warning(
+            "renewal_window_exceeds_lifetime",
+            renew_before_days=renew_days,
+            lifetime_days=round(renewed.lifetime_days, 2),
+            days_left=round(renewed.days_left, 2),
+            retry_in_s=delay,
+            hint="lower certs.renew_before_days below the certificates' lifetime",
+        )
+
+    async def renew(self, config: GatewayConfig) -> certs.CertificateHealth:
+        """One renewal: obtain, swap in keeping the old pair, reconnect, then drop the old;
+        returns the new certificate's health."""
         paths = paths_of(config)
         log.info("certificate_renewal_started", cert=str(paths.cert))
         if self._obtain is None:
@@ -180,7 +221,7 @@ class Renewer:
             self._report_expiry(warn_if_expiring(health, str(paths.cert)))
             expires = expiry_text(health.expires_at)
             log.info("certificate_renewed", cert=str(paths.cert), expires=expires)
-            return
+            return health
         await asyncio.to_thread(restore_old_pair, paths)
         await self._hooks.renewed()
         await self._hooks.reconnect()

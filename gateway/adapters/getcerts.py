@@ -1,14 +1,15 @@
 """The HTTPS Provision API client (aiohttp): ``POST /provision/getCerts`` with a claim id.
 
-TLS is always verified (the system's trust store, or the CA bundle given). Every failure leaves
-this module as a ``ProvisioningError`` that says what went wrong without quoting the answer's
-key material.
+TLS is always verified (the system's trust store, or the CA bundle given, size-checked before
+OpenSSL reads it). The answer is read with a size cap (``MAX_ANSWER_BYTES``, whatever
+Content-Length claims) and its nesting checked before it is parsed. Every failure leaves this
+module as a ``ProvisioningError`` that names the URL and says what went wrong without quoting
+the answer's key material.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,10 +17,13 @@ from typing import Any
 
 import aiohttp
 
+from gateway.answers import MAX_ANSWER_BYTES, AnswerError, decode_object
+from gateway.credfiles import CredentialFileError, check_credential_file
 from gateway.errors import ProvisioningError
 
 GETCERTS_PATH = "provision/getCerts"
 _MAX_ERROR_CHARS = 200
+_MAX_ERROR_BODY = 16 * 1024
 
 
 def endpoint_url(base: str) -> str:
@@ -32,6 +36,11 @@ def endpoint_url(base: str) -> str:
 
 def tls_context(ca: Path | None) -> ssl.SSLContext:
     """A verifying client context (blocking: reads the CA bundle)."""
+    if ca is not None:
+        try:
+            check_credential_file(ca, "CA bundle")
+        except CredentialFileError as exc:
+            raise ProvisioningError(str(exc)) from exc
     try:
         return ssl.create_default_context(cafile=str(ca) if ca is not None else None)
     except (OSError, ssl.SSLError) as exc:
@@ -60,8 +69,8 @@ async def get_certs(
             ) as session,
             session.post(target, json={"id": claim_id}, headers=headers) as response,
         ):
-            text = await response.text()
             status = response.status
+            raw = await _read_capped(response, target)
     except TimeoutError as exc:
         raise ProvisioningError(f"{target}: no answer within {timeout_s:g} s") from exc
     except aiohttp.ClientConnectorCertificateError as exc:
@@ -71,21 +80,41 @@ async def get_certs(
     except aiohttp.ClientError as exc:
         raise ProvisioningError(f"{target}: request failed ({exc})") from exc
     if status != 200:
-        raise ProvisioningError(f"{target}: {_describe_failure(status, text, claim_id)}")
+        raise ProvisioningError(f"{target}: {_describe_failure(status, raw, claim_id)}")
     try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise ProvisioningError(f"{target}: the answer is not JSON") from exc
-    if not isinstance(body, dict):
-        raise ProvisioningError(f"{target}: the answer is not a JSON object")
-    return body
+        return await asyncio.to_thread(decode_object, raw)
+    except AnswerError as exc:
+        raise ProvisioningError(f"getCerts answer from {target} {exc}") from exc
 
 
-def _describe_failure(status: int, text: str, claim_id: str) -> str:
+async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
+    """The body, refused as soon as it (or its Content-Length) exceeds ``MAX_ANSWER_BYTES``:
+    a hostile server cannot make us buffer more than that."""
+    declared = response.content_length
+    if declared is not None and declared > MAX_ANSWER_BYTES:
+        raise ProvisioningError(
+            f"getCerts answer from {target} announces {declared} bytes, "
+            f"more than the {MAX_ANSWER_BYTES} an answer may have"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ProvisioningError(
+                f"getCerts answer from {target} is longer than the {MAX_ANSWER_BYTES} bytes "
+                "an answer may have"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe_failure(status: int, raw: bytes, claim_id: str) -> str:
     detail = ""
     try:
-        body = json.loads(text)
-    except ValueError:
+        # Only a short error body is worth parsing (on the loop: it is small).
+        body = decode_object(raw) if len(raw) <= _MAX_ERROR_BODY else None
+    except AnswerError:
         body = None
     if isinstance(body, Mapping):
         message = body.get("error") or body.get("message") or body.get("errorMessage")

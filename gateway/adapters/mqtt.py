@@ -1,8 +1,10 @@
 """MQTT 3.1.1 over mutual TLS with aiomqtt: the only module that imports it.
 
-The TLS context is built off the event loop (loading keys blocks), ``TCP_NODELAY`` is set so a
-quiet link does not wait on Nagle/delayed ACK, and every aiomqtt/paho error leaves this module
-as a ``GatewayError`` that says whether the broker refused our certificate or the network failed.
+The TLS context is built off the event loop (loading keys blocks; every file is size-checked
+first), ``TCP_NODELAY`` is set so a quiet link does not wait on Nagle/delayed ACK, and every
+aiomqtt/paho error leaves this module as a ``GatewayError`` that says whether the broker
+refused our certificate, the two sides share no TLS version or cipher (logged here as
+``mqtt_tls_protocol_failed`` with OpenSSL's reason), or the network failed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
+from gateway.credfiles import CredentialFileError, check_credential_file
 from gateway.errors import MqttConnectionError, TlsSetupError
 from gateway.ports import InboundMessage
 
@@ -30,6 +33,15 @@ AWS_ALPN_PROTOCOL = "x-amzn-mqtt-ca"  # AWS IoT's ALPN name for MQTT on port 443
 
 class CertificateRejectedError(MqttConnectionError):
     """The TLS handshake failed on certificates: ours refused, or the broker's not trusted."""
+
+
+class TlsProtocolError(MqttConnectionError):
+    """The TLS handshake failed before certificates mattered: no common protocol version or
+    cipher (e.g. a broker that only speaks TLS 1.1), or a generic handshake failure."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,16 @@ def build_tls_context(ca: Path, cert: Path, key: Path, *, alpn: bool) -> ssl.SSL
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
+        # OpenSSL would read whatever the paths hold, however large: check them first.
+        for path, what in (
+            (ca, "CA certificate"),
+            (cert, "client certificate"),
+            (key, "private key"),
+        ):
+            check_credential_file(path, what)
+    except CredentialFileError as exc:
+        raise TlsSetupError(str(exc)) from exc
+    try:
         context.load_verify_locations(cafile=str(ca))
     except (OSError, ssl.SSLError) as exc:
         raise TlsSetupError(f"cannot load CA certificate {ca}: {_reason(exc)}") from exc
@@ -82,20 +104,56 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _is_certificate_problem(exc: BaseException) -> bool:
-    """True when a failure chain contains a TLS certificate or handshake alert."""
+# OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
+# agree on a protocol version, cipher or extension: nothing to do with either certificate.
+_PROTOCOL_REASONS = (
+    "UNSUPPORTED_PROTOCOL",
+    "WRONG_VERSION_NUMBER",
+    "ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE",
+    "VERSION_TOO_LOW",
+    "VERSION_TOO_HIGH",
+    "WRONG_SSL_VERSION",
+    "UNKNOWN_PROTOCOL",
+    "NO_SHARED_CIPHER",
+    "NO_CIPHERS_AVAILABLE",
+    "NO_CIPHER_MATCH",
+    "INAPPROPRIATE_FALLBACK",
+    "NO_APPLICATION_PROTOCOL",
+    "ALERT_HANDSHAKE_FAILURE",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM",
+)
+# Reasons about a certificate (ours refused, theirs not trusted) or its key.
+_CERTIFICATE_WORDS = ("CERTIFICATE", "UNKNOWN_CA", "BAD_CERT", "ACCESS_DENIED", "DECRYPT_ERROR")
+
+
+def tls_failure(reason: str) -> str | None:
+    """``"certificate"``, ``"protocol"`` or None (not a TLS handshake problem) for an OpenSSL
+    reason or a message quoting one (``[SSL: TLSV1_ALERT_PROTOCOL_VERSION] ...``)."""
+    text = reason.upper()
+    if any(word in text for word in _CERTIFICATE_WORDS):
+        return "certificate"
+    if any(word in text for word in _PROTOCOL_REASONS):
+        return "protocol"
+    if "HANDSHAKE" in text or "ALERT" in text:
+        return "certificate"  # another alert while shaking hands: most likely a refusal
+    return None
+
+
+def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
+    """(kind, reason) of the first TLS certificate or protocol failure in a failure chain."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
-            return True
-        if isinstance(current, ssl.SSLError):
-            reason = (current.reason or "").upper()
-            if any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE", "ALERT")):
-                return True
+            return "certificate", current.reason or "CERTIFICATE_VERIFY_FAILED"
+        if isinstance(current, ssl.SSLError) and current.reason:
+            kind = tls_failure(current.reason)
+            if kind is not None:
+                return kind, current.reason
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 class _TlsAlertRecorder(logging.Handler):
@@ -117,9 +175,17 @@ class _TlsAlertRecorder(logging.Handler):
 
 
 def _convert(exc: BaseException, action: str) -> MqttConnectionError:
-    if _is_certificate_problem(exc):
+    problem = _tls_problem(exc)
+    if problem is None:
+        return MqttConnectionError(f"{action}: {exc}")
+    kind, reason = problem
+    if kind == "certificate":
         return CertificateRejectedError(f"{action}: TLS certificate rejected ({exc})")
-    return MqttConnectionError(f"{action}: {exc}")
+    return TlsProtocolError(
+        f"{action}: TLS handshake failed on the protocol, not a certificate ({reason}): "
+        "the broker and this gateway share no TLS version (1.2 or later) or cipher",
+        reason,
+    )
 
 
 class AiomqttSession:
@@ -197,12 +263,22 @@ class AiomqttConnector:
         try:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError) as exc:
-            if alerts.alert is not None:
-                raise CertificateRejectedError(
-                    f"cannot connect to {s.host}:{s.port}: the broker refused our TLS "
-                    f"certificate ({alerts.alert})"
-                ) from exc
-            raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
+            error = _convert(exc, f"cannot connect to {s.host}:{s.port}")
+            if alerts.alert is not None and not isinstance(error, TlsProtocolError):
+                if tls_failure(alerts.alert) == "protocol":
+                    error = TlsProtocolError(
+                        f"cannot connect to {s.host}:{s.port}: TLS handshake failed on the "
+                        f"protocol, not a certificate ({alerts.alert})",
+                        alerts.alert,
+                    )
+                else:
+                    error = CertificateRejectedError(
+                        f"cannot connect to {s.host}:{s.port}: the broker refused our TLS "
+                        f"certificate ({alerts.alert})"
+                    )
+            if isinstance(error, TlsProtocolError):
+                log.error("mqtt_tls_protocol_failed", host=s.host, port=s.port, reason=error.reason)
+            raise error from exc
         finally:
             paho_logger.removeHandler(alerts)
         log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)

@@ -85,6 +85,9 @@ class FleetResponder:
         self._claims: list[str] = []
         self._attached: dict[str, str] = {}
         self.registrations: list[dict[str, Any]] = []
+        # Fields laid over every RegisterThing answer: tests play a misbehaving cloud with it
+        # (e.g. {"thingName": "a/b"}); the broker's ACL still gets the template's real name.
+        self.register_answer_overrides: dict[str, Any] = {}
 
     def set_listener(self, listener: ProvisionListener | None) -> None:
         self._listener = listener
@@ -180,7 +183,11 @@ class FleetResponder:
         self._apply()
         record = {"thing": thing, "template": template, "identity": identity, "at": time.time()}
         self.registrations.append(record)
-        return True, {"deviceConfiguration": {}, "thingName": thing}
+        return True, {
+            "deviceConfiguration": {},
+            "thingName": thing,
+            **self.register_answer_overrides,
+        }
 
     # -- MQTT ------------------------------------------------------------------------------------
 
@@ -223,7 +230,8 @@ class FleetResponder:
             accepted, answer = await asyncio.to_thread(self.register_thing, template, body)
             log.info("fleet_register_thing", template=template, accepted=accepted)
             if accepted and self._listener is not None:
-                self._listener(answer["thingName"], "certificate", {"template": template})
+                thing = self.registrations[-1]["thing"]  # the real name, whatever was answered
+                self._listener(thing, "certificate", {"template": template})
         else:
             return
         await self._reply(client, topic, accepted, answer)

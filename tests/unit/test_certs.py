@@ -391,3 +391,217 @@ async def test_renewer_waits_until_due_then_renews(tmp_path: Path) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert len(calls) == 1
+
+
+# --- renewal never loops (issue 19) ----------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+async def run_renewer(
+    config: Any, obtain: Any, *, sleeps: int, clock: list[float]
+) -> tuple[Renewer, list[float]]:
+    """Run a Renewer with an injected clock and sleep until it has slept ``sleeps`` times."""
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        clock[0] += seconds
+        if len(delays) >= sleeps:
+            raise _Stop
+
+    renewer = Renewer(
+        FakeGateway(config, connects=True).hooks(),
+        obtain=obtain,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
+    with pytest.raises(_Stop):
+        await renewer.run()
+    return renewer, delays
+
+
+async def test_renewal_whose_new_certificate_is_still_due_backs_off_and_warns_once(
+    tmp_path: Path,
+) -> None:
+    """30-day certificates with the default 30-day window: renewing at once again would loop
+    forever (issue 19); instead retry_s, doubling, and one warning."""
+    paths = write_pair(tmp_path, days=30)
+    config = gateway_config(tmp_path, paths, PROVISION + "certs: {retry_s: 10}\n")
+    calls: list[float] = []
+    clock = [time.time()]
+
+    async def obtain(_: Any) -> NewCredentials:
+        calls.append(clock[0])
+        return NewCredentials(*pair(days=30), "pi-1", None, None, "getcerts")
+
+    with capture_logs() as logs:
+        renewer, delays = await run_renewer(config, obtain, sleeps=5, clock=clock)
+    assert delays == [10, 20, 40, 80, 160]
+    assert len(calls) == 5 and renewer.renewals == 5
+    events = [e["event"] for e in logs]
+    assert events.count("renewal_window_exceeds_lifetime") == 1
+    assert events.count("certificate_renewal_deferred") == 4
+    warning = next(e for e in logs if e["event"] == "renewal_window_exceeds_lifetime")
+    assert warning["renew_before_days"] == 30 and 30 <= warning["lifetime_days"] <= 30.01
+
+
+async def test_renewal_backoff_is_capped_and_resets_once_a_renewal_takes(tmp_path: Path) -> None:
+    from gateway.renewal import MAX_RETRY_S, MAX_SLEEP_S
+
+    paths = write_pair(tmp_path, days=30)
+    config = gateway_config(tmp_path, paths, PROVISION + "certs: {retry_s: 30000}\n")
+    clock = [time.time()]
+    lifetimes = [30.0] * 4 + [365.0]
+
+    async def obtain(_: Any) -> NewCredentials:
+        return NewCredentials(*pair(days=lifetimes.pop(0)), "pi-1", None, None, "getcerts")
+
+    renewer, delays = await run_renewer(config, obtain, sleeps=5, clock=clock)
+    assert delays[:4] == [30000, 60000, MAX_RETRY_S, MAX_RETRY_S]
+    assert delays[4] == MAX_SLEEP_S and renewer.setbacks == 0  # next due in ~330 days
+
+
+async def test_failed_renewals_back_off_too(tmp_path: Path) -> None:
+    paths = write_pair(tmp_path, days=5)
+    config = gateway_config(tmp_path, paths, PROVISION + "certs: {retry_s: 30}\n")
+
+    async def obtain(_: Any) -> NewCredentials:
+        raise ProvisioningError("the Provision API is down")
+
+    with capture_logs() as logs:
+        renewer, delays = await run_renewer(config, obtain, sleeps=4, clock=[time.time()])
+    assert delays == [30, 60, 120, 240] and renewer.failures == 4
+    assert [e["retry_in_s"] for e in logs if e["event"] == "certificate_renewal_failed"] == delays
+
+
+# --- provisioning answers and provisioned.yaml (issue 19) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "deep"),
+    [
+        (b'{"a": 1}', False),
+        (b"[" * 8 + b"]" * 8, False),
+        (b"[" * 9 + b"]" * 9, True),
+        (b'{"a": {"b": [{"c": [[[[1]]]]}]}}', False),
+        (b'{"a": {"b": [{"c": [[[[[1]]]]]}]}}', True),
+        (b'{"s": "[[[[[[[[[[[[[[[[[[[[\\"]]]]"}', False),  # brackets inside strings
+        (b"[" * 1_000_000, True),  # unclosed, a million deep
+        (b'{"a": 1', False),  # truncated: left for the parser ("not JSON")
+        (b"]" * 100, False),
+    ],
+)
+def test_nesting_is_measured_without_parsing(raw: bytes, deep: bool) -> None:
+    from gateway.answers import nests_deeper_than
+
+    assert nests_deeper_than(raw, 8) is deep
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "ok"),
+    [
+        ("thing_name", "kitchen-pi_1:a", True),
+        ("thing_name", "x" * 128, True),
+        ("thing_name", "x" * 129, False),
+        ("thing_name", "a/b", False),
+        ("thing_name", "#", False),
+        ("thing_name", "+", False),
+        ("thing_name", "..", False),
+        ("thing_name", "", False),
+        ("port", 8883, True),
+        ("port", True, False),
+        ("port", 1.0, False),
+        ("port", "443", False),
+        ("port", 0, False),
+        ("port", 65_536, False),
+        ("host_name", "abc123-ats.iot.eu-west-1.amazonaws.com", True),
+        ("host_name", "127.0.0.1", True),
+        ("host_name", "::1", True),
+        ("host_name", "a_b.example", False),
+        ("host_name", "a b", False),
+        ("host_name", "a..b", False),
+        ("host_name", "x" * 64 + ".example", False),
+    ],
+)
+def test_answer_field_rules(check: str, value: Any, ok: bool) -> None:
+    from gateway import answers
+
+    if ok:
+        assert getattr(answers, check)(value) == value
+    else:
+        with pytest.raises(answers.AnswerError):
+            getattr(answers, check)(value)
+
+
+def test_provisioned_problems_lists_every_bad_value_without_echoing_big_ones() -> None:
+    from gateway.credstore import provisioned_problems
+
+    assert provisioned_problems({"thing": "pi-1", "mqtt": {"host": "h", "port": 8883}}) == []
+    problems = provisioned_problems(
+        {"thing": "t" * 5000, "mqtt": {"port": True, "host": 5, "cert": None}, "x": 1}
+    )
+    assert len(problems) == 5 and all(len(p) < 150 for p in problems)
+
+
+# --- credential files are size-checked before reading (issue 19) ------------------------------
+
+
+def test_a_huge_credential_file_is_refused_by_name_without_reading(tmp_path: Path) -> None:
+    from gateway.credfiles import (
+        CredentialFileError,
+        check_credential_file,
+        read_credential_file,
+    )
+
+    huge = tmp_path / "cert.pem"
+    with huge.open("wb") as fh:
+        fh.truncate(3 * 1024**3)  # sparse: no disk used
+    started = time.monotonic()
+    for check in (read_credential_file, check_credential_file):
+        with pytest.raises(CredentialFileError, match=f"certificate {huge} is 3 GB"):
+            check(huge, "certificate")
+    assert time.monotonic() - started < 0.5
+    small = tmp_path / "ok.pem"
+    small.write_bytes(b"x" * 1024)
+    assert read_credential_file(small, "certificate") == b"x" * 1024
+
+
+def test_a_fifo_in_place_of_a_certificate_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    from gateway.credfiles import CredentialFileError, read_credential_file
+
+    fifo = tmp_path / "cert.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(CredentialFileError, match="is not a regular file"):
+        read_credential_file(fifo, "certificate")
+
+
+# --- TLS failures classified (issue 19) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("TLSV1_ALERT_PROTOCOL_VERSION", "protocol"),
+        ("UNSUPPORTED_PROTOCOL", "protocol"),
+        ("WRONG_VERSION_NUMBER", "protocol"),
+        ("NO_PROTOCOLS_AVAILABLE", "protocol"),
+        ("SSLV3_ALERT_HANDSHAKE_FAILURE", "protocol"),
+        ("NO_SHARED_CIPHER", "protocol"),
+        ("CERTIFICATE_VERIFY_FAILED", "certificate"),
+        ("TLSV1_ALERT_UNKNOWN_CA", "certificate"),
+        ("SSLV3_ALERT_BAD_CERTIFICATE", "certificate"),
+        ("SSLV3_ALERT_CERTIFICATE_REVOKED", "certificate"),
+        ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "certificate"),
+        ("failed to receive on socket: [SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert", "certificate"),
+        ("UNEXPECTED_EOF_WHILE_READING", None),
+    ],
+)
+def test_tls_failures_are_told_apart(reason: str, kind: str | None) -> None:
+    from gateway.adapters.mqtt import tls_failure
+
+    assert tls_failure(reason) == kind

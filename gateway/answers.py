@@ -1,0 +1,114 @@
+"""What a provisioning answer may contain, checked before anything is installed (pure).
+
+A getCerts answer, a fleet-provisioning reply and ``provisioned.yaml`` all carry values the
+cloud assigned: a thing name, an endpoint, a port. They end up in the MQTT client id, in shadow
+topics and in the config, so they must be what AWS IoT itself allows (a thing name is 1-128
+characters of ``a-zA-Z0-9:_-``; an endpoint a host name or IP address; a port an integer
+1-65535, never ``true`` or ``8883.0``). Answers are decoded with a size cap and a nesting
+check made on the raw text, before ``json`` recurses into it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+
+MAX_ANSWER_BYTES = 1024 * 1024  # a getCerts answer is a few KB (certificate, key, names)
+MAX_ANSWER_DEPTH = 8  # the answers are flat objects; allow a little room for extensions
+MAX_THING_NAME = 128
+_THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Every byte but the brackets is deleted, and braces become brackets: one kind of pair to peel.
+_ALL_BYTES = bytes(range(256))
+_BRACKETS_ONLY = (_ALL_BYTES.translate(None, b"[]{}"), bytes.maketrans(b"{}", b"[]"))
+_SHOWN_CHARS = 40  # how much of a refused value an error quotes
+
+
+class AnswerError(ValueError):
+    """An answer (or one of its values) breaks the rules; the message says which and why.
+    ``decode_object``'s messages continue a sentence about the answer ("... nests deeper
+    than 8 levels"); the field checks' messages stand alone ("thing 'a/b' is not ...")."""
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message: repr, cut to a few dozen characters."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:_SHOWN_CHARS]}... ({size})"
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text ``raw`` nests arrays and objects more than ``limit`` deep
+    (strings skipped), found without parsing or recursing: each pass peels the innermost
+    open-close pairs, so what is left after ``limit`` passes is too deep. Linear in the size
+    (about 0.3 s for a hostile 1 MB answer: call it off the event loop)."""
+    stripped, to_brackets = _BRACKETS_ONLY
+    brackets = _STRING.sub(b"", raw).translate(to_brackets, stripped)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    opening = brackets.find(b"[")
+    if opening >= 0 and opening < brackets.rfind(b"]"):
+        return True  # a pair still enclosing something: more than ``limit`` levels
+    # Only unmatched brackets are left ("]]][[["): too many unclosed ones are too deep as
+    # well; a few (a truncated answer) are left for the parser to call "not JSON".
+    return brackets.count(b"[") > limit
+
+
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from an answer's bytes; ``AnswerError`` if too large, too deep or not one
+    (blocking for up to a fraction of a second on a hostile answer: run it in a thread)."""
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise AnswerError(f"is larger than the {MAX_ANSWER_BYTES} bytes an answer may have")
+    if nests_deeper_than(raw, MAX_ANSWER_DEPTH):
+        raise AnswerError(f"nests deeper than {MAX_ANSWER_DEPTH} levels")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise AnswerError("is not JSON") from exc
+    if not isinstance(body, dict):
+        raise AnswerError("is not a JSON object")
+    return body
+
+
+def thing_name(value: object, field: str = "thing") -> str:
+    """A thing name as AWS IoT allows it."""
+    if not isinstance(value, str) or not _THING_NAME.fullmatch(value):
+        raise AnswerError(
+            f"{field} {shown(value)} is not a valid thing name "
+            f"(1-{MAX_THING_NAME} characters of a-z A-Z 0-9 : _ -)"
+        )
+    return value
+
+
+def port(value: object, field: str = "port") -> int:
+    """A TCP port: an integer 1-65535 (``bool`` is not an integer here)."""
+    if type(value) is not int or not 1 <= value <= 65_535:
+        raise AnswerError(f"{field} {shown(value)} is not a TCP port (an integer 1-65535)")
+    return value
+
+
+def host_name(value: object, field: str = "endpoint") -> str:
+    """A DNS host name (RFC 1123 labels, at most 253 characters) or an IP address."""
+    if isinstance(value, str) and _valid_host(value):
+        return value
+    raise AnswerError(f"{field} {shown(value)} is not a valid host name or IP address")
+
+
+def _valid_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
