@@ -15,7 +15,6 @@ files changed); an invalid one is logged and the running one kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -30,7 +29,6 @@ from gateway import __version__
 from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
 from gateway.adapters.mqtt import (
     AiomqttConnector,
-    CertificateRejectedError,
     MqttSettings,
     Will,
 )
@@ -45,8 +43,9 @@ from gateway.config import (
     SystemSensorConfig,
     is_output,
 )
+from gateway.connection import ConnectionLoop, ReloadOutcome
 from gateway.engine import DeviceEngine
-from gateway.errors import ConfigError, GatewayError, MqttConnectionError
+from gateway.errors import ConfigError, GatewayError
 from gateway.metrics import certificate_expiry, serve_metrics
 from gateway.ota import Updater
 from gateway.outbox import Change, Outbox, OutboxWriter
@@ -207,8 +206,6 @@ class Gateway:
     ) -> None:
         self.config = config
         self.bank = bank
-        self.connector = connector
-        self.backoff = backoff or backoff_for(config)
         self.outbox = outbox or outbox_for(config)
         self.stop_event = asyncio.Event()
         self.admin_ready = asyncio.Event()
@@ -222,19 +219,16 @@ class Gateway:
             engine=self.engine,
             **shadow_options(config),
         )
-        self.reconnects = 0
+        # MQTT sessions one at a time; reloads, renewed credentials and stop are its commands.
+        self.connection = ConnectionLoop(
+            connector, backoff or backoff_for(config), self.shadow.run_session
+        )
         self.rewiring = rewiring
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every message a no-op
-        self.first_attempt = asyncio.Event()  # the first MQTT connection attempt has ended
         self.reload_counts = {"reloads_applied": 0, "reloads_rejected": 0}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
-        # Set to end the current shadow session: by stop(), or by a reload that swaps devices,
-        # shadow or connection (the connection task swaps them between two sessions).
-        self._session_end = asyncio.Event()
         self._reload_requested = asyncio.Event()
-        self._pending: tuple[GatewayConfig, ReloadPlan] | None = None
-        self._swap_done = asyncio.Event()
         self._reloading = False
         self._tls_digest = ""
         self._cert_expiry: float | None = None
@@ -245,15 +239,27 @@ class Gateway:
             healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
             restart=self._restart_for_update,
         )
-        # Certificate renewal: the connector to switch to between sessions, and which one
-        # connected last (the renewer waits for its new pair to connect).
-        self._next_connector: MqttConnector | None = None
-        self._connected_via: MqttConnector | None = None
-        self._connection_changed = asyncio.Event()
+
+    @property
+    def connector(self) -> MqttConnector:
+        return self.connection.connector
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.connection.backoff
+
+    @property
+    def reconnects(self) -> int:
+        return self.connection.reconnects
+
+    @property
+    def first_attempt(self) -> asyncio.Event:
+        """Set once the first MQTT connection attempt has ended."""
+        return self.connection.first_attempt
 
     def stop(self) -> None:
         self.stop_event.set()
-        self._session_end.set()
+        self.connection.stop()
 
     def _restart_for_update(self) -> None:
         """Stop cleanly and exit 75 so systemd starts whatever ``current`` now points to."""
@@ -314,7 +320,7 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 self._start(self.engine.run(), "device_engine")
-                connection = self._start(self._connection_loop(), "mqtt_connection")
+                connection = self._start(self.connection.run(), "mqtt_connection")
                 self._start(self._poll_sensors(), "sensor_poller")
                 admin = self._start(
                     serve_admin(self.config.admin_socket, self._admin, self.admin_ready),
@@ -444,11 +450,8 @@ class Gateway:
                 log.warning("config_reload_needs_restart", keys=list(plan.restart_only))
             new = keep_restart_only(self.config, new)
             if plan.restart_session:
-                self._swap_done.clear()
-                self._pending = (new, plan)
-                self._session_end.set()  # the connection task swaps between sessions
-                await self._swap_done.wait()
-                if self.config is not new:
+                # Applied by the connection loop between two sessions.
+                if not await self.connection.reload(partial(self._swap, new, plan)):
                     self.reload_counts["reloads_rejected"] += 1
                     return False
             else:
@@ -466,25 +469,8 @@ class Gateway:
             self._reloading = False
             self.notifier.ready(self.status_line())
 
-    async def _apply_pending_reload(self) -> bool:
-        """Swap in a pending config (no session is running); True if MQTT must reconnect."""
-        pending, self._pending = self._pending, None
-        if not self.stop_event.is_set():
-            self._session_end.clear()
-        if self._next_connector is not None:  # renewed credentials: reconnect with them
-            self.connector, self._next_connector = self._next_connector, None
-            if pending is None:
-                return True
-        if pending is None:
-            return False
-        new, plan = pending
-        try:
-            await self._swap(new, plan)
-        finally:
-            self._swap_done.set()
-        return plan.reconnect and self.config is new
-
-    async def _swap(self, new: GatewayConfig, plan: ReloadPlan) -> None:
+    async def _swap(self, new: GatewayConfig, plan: ReloadPlan) -> ReloadOutcome:
+        """Reconfigure the devices, the device core and the shadow link (no session runs)."""
         assert self.rewiring is not None
         old_values = dict(self.engine.values)
         poller = self._tasks.get("sensor_poller")
@@ -499,12 +485,14 @@ class Gateway:
             self.config = new
             self.engine.prime(await self._read_all())
             if plan.reconnect:
-                self.connector = self.rewiring.make_connector(new)
+                self.connection.connector = self.rewiring.make_connector(new)
+            return ReloadOutcome(applied=True, reconnect=plan.reconnect)
         except GatewayError as exc:
             log.error("config_reload_failed", error=str(exc))
             # Back to the running config's devices; failing here too ends the gateway.
             self.bank = self._reopen(self.config, old_values, frozenset(), may_fail=False)
             self.engine.configure(bank=self.bank, **engine_options(self.config))
+            return ReloadOutcome(applied=False, reconnect=False)
         finally:
             self._start(self._poll_sensors(), "sensor_poller")
 
@@ -544,40 +532,6 @@ class Gateway:
                 values[name] = self.bank.read(name)
         return values
 
-    async def _connection_loop(self) -> None:
-        """Connect, sync, and reconnect with backoff until stopped; reloads swap in between."""
-        while not self.stop_event.is_set():
-            await self._apply_pending_reload()
-            connected_at: float | None = None
-            delay: float
-            try:
-                async with self.connector.connect() as session:
-                    connected_at = time.monotonic()
-                    self.first_attempt.set()
-                    self._connected_via = self.connector
-                    self._connection_changed.set()
-                    while not await self._session_then_reload(session):
-                        pass
-                if self.stop_event.is_set():
-                    return  # clean stop: final state reported, session closed
-                continue  # MQTT settings changed: connect again with the new ones
-            except* CertificateRejectedError as group:
-                log.error("mqtt_certificate_rejected", error=str(group.exceptions[0]))
-                delay = self.backoff.at_cap()  # retrying sooner cannot fix a certificate
-            except* MqttConnectionError as group:
-                lived = None if connected_at is None else time.monotonic() - connected_at
-                delay = self.backoff.next_delay(lived)
-                log.warning(
-                    "mqtt_connection_failed",
-                    error=str(group.exceptions[0]),
-                    retry_in_s=round(delay, 2),
-                )
-            self.first_attempt.set()
-            self.reconnects += 1
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._session_end.wait()  # stop, or a reload to apply now
-
     # -- certificate renewal ---------------------------------------------------------------------
 
     def _renewer(self) -> Renewer:
@@ -607,25 +561,9 @@ class Gateway:
         except GatewayError as exc:
             log.error("certificate_load_failed", error=str(exc))
             return False
-        self._connected_via = None
-        self._connection_changed.clear()
-        self._next_connector = connector
-        self._session_end.set()
-        try:
-            async with asyncio.timeout(self.config.certs.connect_timeout_s):
-                while self._connected_via is not connector:
-                    await self._connection_changed.wait()
-                    self._connection_changed.clear()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _session_then_reload(self, session: Any) -> bool:
-        """One shadow session; True when the connection should close (stop or reconnect)."""
-        await self.shadow.run_session(session, self._session_end)
-        if self.stop_event.is_set():
-            return True
-        return await self._apply_pending_reload()
+        return await self.connection.switch_connector(
+            connector, self.config.certs.connect_timeout_s
+        )
 
     async def _poll_sensors(self) -> None:
         """Read each sensor on its own interval; report changes of at least ``min_change``."""

@@ -27,6 +27,19 @@ class MqttConnectionError(GatewayError):
     """The MQTT link failed or could not be established."""
 
 
+class CertificateRejectedError(MqttConnectionError):
+    """The TLS handshake failed on certificates: ours refused, or the broker's not trusted."""
+
+
+class TlsProtocolError(MqttConnectionError):
+    """The TLS handshake failed before certificates mattered: no common protocol version or
+    cipher (e.g. a broker that only speaks TLS 1.1), or a generic handshake failure."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class TlsSetupError(GatewayError):
     """Certificates or keys could not be loaded into a TLS context."""
 

@@ -27,7 +27,7 @@ import structlog
 
 from gateway import answers, certs
 from gateway.adapters.getcerts import endpoint_url, get_certs
-from gateway.adapters.mqtt import AiomqttConnector, CertificateRejectedError, MqttSettings
+from gateway.adapters.mqtt import AiomqttConnector, MqttSettings
 from gateway.config import FleetConfig, GatewayConfig, GetCertsConfig, ProvisionSetup
 from gateway.credfiles import CredentialFileError, read_credential_file
 from gateway.credstore import (
@@ -36,7 +36,12 @@ from gateway.credstore import (
     install_pair,
     write_provisioned,
 )
-from gateway.errors import GatewayError, MqttConnectionError, ProvisioningError
+from gateway.errors import (
+    CertificateRejectedError,
+    GatewayError,
+    MqttConnectionError,
+    ProvisioningError,
+)
 from gateway.fleet import FleetClient
 
 log = structlog.get_logger()

@@ -22,26 +22,18 @@ import aiomqtt
 import structlog
 
 from gateway.credfiles import CredentialFileError, check_credential_file
-from gateway.errors import MqttConnectionError, TlsSetupError
+from gateway.errors import (
+    CertificateRejectedError,
+    MqttConnectionError,
+    TlsProtocolError,
+    TlsSetupError,
+)
 from gateway.ports import InboundMessage
 
 log = structlog.get_logger()
 
 AWS_ALPN_PORT = 443
 AWS_ALPN_PROTOCOL = "x-amzn-mqtt-ca"  # AWS IoT's ALPN name for MQTT on port 443
-
-
-class CertificateRejectedError(MqttConnectionError):
-    """The TLS handshake failed on certificates: ours refused, or the broker's not trusted."""
-
-
-class TlsProtocolError(MqttConnectionError):
-    """The TLS handshake failed before certificates mattered: no common protocol version or
-    cipher (e.g. a broker that only speaks TLS 1.1), or a generic handshake failure."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
