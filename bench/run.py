@@ -319,22 +319,14 @@ class Bench:
     async def input_latency(self, rounds: int, warmup: int) -> dict[str, list[float]]:
         """Mock input edge -> reported seen by the cloud, for an in-process gateway, next to a
         floor that publishes the same reported update straight from its own client."""
-        from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-        from gateway.adapters.mqtt import AiomqttConnector
-        from gateway.app import Gateway, mqtt_settings
+        from gateway.adapters.gpio import make_pin_factory
+        from gateway.app import build_gateway
         from gateway.config import load_config
 
         thing = "bench-input-gateway"
         config = load_config(self.gateway_yaml(thing, EXAMPLE_DEVICES))
         factory = make_pin_factory("mock")
-        bank = GpiozeroBank(
-            config.devices,
-            factory,
-            loop=asyncio.get_running_loop(),
-            is_mock=True,
-            mock_dir=self.workdir / thing / "mock",
-        )
-        gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+        gateway = build_gateway(config, pin_factory=factory, mock_dir=self.workdir / thing / "mock")
         task = asyncio.create_task(gateway.run())
         samples: dict[str, list[float]] = {"floor": [], "gateway": []}
         try:

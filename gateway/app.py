@@ -41,6 +41,7 @@ from gateway.config import (
     GatewayConfig,
     Mcp3008Config,
     SystemSensorConfig,
+    error_reason_chars,
     is_output,
 )
 from gateway.connection import ConnectionLoop, ReloadOutcome
@@ -150,6 +151,7 @@ def shadow_options(config: GatewayConfig) -> dict[str, Any]:
         "event_devices": frozenset(n for n, d in config.devices.items() if d.events),
         "events_topic": config.event_topic,
         "status_topic": config.status_topic,
+        "error_reason_chars": error_reason_chars(config),
     }
 
 
@@ -631,24 +633,27 @@ def _tls_facts(config: GatewayConfig) -> tuple[str, float | None]:
 
 
 def build_gateway(
-    config: GatewayConfig, *, mock_gpio: bool = False, config_path: Path | None = None
+    config: GatewayConfig,
+    *,
+    mock_gpio: bool = False,
+    config_path: Path | None = None,
+    pin_factory: Any = None,
+    mock_dir: Path | None = None,
+    notifier: Notifier | None = None,
 ) -> Gateway:
-    """The production wiring: gpiozero devices and aiomqtt, as configured. With
-    ``config_path``, a reload re-reads it (new devices go on the same pin factory)."""
+    """The one composition function: a gateway for ``config`` with gpiozero devices and
+    aiomqtt, wired as configured. ``pin_factory`` (e.g. a MockFactory a test drives) and
+    ``mock_dir`` may be injected; with ``config_path`` a reload re-reads that file (new
+    devices go on the same pin factory)."""
     from gateway.config import load_config
 
     mock = mock_gpio or config.mock_gpio
-    factory = make_pin_factory("mock" if mock else config.gpio.pin_factory)
+    factory = pin_factory or make_pin_factory("mock" if mock else config.gpio.pin_factory)
+    mocks = mock_dir or config.state_dir / "mock"
     loop = asyncio.get_running_loop()
 
     def make_bank(current: GatewayConfig) -> DeviceBank:
-        return GpiozeroBank(
-            current.devices,
-            factory,
-            loop=loop,
-            is_mock=mock,
-            mock_dir=config.state_dir / "mock",
-        )
+        return GpiozeroBank(current.devices, factory, loop=loop, is_mock=mock, mock_dir=mocks)
 
     def make_connector(current: GatewayConfig) -> MqttConnector:
         return AiomqttConnector(mqtt_settings(current))
@@ -661,7 +666,7 @@ def build_gateway(
         bank=make_bank(config),
         connector=make_connector(config),
         rewiring=rewiring,
-        notifier=Notifier(),
+        notifier=notifier,
     )
 
 
@@ -671,7 +676,9 @@ async def run_gateway(
     """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``. Returns
     the exit code: 0, or EXIT_RESTART_FOR_UPDATE after an update or a rollback."""
     structlog.contextvars.bind_contextvars(thing=config.thing)
-    gateway = build_gateway(config, mock_gpio=mock_gpio, config_path=config_path)
+    gateway = build_gateway(
+        config, mock_gpio=mock_gpio, config_path=config_path, notifier=Notifier()
+    )
     loop = asyncio.get_running_loop()
     handlers: dict[signal.Signals, Callable[[], None]] = {
         signal.SIGTERM: gateway.stop,

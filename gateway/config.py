@@ -31,9 +31,11 @@ from gateway.yamlsource import KeyPath, YamlDocument, load_yaml
 # AWS IoT limits the config must respect (Device Shadow service quotas).
 SHADOW_DOCUMENT_LIMIT_BYTES = 8 * 1024
 GATEWAY_STATUS_ALLOWANCE_BYTES = 1024
-# reported.gateway.errors holds at most one reason per configured device, cut to this length,
-# so the worst case is known here and counted in the size budget.
+# reported.gateway.errors holds at most one reason per configured device, at most this long;
+# when many devices leave less room, reasons are cut shorter (never below the minimum, which the
+# size check counts for every device), so the worst case always fits the shadow's limit.
 ERROR_REASON_CHARS = 120
+MIN_ERROR_REASON_CHARS = 16
 MAX_CLIENT_ID_BYTES = 128
 
 # BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
@@ -761,10 +763,21 @@ def _widest_value(device: BaseModel) -> object:
 def _reported_size_estimate(config: GatewayConfig) -> int:
     reported = {name: _widest_value(device) for name, device in config.devices.items()}
     body = json.dumps({"state": {"reported": reported}}, separators=(",", ":"))
-    # Worst case of reported.gateway.errors: every device refused with a full-length reason.
-    errors = {name: "x" * ERROR_REASON_CHARS for name in config.devices}
-    errors_size = len(json.dumps({"errors": errors}, separators=(",", ":")))
-    return len(body) + errors_size + GATEWAY_STATUS_ALLOWANCE_BYTES
+    return len(body) + _errors_size(config, MIN_ERROR_REASON_CHARS) + GATEWAY_STATUS_ALLOWANCE_BYTES
+
+
+def _errors_size(config: GatewayConfig, reason_chars: int) -> int:
+    """Bytes of reported.gateway.errors with every device refused (reasons of that length)."""
+    errors = {name: "x" * reason_chars for name in config.devices}
+    return len(json.dumps({"errors": errors}, separators=(",", ":")))
+
+
+def error_reason_chars(config: GatewayConfig) -> int:
+    """How long each error reason may be so that every device refused at once still fits the
+    shadow's limit: ERROR_REASON_CHARS, or less for a config close to the limit."""
+    room = SHADOW_DOCUMENT_LIMIT_BYTES - _reported_size_estimate(config)
+    per_device = room // max(1, len(config.devices)) + MIN_ERROR_REASON_CHARS
+    return max(MIN_ERROR_REASON_CHARS, min(ERROR_REASON_CHARS, per_device))
 
 
 def _dotted(loc: KeyPath) -> str:

@@ -69,13 +69,20 @@ class Reconciler:
     one fetch, never every later delta.
     """
 
-    def __init__(self, codecs: Mapping[str, ValueCodec]) -> None:
+    def __init__(
+        self, codecs: Mapping[str, ValueCodec], *, reason_chars: int = MAX_ERROR_REASON_CHARS
+    ) -> None:
         self._codecs = dict(codecs)
+        self._reason_chars = reason_chars
         self.newest_version = -1
         self.errors: dict[str, str] = {}  # name -> reason, mirrored in reported.gateway.errors
         # Desired keys naming no device (insertion-ordered, capped), and what was last reported.
         self.unknown: dict[str, None] = {}
         self._unknown_reported: JsonValue = None
+
+    def reason(self, text: str) -> str:
+        """An error reason cut to the length every device's entry may have."""
+        return text[: self._reason_chars]
 
     def observe_version(self, version: int) -> None:
         """The version of an update of ours the service accepted."""
@@ -105,7 +112,7 @@ class Reconciler:
             try:
                 apply[name] = codec.parse_desired(value)
             except DeviceValueError as exc:
-                rejected[name] = str(exc)[:MAX_ERROR_REASON_CHARS]
+                rejected[name] = self.reason(str(exc))
         if from_document:
             self.unknown.clear()  # the document's delta lists every unknown key still desired
         for name in unknown:

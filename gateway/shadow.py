@@ -33,6 +33,7 @@ from gateway.outbox import Change, Outbox, OutboxWriter
 from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
+    MAX_ERROR_REASON_CHARS,
     UNKNOWN_KEYS_KEY,
     Coalescer,
     DeltaPlan,
@@ -74,6 +75,7 @@ class ShadowSync:
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
         engine: DeviceEngine | None = None,
+        error_reason_chars: int = MAX_ERROR_REASON_CHARS,
     ) -> None:
         # The device core; built here only when the caller (a unit test) did not pass one.
         self.engine = engine or DeviceEngine(
@@ -114,6 +116,7 @@ class ShadowSync:
             event_devices=event_devices,
             events_topic=events_topic,
             status_topic=status_topic,
+            error_reason_chars=error_reason_chars,
         )
 
     def configure(
@@ -126,6 +129,7 @@ class ShadowSync:
         event_devices: frozenset[str] = frozenset(),
         events_topic: str | None = None,
         status_topic: str | None = None,
+        error_reason_chars: int = MAX_ERROR_REASON_CHARS,
     ) -> None:
         """Take a (reloaded) configuration between sessions, without replacing this object:
         counters, the gateway's status entries and changes not yet reported carry over."""
@@ -134,7 +138,7 @@ class ShadowSync:
         self.protocol = ShadowProtocol(self.topics, self, monotonic=self._monotonic)
         self._shadow = shadow
         self._restore = restore
-        self.reconciler = Reconciler(codecs)
+        self.reconciler = Reconciler(codecs, reason_chars=error_reason_chars)
         self._restored = False  # outputs to restore are restored from the next document
         self._event_devices = event_devices
         self._events_topic = events_topic or f"things/{thing}/events"
@@ -425,7 +429,9 @@ class ShadowSync:
         for name in outcome.deferred:
             self._deferred_versions[name] = plan.version
         applied = outcome.applied
-        plan.rejected.update(outcome.refused)
+        plan.rejected.update(
+            (name, self.reconciler.reason(reason)) for name, reason in outcome.refused.items()
+        )
         for name, shown in applied.items():
             log.info("desired_applied", device=name, value=shown, version=plan.version)
         for name, reason in plan.rejected.items():

@@ -30,9 +30,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from gateway.__main__ import main
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.app import Gateway, mqtt_settings
+from gateway.adapters.gpio import make_pin_factory
+from gateway.app import build_gateway
 from gateway.config import load_config, load_provision_setup
 from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.provision import server_ssl_context
@@ -455,9 +454,7 @@ async def test_a_tls_1_1_only_broker_is_logged_as_a_protocol_failure_not_a_rejec
         )
         config = load_config(path)
         factory = make_pin_factory("mock")
-        loop = asyncio.get_running_loop()
-        bank = GpiozeroBank(config.devices, factory, loop=loop, is_mock=True)
-        gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+        gateway = build_gateway(config, pin_factory=factory)
         with capture_logs() as logs:
             task = asyncio.ensure_future(gateway.run())
             try:

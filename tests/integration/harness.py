@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.app import Gateway, mqtt_settings
+from gateway.adapters.gpio import make_pin_factory
+from gateway.app import Gateway, build_gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.devcloud import MosquittoBroker
 from gateway.devcloud.faultproxy import FaultProxy
@@ -89,10 +88,7 @@ async def running_gateway(config_path: Path, mock_dir: Path) -> AsyncIterator[Ru
 async def running_config(config: GatewayConfig, mock_dir: Path) -> AsyncIterator[RunningGateway]:
     """Run a gateway for a loaded ``config`` in this loop until the block ends (synced first)."""
     factory = make_pin_factory("mock")
-    bank = GpiozeroBank(
-        config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True, mock_dir=mock_dir
-    )
-    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+    gateway = build_gateway(config, pin_factory=factory, mock_dir=mock_dir)
     task = asyncio.ensure_future(gateway.run())
     try:
         async with asyncio.timeout(10):

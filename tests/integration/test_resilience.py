@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector, build_tls_context
+from gateway.adapters.gpio import make_pin_factory
+from gateway.adapters.mqtt import build_tls_context
 from gateway.admin import request
-from gateway.app import Gateway, mqtt_settings
+from gateway.app import build_gateway
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
 from gateway.devcloud.events import EventCollector, collect_events
@@ -429,8 +429,7 @@ async def test_a_refused_certificate_is_logged_as_such_not_as_a_network_error(
     path.write_text(text)
     config = load_config(path)
     factory = make_pin_factory("mock")
-    bank = GpiozeroBank(config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True)
-    gateway = Gateway(config, bank=bank, connector=AiomqttConnector(mqtt_settings(config)))
+    gateway = build_gateway(config, pin_factory=factory)
     with capture_logs() as logs:
         task = asyncio.ensure_future(gateway.run())
         await until(lambda: any(e["event"] == "mqtt_certificate_rejected" for e in logs))
