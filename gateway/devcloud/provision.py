@@ -62,7 +62,13 @@ class Misbehaviour:
     truncate_at: int | None = None  # cut artifact bodies after this many bytes ...
     truncate_times: int = 1  # ... this many times, then serve them whole
     wrong_checksum: bool = False  # offers carry a wrong SHA-256
-    bad_signature: bool = False  # .sig files and "signature" fields are corrupted
+    bad_signature: bool = False  # .sig files and signature fields are corrupted
+    # Hostile servers (tests/hostile/test_updates.py):
+    checkin_body: bytes | None = None  # answer check-ins 200 with these raw bytes
+    checkin_stream_bytes: int = 0  # ... or with this many bytes of JSON, no Content-Length
+    checkin_redirect: str | None = None  # answer check-ins 307 to this URL
+    artifact_redirect: str | None = None  # answer artifact downloads 302 to this URL
+    artifact_chunked: bool = False  # stream artifacts without Content-Length
 
 
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
@@ -113,6 +119,7 @@ class ProvisionService:
         self.checkin_count = 0
         self.misbehaviour = Misbehaviour()
         self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
+        self.streamed_bytes = 0  # bytes of a hostile streamed check-in answer sent so far
 
     @property
     def artifacts_dir(self) -> Path:
@@ -223,7 +230,7 @@ async def _get_certs(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-async def _checkin(request: web.Request) -> web.Response:
+async def _checkin(request: web.Request) -> web.StreamResponse:
     service = request.app[_SERVICE_KEY]
     body = await _json_body(request)
     thing, product, version = body.get("id"), body.get("productId"), body.get("version")
@@ -235,6 +242,8 @@ async def _checkin(request: web.Request) -> web.Response:
     if faults.checkin_status is not None:
         log.warning("provision_checkin_misbehaving", status=faults.checkin_status)
         return web.json_response({"error": "injected fault"}, status=faults.checkin_status)
+    if (hostile := await _hostile_checkin(request, service)) is not None:
+        return hostile
     if not isinstance(thing, str) or not thing:
         raise _bad_request("'id' must be a non-empty string")
     if not isinstance(product, str) or not product:
@@ -258,6 +267,50 @@ async def _checkin(request: web.Request) -> web.Response:
     return web.json_response(offer)
 
 
+async def _hostile_checkin(
+    request: web.Request, service: ProvisionService
+) -> web.StreamResponse | None:
+    """The check-in answer of a hostile server, when one is asked for (else None)."""
+    faults = service.misbehaviour
+    if faults.checkin_redirect is not None:
+        raise web.HTTPTemporaryRedirect(faults.checkin_redirect)
+    if faults.checkin_body is not None:
+        return web.Response(body=faults.checkin_body, content_type="application/json")
+    if faults.checkin_stream_bytes <= 0:
+        return None
+    response = web.StreamResponse()
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    padding = b"a" * 65_536
+    try:
+        await response.write(b'{"version": "')
+        while service.streamed_bytes < faults.checkin_stream_bytes:
+            await response.write(padding)
+            service.streamed_bytes += len(padding)
+        await response.write(b'"}')
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up: what a capped reader does
+        log.info("provision_checkin_stream_ended", sent=service.streamed_bytes)
+    return response
+
+
+async def _chunked(request: web.Request, path: Path) -> web.StreamResponse:
+    """The whole file without Content-Length (chunked), as a hostile or lazy server sends it."""
+    response = web.StreamResponse()
+    response.content_type = "application/octet-stream"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    data = await asyncio.to_thread(path.read_bytes)
+    try:
+        for start in range(0, len(data), 65_536):
+            await response.write(data[start : start + 65_536])
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        log.info("provision_artifact_stream_ended", name=path.name)
+    return response
+
+
 async def _artifact(request: web.Request) -> web.StreamResponse:
     service = request.app[_SERVICE_KEY]
     name = request.match_info["name"]
@@ -268,11 +321,15 @@ async def _artifact(request: web.Request) -> web.StreamResponse:
     faults = service.misbehaviour
     if faults.artifact_status is not None:
         return web.json_response({"error": "injected fault"}, status=faults.artifact_status)
+    if faults.artifact_redirect is not None:
+        raise web.HTTPFound(faults.artifact_redirect)
     if name.endswith(".sig") and faults.bad_signature:
         return web.Response(body=_corrupt_signature(await asyncio.to_thread(path.read_bytes)))
     if faults.truncate_at is not None and faults.truncate_times > 0:
         faults.truncate_times -= 1
         return await _truncated(request, path, faults.truncate_at)
+    if faults.artifact_chunked:
+        return await _chunked(request, path)
     return web.FileResponse(path)  # serves Range requests with 206 Partial Content
 
 
