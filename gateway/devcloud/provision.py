@@ -4,7 +4,9 @@
   known claim id: ``{accountId, certificate, key, endpoint, id, port, thing}``.
 - ``POST /provision/checkin`` ``{"id", "productId", "test", "version"}`` answers the offer
   configured for the product in ``offers.json`` (``{"version", "url", "checksum"}``, and
-  ``"signature"`` when given), or ``{}``.
+  ``"signature"``, ``"manifest"``, ``"manifestSignature"`` when given), or ``{}``. With
+  ``ProvisionService.signing_key`` set, offers of local artifacts carry a manifest signed with
+  it (as a release process would), e.g. ``{"gw": {"version": "2.0", "url": "/artifacts/x"}}``.
 - ``GET /artifacts/<name>`` serves files of ``artifacts/`` with HTTP Range support.
 
 ``ProvisionService.misbehaviour`` injects faults for tests: error statuses, slow check-ins,
@@ -118,6 +120,7 @@ class ProvisionService:
         self.checkins: dict[str, dict[str, Any]] = {}
         self.checkin_count = 0
         self.misbehaviour = Misbehaviour()
+        self.signing_key: bytes | None = None  # PEM: sign the manifests of local artifacts
         self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
         self.streamed_bytes = 0  # bytes of a hostile streamed check-in answer sent so far
 
@@ -175,21 +178,44 @@ class ProvisionService:
             return {}
         test_offer = entry.get("test")
         chosen = test_offer if test and isinstance(test_offer, dict) else entry
-        offer = {k: chosen[k] for k in ("version", "url", "checksum", "signature") if k in chosen}
+        fields = ("version", "url", "checksum", "signature", "manifest", "manifestSignature")
+        offer = {k: chosen[k] for k in fields if k in chosen}
         if "version" not in offer or "url" not in offer:
             return {}
         url = str(offer["url"])
         prefix = f"/{ARTIFACTS_DIR}/"
-        if "checksum" not in offer and url.startswith(prefix):
-            name = url[len(prefix) :]
-            path = self.artifacts_dir / name
-            if _valid_name(name) and path.is_file():
-                offer["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = url[len(prefix) :]
+        path = self.artifacts_dir / name
+        if url.startswith(prefix) and _valid_name(name) and path.is_file():
+            data = path.read_bytes()
+            offer.setdefault("checksum", hashlib.sha256(data).hexdigest())
+            if self.signing_key is not None and "manifest" not in offer:
+                offer.update(self._signed_manifest(product, chosen, data))
         if self.misbehaviour.wrong_checksum and "checksum" in offer:
             offer["checksum"] = hashlib.sha256(b"not the artifact").hexdigest()
-        if self.misbehaviour.bad_signature and "signature" in offer:
-            offer["signature"] = _corrupt_signature(str(offer["signature"]).encode()).decode()
+        for field in ("signature", "manifestSignature"):
+            if self.misbehaviour.bad_signature and field in offer:
+                offer[field] = _corrupt_signature(str(offer[field]).encode()).decode()
         return offer
+
+    def _signed_manifest(
+        self, product: str, offer: Mapping[str, Any], data: bytes
+    ) -> dict[str, str]:
+        """``manifest`` and ``manifestSignature`` for an artifact, signed with ``signing_key``."""
+        from gateway.checkin import Manifest
+        from gateway.signing import sign_manifest
+
+        assert self.signing_key is not None
+        manifest = Manifest(
+            product=product,
+            version=str(offer["version"]),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            min_version=offer.get("min_version"),
+            downgrade=offer.get("downgrade") is True,
+        ).dumps()
+        signature = sign_manifest(self.signing_key, manifest)
+        return {"manifest": manifest.decode(), "manifestSignature": signature.decode().strip()}
 
     def notify(self, thing: str, kind: str, details: dict[str, Any]) -> None:
         if self._listener is not None:
