@@ -309,7 +309,8 @@ def parse_offer(body: object, running_version: str) -> Offer | None:
         ("manifestSignature", manifest_signature),
     ):
         if value is not None and (not isinstance(value, str) or not value):
-            raise OfferError(f"{name!r} must be a non-empty string")
+            kind = "JSON text" if name == "manifest" else "base64"
+            raise OfferError(f"{name!r} must be a non-empty string ({kind})")
     if (manifest is None) != (manifest_signature is None):
         raise OfferError("'manifest' and 'manifestSignature' come together")
     if isinstance(manifest, str) and len(manifest) > MAX_MANIFEST_BYTES:
