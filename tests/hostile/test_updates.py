@@ -33,7 +33,7 @@ from gateway.app import EXIT_RESTART_FOR_UPDATE
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
-from gateway.signing import generate_keypair, sign_release
+from gateway.signing import generate_keypair, sign_file, sign_release
 from tests.integration.harness import RunningGateway, running_config
 from tests.integration.test_devcloud_web import running_devcloud
 from tests.integration.test_ota import (
@@ -100,6 +100,12 @@ async def plain_http(routes: web.RouteTableDef) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+async def checked_in(cloud: DevCloud, more: int) -> None:
+    """Until ``more`` further check-ins have been answered and handled (or failed)."""
+    target = cloud.provision.checkin_count + more
+    await until(lambda: cloud.provision.checkin_count > target, 20)
+
+
 async def led_follows_desired(
     running: RunningGateway, shadows: ShadowClient, value: bool = True
 ) -> None:
@@ -118,11 +124,11 @@ async def test_checkin_answer_nested_deep_is_dropped_and_daemon_lives(
     config = configure(folder, devcloud)
     with capture_logs() as logs:
         async with gateway_at(config) as running:
-            updater = running.gateway.updater
-            await until(lambda: updater.checkin_failures >= 2, 10)
+            await checked_in(devcloud, 2)
             devcloud.provision.misbehaviour.checkin_body = b"[" * 100_000 + b"]" * 100_000
-            await until(lambda: updater.checkin_failures >= 4, 10)
+            await checked_in(devcloud, 2)
             assert running.gateway.healthy()  # every task alive: nothing ended the group
+            assert running.gateway.status()["checkin_failures"] >= 4
             await led_follows_desired(running, shadow_client)
             devcloud.provision.misbehaviour.checkin_body = None  # the server is fixed: it heals
             await until(lambda: running.gateway.status()["checkin_error"] is None, 10)
@@ -198,7 +204,7 @@ async def test_huge_checkin_answer_is_cut_at_the_cap(
     config = configure(folder, devcloud)
     with capture_logs() as logs:
         async with gateway_at(config) as running:
-            await until(lambda: running.gateway.updater.checkin_failures >= 1, 20)
+            await checked_in(devcloud, 1)
             await led_follows_desired(running, shadow_client)
     # The gateway hung up after 64 KiB; only what the sockets buffered went out.
     assert devcloud.provision.streamed_bytes < 16 * 1024 * 1024
@@ -207,6 +213,16 @@ async def test_huge_checkin_answer_is_cut_at_the_cap(
 
 
 # --- 2. forged and rolled-back releases ----------------------------------------------------------
+
+
+def release(
+    private: Path, artifact: Path, *, version: str, product: str = "gw", downgrade: bool = False
+) -> None:
+    """A genuinely signed release: the signed manifest, and the digest-only ARTIFACT.sig that
+    gateways before manifests check (what an attacker replays to them)."""
+    key = private.read_bytes()
+    artifact.with_name(artifact.name + ".sig").write_bytes(sign_file(key, artifact))
+    sign_release(key, artifact, product=product, version=version, downgrade=downgrade)
 
 
 def installed(folder: Path, version: str, data: bytes) -> None:
@@ -227,10 +243,7 @@ async def test_signed_old_release_is_not_applied_as_a_downgrade(
     installed(folder, "2.0", b"release 2.0")
     old = FIRMWARE[::-1]
     offer(devcloud, "fw-1.0.bin", old, "1.0")  # the genuine, signed 1.0, offered again
-    sign_release(
-        private.read_bytes(), devcloud.provision.artifacts_dir / "fw-1.0.bin", product="gw",
-        version="1.0",
-    )  # fmt: skip
+    release(private, devcloud.provision.artifacts_dir / "fw-1.0.bin", version="1.0")
     config = configure(folder, devcloud, ota=command_ota(folder, public))
     async with gateway_at(config) as running:
         doc = await shadow_client.wait_for(running.thing, ota_is("failed", "1.0"), 20)
@@ -250,10 +263,7 @@ async def test_signed_old_release_relabelled_as_new_is_refused(
     installed(folder, "2.0", b"release 2.0")
     old = FIRMWARE[::-1]
     offer(devcloud, "fw-1.0.bin", old, "9.9.9")  # signed as 1.0, offered as 9.9.9
-    sign_release(
-        private.read_bytes(), devcloud.provision.artifacts_dir / "fw-1.0.bin", product="gw",
-        version="1.0",
-    )  # fmt: skip
+    release(private, devcloud.provision.artifacts_dir / "fw-1.0.bin", version="1.0")
     config = configure(folder, devcloud, ota=command_ota(folder, public))
     async with gateway_at(config) as running:
         doc = await shadow_client.wait_for(running.thing, ota_is("failed", "9.9.9"), 20)
@@ -271,7 +281,7 @@ async def test_release_signed_for_another_product_is_refused(
     private, public = signing_keys
     offer(devcloud, "fw-3.0.bin", FIRMWARE, "3.0")
     artifact = devcloud.provision.artifacts_dir / "fw-3.0.bin"
-    sign_release(private.read_bytes(), artifact, product="other-product", version="3.0")
+    release(private, artifact, product="other-product", version="3.0")
     config = configure(folder, devcloud, ota=command_ota(folder, public))
     async with gateway_at(config) as running:
         doc = await shadow_client.wait_for(running.thing, ota_is("failed", "3.0"), 20)
@@ -288,7 +298,7 @@ async def test_version_shaped_like_an_option_never_reaches_the_command(
     config = configure(folder, devcloud, ota=ota)
     with capture_logs() as logs:
         async with gateway_at(config) as running:
-            await until(lambda: running.gateway.updater.checkin_failures >= 2, 10)
+            await checked_in(devcloud, 2)
             await led_follows_desired(running, shadow_client)
     assert not (folder / "flashed.bin").exists()
     assert not any(e["event"] == "ota_command_started" for e in logs)
@@ -319,7 +329,7 @@ async def test_signed_downgrade_flag_allows_a_downgrade(
     installed(folder, "2.0", b"release 2.0")
     offer(devcloud, "fw-1.0.bin", FIRMWARE, "1.0")
     artifact = devcloud.provision.artifacts_dir / "fw-1.0.bin"
-    sign_release(private.read_bytes(), artifact, product="gw", version="1.0", downgrade=True)
+    release(private, artifact, version="1.0", downgrade=True)
     config = configure(folder, devcloud, ota=command_ota(folder, public))
     async with gateway_at(config) as running:
         await shadow_client.wait_for(running.thing, ota_is("applied", "1.0"), 20)
@@ -347,7 +357,7 @@ async def test_artifact_redirect_to_plain_http_elsewhere_is_refused(
         config = configure(folder, devcloud, ota=command_ota(folder))
         with capture_logs() as logs:
             async with gateway_at(config) as running:
-                await until(lambda: running.gateway.updater.checkin_failures >= 2, 10)
+                await checked_in(devcloud, 2)
                 await led_follows_desired(running, shadow_client)
     finally:
         await runner.cleanup()
@@ -385,7 +395,7 @@ async def test_checkin_redirect_to_plain_http_is_not_followed(
         config = configure(folder, devcloud, checkin=extra, ota=command_ota(folder))
         with capture_logs() as logs:
             async with gateway_at(config) as running:
-                await until(lambda: running.gateway.updater.checkin_failures >= 2, 10)
+                await checked_in(devcloud, 2)
                 await led_follows_desired(running, shadow_client)
     finally:
         await runner.cleanup()
@@ -425,7 +435,7 @@ async def test_artifact_without_length_stops_at_min_free_bytes_and_part_is_remov
     config = configure(folder, devcloud, ota=ota)
     with capture_logs() as logs:
         async with gateway_at(config) as running:
-            await until(lambda: running.gateway.updater.checkin_failures >= 1, 20)
+            await checked_in(devcloud, 1)
             await led_follows_desired(running, shadow_client)
     failure = next(e for e in logs if e["event"] == "checkin_failed")
     assert "not enough disk space" in failure["error"]
@@ -541,7 +551,7 @@ async def test_wheel_update_installs_its_bundle_and_never_the_index(
         # The attack: the signed wheel alone, its dependency left to the index.
         offer(devcloud, wheel.name, wheel.read_bytes(), "9.9.0")
         artifact = devcloud.provision.artifacts_dir / wheel.name
-        sign_release(private.read_bytes(), artifact, product="gw", version="9.9.0")
+        release(private, artifact, version="9.9.0")
         ota = f"""\
 ota:
   mode: wheel
