@@ -8,6 +8,7 @@ as a ``GatewayError`` that says whether the broker refused our certificate or th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -213,6 +214,7 @@ class AiomqttConnector:
             will=will,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
+        before = _cancels()
         try:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError) as exc:
@@ -224,6 +226,10 @@ class AiomqttConnector:
             raise _convert(exc, f"cannot connect to {s.host}:{s.port}") from exc
         finally:
             paho_logger.removeHandler(alerts)
+        if _cancels() > before:  # cancelled as the CONNACK arrived (see _raise_swallowed_cancel)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise asyncio.CancelledError
         log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)
         try:
             yield AiomqttSession(client)
