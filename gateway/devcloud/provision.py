@@ -122,7 +122,7 @@ class ProvisionService:
         self.misbehaviour = Misbehaviour()
         self.signing_key: bytes | None = None  # PEM: sign the manifests of local artifacts
         self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
-        self.streamed_bytes = 0  # bytes of a hostile streamed check-in answer sent so far
+        self.streamed_answers: list[int] = []  # bytes sent per streamed check-in answer
 
     @property
     def artifacts_dir(self) -> Path:
@@ -309,15 +309,18 @@ async def _hostile_checkin(
     response.enable_chunked_encoding()
     await response.prepare(request)
     padding = b"a" * 65_536
+    sent = 0
     try:
         await response.write(b'{"version": "')
-        while service.streamed_bytes < faults.checkin_stream_bytes:
+        while sent < faults.checkin_stream_bytes:
             await response.write(padding)
-            service.streamed_bytes += len(padding)
+            sent += len(padding)
         await response.write(b'"}')
         await response.write_eof()
     except (ConnectionError, RuntimeError):  # the client hung up: what a capped reader does
-        log.info("provision_checkin_stream_ended", sent=service.streamed_bytes)
+        log.info("provision_checkin_stream_ended", sent=sent)
+    finally:
+        service.streamed_answers.append(sent)
     return response
 
 
