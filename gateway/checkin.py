@@ -299,7 +299,7 @@ def parse_offer(body: object, running_version: str) -> Offer | None:
     if not isinstance(url, str) or not url:
         raise OfferError("an offer needs a 'url'")
     if (problem := url_problem(url)) is not None:
-        raise OfferError(f"offered url {url!r}: {problem}")
+        raise OfferError(f"offered url {url[:120]!r}: {problem}")
     if not isinstance(checksum, str) or not _HEX64.match(checksum):
         raise OfferError("an offer needs 'checksum': the artifact's SHA-256 as 64 hex digits")
     manifest, manifest_signature = body.get("manifest"), body.get("manifestSignature")

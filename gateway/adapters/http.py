@@ -183,9 +183,9 @@ class HttpClient:
                         url, target, method=method, status=response.status
                     )
                     if problem is not None:
-                        raise HttpRedirectError(
+                        raise HttpRedirectError(  # the target is the server's text: bounded
                             f"{_safe(current)} redirected ({response.status}) to "
-                            f"{_safe(target)}; refused: {problem}"
+                            f"{_safe(target)[:120]}; refused: {problem}"
                         )
                     current = target
                     continue
