@@ -314,16 +314,57 @@ def cmd_ota_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_ota_sign(args: argparse.Namespace) -> int:
-    from gateway.signing import sign_file
+    from gateway.checkin import version_problem
+    from gateway.signing import (
+        build_bundle,
+        bundle_name,
+        sign_file,
+        sign_release,
+        wheel_project,
+    )
 
     artifact = Path(args.artifact)
+    is_wheel = artifact.name.endswith(".whl")
+    if args.product is None:
+        if args.deps or args.version or args.min_version or args.downgrade:
+            raise GatewayError("--deps, --version, --min-version and --downgrade need --product")
+        try:  # the digest-only signature of gateways from before manifests
+            signature = sign_file(Path(args.key).read_bytes(), artifact)
+        except OSError as exc:
+            raise GatewayError(f"cannot sign {artifact}: {exc.strerror or exc}") from exc
+        output = Path(args.output) if args.output else artifact.with_name(artifact.name + ".sig")
+        output.write_bytes(signature)
+        print(f"{output}: {signature.decode().strip()}")
+        print("note: gateways from this version on need a signed manifest: add --product")
+        return EXIT_OK
+    if args.output:
+        raise GatewayError("--output applies only without --product (a digest signature)")
+    if args.deps and not is_wheel:
+        raise GatewayError("--deps applies only to a wheel")
     try:
-        signature = sign_file(Path(args.key).read_bytes(), artifact)
+        version = args.version or (wheel_project(artifact.name)[1] if is_wheel else None)
+        if version is None:
+            raise GatewayError("--version is needed for an artifact that is not a wheel")
+        for name, value in (("--version", version), ("--min-version", args.min_version)):
+            if value is not None and (problem := version_problem(value)) is not None:
+                raise GatewayError(f"{name} {value!r}: {problem}")
+        key = Path(args.key).read_bytes()
+        if is_wheel:  # mode wheel installs a bundle: the wheel and every dependency, pinned
+            deps = Path(args.deps) if args.deps else None
+            artifact = build_bundle(artifact, deps, artifact.with_name(bundle_name(artifact)))
+        release = sign_release(
+            key,
+            artifact,
+            product=args.product,
+            version=version,
+            min_version=args.min_version,
+            downgrade=args.downgrade,
+        )
     except OSError as exc:
         raise GatewayError(f"cannot sign {artifact}: {exc.strerror or exc}") from exc
-    output = Path(args.output) if args.output else artifact.with_name(artifact.name + ".sig")
-    output.write_bytes(signature)
-    print(f"{output}: {signature.decode().strip()}")
+    print(f"artifact  {release.artifact} ({release.content.size} bytes)")
+    print(f"manifest  {release.manifest}: {release.manifest.read_text().strip()}")
+    print(f"signature {release.signature}")
     return EXIT_OK
 
 
@@ -343,10 +384,23 @@ def _add_ota_commands(commands: Any) -> None:
     keygen.add_argument("--key", required=True, help="private key file to create (0600)")
     keygen.add_argument("--public", help="public key file (default KEY with .pub.pem)")
     keygen.set_defaults(handler=cmd_ota_keygen)
-    sign = actions.add_parser("sign", help="write ARTIFACT.sig (base64 signature of its SHA-256)")
-    sign.add_argument("artifact", help="the file devices will download")
+    sign = actions.add_parser(
+        "sign",
+        help="with --product: write the signed manifest (and for a wheel the bundle); "
+        "without: ARTIFACT.sig, the digest signature of older gateways",
+    )
+    sign.add_argument("artifact", help="the file devices will download (a .whl: its bundle)")
     sign.add_argument("--key", required=True, help="Ed25519 or ECDSA P-256 private key (PEM)")
     sign.add_argument("-o", "--output", help="signature file (default ARTIFACT.sig)")
+    sign.add_argument("--product", help="checkin.product_id of the devices this release is for")
+    sign.add_argument("--version", help="the release's version (default: the wheel's)")
+    sign.add_argument("--min-version", help="the oldest running version it may replace")
+    sign.add_argument(
+        "--downgrade", action="store_true", help="allow it to replace a newer version"
+    )
+    sign.add_argument(
+        "--deps", help="a folder of dependency wheels to bundle (e.g. from 'pip download')"
+    )
     sign.set_defaults(handler=cmd_ota_sign)
     guard = actions.add_parser(
         "guard", help="before a start: roll back a pending update that cannot get healthy"

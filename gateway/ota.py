@@ -1,12 +1,15 @@
 """Check-in and over-the-air updates: verified, signed, atomic, with automatic rollback.
 
 ``Updater.run_checkins`` (the ``update_checker`` task) checks in at start and every
-``checkin.interval_s`` ±10 %, backs off after failures, and hands a new offer to the update
-steps: download (resumable, capped, disk checked) -> verify (SHA-256, and the signature when
-``ota.public_key`` is set) -> apply (``command``, or ``wheel``: a new A/B slot, switch the
-``current`` link, exit 75 so systemd restarts into it). ``Updater.watch_health`` (the
-``ota_health`` task) runs in the restarted gateway: connected and synced within
-``ota.health_timeout_s`` commits the slot, otherwise the previous slot comes back.
+``checkin.interval_s`` ±10 %, backs off after any failure (nothing a server answers ends the
+task), and hands a new offer to the update steps: the signed manifest (when ``ota.public_key``
+is set: product, version, size and SHA-256 bound, no downgrade unless signed) -> download
+(resumable, capped, free disk checked as it streams, ``.part`` removed on failure or when the
+offer goes) -> verify (size and SHA-256) -> apply (``command``, or ``wheel``: a hash-pinned
+bundle into a new A/B slot, switch the ``current`` link, exit 75 so systemd restarts into it).
+``Updater.watch_health`` (the ``ota_health`` task) runs in the restarted gateway: connected
+and synced within ``ota.health_timeout_s`` commits the slot, otherwise the previous slot comes
+back.
 The decisions live in ``checkin.py`` and ``otastate.py``; this module does the I/O.
 """
 
@@ -30,15 +33,25 @@ from urllib.parse import urlsplit
 import structlog
 
 from gateway import __version__
-from gateway.adapters.http import HttpClient, HttpStatusError, client_ssl_context
+from gateway.adapters.http import (
+    HttpClient,
+    HttpStatusError,
+    HttpTransportError,
+    client_ssl_context,
+)
 from gateway.backoff import Backoff
 from gateway.checkin import (
+    MAX_MANIFEST_BYTES,
     Attempt,
+    Manifest,
     Offer,
     OfferError,
     Window,
     checkin_body,
+    manifest_problem,
+    newer_problem,
     next_checkin_s,
+    parse_manifest,
     parse_offer,
     should_apply,
 )
@@ -56,7 +69,13 @@ from gateway.otastate import (
     record,
     roll_back,
 )
-from gateway.signing import MAX_SIGNATURE_BYTES, decode_signature, sha256_file, verify_digest
+from gateway.signing import (
+    MAX_SIGNATURE_BYTES,
+    decode_signature,
+    extract_bundle,
+    sha256_file,
+    verify_manifest,
+)
 
 log = structlog.get_logger()
 
@@ -64,6 +83,12 @@ STATE_FILE = "state.json"
 HEALTH_POLL_S = 0.2
 MAX_ERROR_CHARS = 300  # keeps reported.gateway.ota within the shadow's size budget
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+BUNDLE_DIR = "bundle"  # a wheel bundle is unpacked next to it, in <sha256>/bundle/
+
+
+def disk_free(folder: Path) -> int:
+    """Free bytes on ``folder``'s file system (blocking)."""
+    return shutil.disk_usage(folder).free
 
 
 def artifact_name(url: str) -> str:
@@ -153,6 +178,7 @@ class Updater:
         version: str = __version__,
         rng: Callable[[float, float], float] = random.uniform,
         local_time: Callable[[], clock_time] = lambda: datetime.now().time(),
+        free_space: Callable[[Path], int] | None = None,
     ) -> None:
         self.checkin = config.checkin
         self.ota = config.ota
@@ -165,7 +191,9 @@ class Updater:
         self.last_checkin: str | None = None  # ISO time of the last answered check-in
         self.last_checkin_at: float | None = None  # the same, as epoch seconds
         self.last_checkin_error: str | None = None
+        self.checkin_failures = 0  # failed check-ins (any cause) since start
         self._report = report
+        self._free_space = free_space
         self._healthy = healthy
         self._restart = restart
         self._rng = rng
@@ -178,6 +206,12 @@ class Updater:
     async def load(self) -> None:
         """Read state.json; the last outcome (e.g. a rollback before the restart) is reported."""
         self.state = await asyncio.to_thread(load_state, self.directory)
+        if self.ota is not None and self.ota.public_key is None:
+            log.warning(
+                "ota_unsigned",
+                hint="without ota.public_key only the check-in answer's checksum vouches for "
+                "an update; set it to require signed manifests",
+            )
         if self.state.last is not None:
             self.status = self.state.last.to_json()
         self._report(dict(self.status))
@@ -192,6 +226,19 @@ class Updater:
         self.status = {"state": phase, "version": version, "error": error}
         log.info("ota_state", ota_state=phase, version=version, error=error)
         self._report(dict(self.status))
+
+    async def _forget_artifacts(self) -> None:
+        if self.ota is not None and not self._lock.locked():
+            await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=None)
+
+    @property
+    def baseline_version(self) -> str | None:
+        """What an offer must be newer than: the gateway's version in ``wheel`` mode, the last
+        applied one in ``command`` mode (None before the first: the attached device's version
+        is not known to the gateway)."""
+        if self.ota is not None and self.ota.mode == "command":
+            return self.state.installed.version if self.state.installed else None
+        return self.version
 
     @property
     def running_version(self) -> str:
@@ -246,6 +293,17 @@ class Updater:
                     self.last_checkin_error = str(exc)
                     delay = backoff.next_delay()
                     log.warning("checkin_failed", error=str(exc), retry_in_s=round(delay, 1))
+                except Exception as exc:  # nothing a server sends may end the task
+                    self.last_checkin_error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+                    delay = backoff.next_delay()
+                    log.error(
+                        "checkin_failed_unexpectedly",
+                        error_type=type(exc).__name__,
+                        error=self.last_checkin_error,
+                        retry_in_s=round(delay, 1),
+                    )
+                if self.last_checkin_error is not None:
+                    self.checkin_failures += 1
                 await asyncio.sleep(delay)
 
     def _credentials(self) -> tuple[ssl.SSLContext, str | None]:
@@ -284,12 +342,14 @@ class Updater:
             raise UpdateError(f"check-in answer: {exc}") from exc
         if offer is None:
             log.info("checkin_up_to_date", version=self.running_version)
+            await self._forget_artifacts()  # an offer withdrawn: its (part) download goes too
             return interval
         skip = should_apply(
             offer, running_version=self.running_version, rolled_back=self.state.rolled_back
         )
         if skip is not None:
             log.info("ota_offer_skipped", version=offer.version, reason=skip)
+            await self._forget_artifacts()
             return interval
         log.info("ota_offered", version=offer.version, running=self.running_version)
         if self.ota is None:
@@ -349,26 +409,39 @@ class Updater:
     async def _obtain(self, http: HttpClient, offer: Offer) -> Path:
         """A verified artifact for ``offer``: the one kept from before, or a new download."""
         assert self.ota is not None
+        ota = self.ota
         folder = self.directory / offer.checksum
         final = folder / artifact_name(offer.url)
         part = folder / (final.name + ".part")
+        await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=offer.checksum)
+        manifest = await self._manifest(http, offer)  # first: unsigned means no download
+        size_limit = ota.max_bytes if manifest is None else manifest.size
         if await asyncio.to_thread(final.is_file):
-            if await asyncio.to_thread(sha256_file, final) == offer.checksum:
+            if await asyncio.to_thread(_matches, final, offer.checksum, manifest):
                 log.info("ota_artifact_reused", version=offer.version, path=str(final))
                 return final
             await asyncio.to_thread(final.unlink)
-        await asyncio.to_thread(_remove_other_artifacts, self.directory, keep=offer.checksum)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True, mode=0o700)
         self._set("downloading", offer.version)
-        signature = await self._signature(http, offer)  # first: unsigned means no download
         started = time.monotonic()
-        size = await http.download(
-            offer.url,
-            part,
-            max_bytes=self.ota.max_bytes,
-            timeout_s=self.ota.download_timeout_s,
-            check_space=lambda remaining: _check_space(folder, remaining, self.ota),
-        )
+        free = self._free_space or disk_free
+        try:
+            size = await http.download(
+                offer.url,
+                part,
+                max_bytes=size_limit,
+                timeout_s=ota.download_timeout_s,
+                check_space=lambda remaining: _check_space(folder, remaining, ota, free),
+            )
+        except HttpTransportError:
+            raise  # a cut link: the part stays for a Range request while the offer stands
+        except HttpStatusError as exc:
+            if exc.status < 500:
+                await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise
+        except (UpdateError, OSError):
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise
         log.info(
             "ota_downloaded",
             version=offer.version,
@@ -377,30 +450,56 @@ class Updater:
         )
         self._set("verifying", offer.version)
         try:
-            await asyncio.to_thread(_verify, part, offer, self.ota.public_key, signature)
+            await asyncio.to_thread(_verify, part, offer, manifest)
         except UpdateError as exc:
             await asyncio.to_thread(part.unlink, missing_ok=True)
             raise _Rejected(f"verification failed, artifact deleted: {exc}") from exc
         await asyncio.to_thread(os.replace, part, final)
-        log.info("ota_verified", version=offer.version, signed=signature is not None)
+        log.info("ota_verified", version=offer.version, signed=manifest is not None)
         return final
 
-    async def _signature(self, http: HttpClient, offer: Offer) -> bytes | None:
-        """The offer's signature (its ``signature`` field, else ``<url>.sig``) when required."""
-        if self.ota is None or self.ota.public_key is None:
+    async def _manifest(self, http: HttpClient, offer: Offer) -> Manifest | None:
+        """The offer's signed manifest, verified and checked against the offer and this device
+        (with ``ota.public_key``); without a key only the version order is checked."""
+        assert self.ota is not None and self.checkin is not None
+        baseline = self.baseline_version
+        key_path = self.ota.public_key
+        if key_path is None:
+            if (problem := newer_problem(offer, baseline)) is not None:
+                raise _Rejected(problem)
             return None
-        if offer.signature is not None:
-            return decode_signature(offer.signature.encode())
-        parts = urlsplit(offer.url)
-        sig_url = parts._replace(path=parts.path + ".sig").geturl()
+        if offer.manifest is not None and offer.manifest_signature is not None:
+            data = offer.manifest.encode()
+            signature = decode_signature(offer.manifest_signature.encode())
+        else:
+            parts = urlsplit(offer.url)
+            manifest_url = parts._replace(path=parts.path + ".manifest").geturl()
+            signature_url = parts._replace(path=parts.path + ".manifest.sig").geturl()
+            try:
+                data = await http.fetch(manifest_url, max_bytes=MAX_MANIFEST_BYTES)
+                signature = decode_signature(
+                    await http.fetch(signature_url, max_bytes=MAX_SIGNATURE_BYTES)
+                )
+            except HttpStatusError as exc:
+                if exc.status in (404, 410):
+                    message = f"unsigned: no {parts.path}.manifest(.sig), but ota.public_key is set"
+                    raise _Rejected(message) from exc
+                raise
+        public_key = await asyncio.to_thread(key_path.read_bytes)
         try:
-            raw = await http.fetch(sig_url, max_bytes=MAX_SIGNATURE_BYTES)
-        except HttpStatusError as exc:
-            if exc.status in (404, 410):
-                message = f"unsigned: no {parts.path}.sig, but ota.public_key is set"
-                raise _Rejected(message) from exc
-            raise
-        return decode_signature(raw)
+            verify_manifest(public_key, data, signature)
+            manifest = parse_manifest(data)
+        except (UpdateError, OfferError) as exc:
+            raise _Rejected(str(exc)) from exc
+        problem = manifest_problem(
+            manifest, offer, product_id=self.checkin.product_id, running_version=baseline
+        )
+        if problem is None and manifest.size > self.ota.max_bytes:
+            limit = self.ota.max_bytes
+            problem = f"the artifact is {manifest.size} bytes; ota.max_bytes is {limit}"
+        if problem is not None:
+            raise _Rejected(problem)
+        return manifest
 
     async def _apply_command(self, ota: OtaConfig, offer: Offer, artifact: Path) -> None:
         assert ota.command is not None
@@ -422,8 +521,14 @@ class Updater:
         self._set("applied", offer.version)
 
     async def _apply_wheel(self, ota: OtaConfig, offer: Offer, artifact: Path) -> None:
-        if not artifact.name.endswith(".whl"):
-            raise UpdateError(f"mode 'wheel' needs a .whl artifact, got {artifact.name!r}")
+        bundle = artifact.parent / BUNDLE_DIR
+        await asyncio.to_thread(shutil.rmtree, bundle, ignore_errors=True)
+        try:
+            requirements = await asyncio.to_thread(extract_bundle, artifact, bundle)
+        except UpdateError as exc:
+            raise UpdateError(
+                f"mode 'wheel' needs a bundle made by 'edge-gateway ota sign': {exc}"
+            ) from exc
         root = ota.root
         active = await asyncio.to_thread(read_slot, root)
         if active is None:
@@ -438,7 +543,10 @@ class Updater:
         venv += ["--system-site-packages"] if ota.system_site_packages else []
         await _run([*venv, str(slot)], ota.command_timeout_s, what="venv")
         pip = [str(slot / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-        await _run([*pip, "--no-input", *ota.pip_args, str(artifact)], ota.command_timeout_s, "pip")
+        # Everything from the bundle, every file hash-pinned: never the index at update time.
+        pinned = ["--no-index", "--require-hashes", "--find-links", str(bundle / "wheels")]
+        argv = [*pip, "--no-input", *ota.pip_args, *pinned, "-r", str(requirements)]
+        await _run(argv, ota.command_timeout_s, "pip")
         output = await _run([str(slot / "bin" / "edge-gateway"), "--version"], 120, "new version")
         if output.split()[-1:] != [offer.version]:
             raise UpdateError(f"the wheel installs {output.strip()!r}, not {offer.version}")
@@ -516,6 +624,7 @@ class Updater:
             "last_checkin": self.last_checkin,
             "last_checkin_at": self.last_checkin_at,
             "checkin_error": self.last_checkin_error,
+            "checkin_failures": self.checkin_failures,
             "ota_pending": None if pending is None else pending.version,
         }
 
@@ -524,20 +633,33 @@ class _Rejected(UpdateError):
     """The artifact failed verification (not retried before the next regular check-in)."""
 
 
-def _verify(path: Path, offer: Offer, public_key: Path | None, signature: bytes | None) -> None:
-    """SHA-256 against the offer, then the signature (blocking)."""
+def _verify(path: Path, offer: Offer, manifest: Manifest | None) -> None:
+    """SHA-256 against the offer, size and SHA-256 against the signed manifest (blocking)."""
     actual = sha256_file(path)
     if actual != offer.checksum:
         raise UpdateError(f"SHA-256 is {actual}, the offer says {offer.checksum}")
-    if public_key is not None:
-        if signature is None:
-            raise UpdateError("no signature, but ota.public_key requires one")
-        verify_digest(public_key.read_bytes(), actual, signature)
+    if manifest is not None:
+        size = path.stat().st_size
+        if size != manifest.size or actual != manifest.sha256:
+            raise UpdateError(f"the artifact ({size} bytes) is not the one the manifest signs")
 
 
-def _check_space(folder: Path, remaining: int, ota: OtaConfig | None) -> None:
-    headroom = ota.min_free_bytes if ota is not None else 0
-    free = shutil.disk_usage(folder).free
+def _matches(path: Path, checksum: str, manifest: Manifest | None) -> bool:
+    try:
+        _verify(path, Offer("kept", "", checksum), manifest)
+    except UpdateError:
+        return False
+    return True
+
+
+def _check_space(
+    folder: Path, remaining: int, ota: OtaConfig, free_space: Callable[[Path], int]
+) -> None:
+    """Refuse to go on when the download would leave less than ``min_free_bytes`` (blocking);
+    called before the first byte and again as it streams, so a body without Content-Length
+    cannot fill the disk either."""
+    headroom = ota.min_free_bytes
+    free = free_space(folder)
     if free < remaining + headroom:
         raise UpdateError(
             f"not enough disk space: {free} bytes free, {remaining} to download "

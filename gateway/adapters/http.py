@@ -2,23 +2,27 @@
 
 One ``ClientSession`` per ``HttpClient``; TLS is always verified (the system trust store or the
 configured CA), optionally with the device's client certificate (mutual TLS). The bearer token
-goes only to the check-in server's origin, never to an artifact host elsewhere. Downloads stream
-to disk in chunks, resume with ``Range`` after a cut link and stop at a size cap.
+goes only to the check-in server's origin, never to an artifact host elsewhere. Redirects are
+followed only to https on the same origin (scheme, host and port), a few hops at most; any
+other is refused. Answers are read up to a cap (never whole into memory) and JSON is decoded
+within a nesting bound. Downloads stream to disk in chunks, check free space as they go,
+resume with ``Range`` after a cut link and stop at a size cap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Self
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+from gateway.checkin import MAX_ANSWER_BYTES, OfferError, decode_json
 from gateway.errors import UpdateError
 
 if TYPE_CHECKING:  # imported on first use instead: aiohttp costs ~20 MB of RSS
@@ -26,6 +30,9 @@ if TYPE_CHECKING:  # imported on first use instead: aiohttp costs ~20 MB of RSS
 
 CHUNK = 64 * 1024
 READ_TIMEOUT_S = 60.0  # no byte for this long ends a download (it resumes next time)
+SPACE_CHECK_BYTES = 1024 * 1024  # free disk space is checked again after this many bytes
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class HttpStatusError(UpdateError):
@@ -42,6 +49,25 @@ class HttpStatusError(UpdateError):
 
 class HttpTransportError(UpdateError):
     """No answer: connection refused or cut, TLS failure, timeout, truncated body."""
+
+
+class HttpRedirectError(UpdateError):
+    """A redirect that is not followed: to another origin, to plain http, or too many."""
+
+
+def redirect_problem(start: str, target: str, *, method: str, status: int) -> str | None:
+    """Why a ``status`` redirect of a request to ``start`` must not go to ``target``, or None.
+
+    Only https to ``start``'s own origin is followed: a hop to plain http or to another host
+    could hand the device an offer or an artifact from someone else. A POST is followed only
+    by 307/308, which keep the method and body."""
+    if urlsplit(target).scheme != "https":
+        return "only https redirects are followed"
+    if _origin(target) != _origin(start):
+        return "only redirects to the same origin (scheme, host, port) are followed"
+    if method == "POST" and status not in (307, 308):
+        return f"a {status} would turn the POST into a GET"
+    return None
 
 
 def _safe(url: str) -> str:
@@ -125,42 +151,79 @@ class HttpClient:
             return {"Authorization": f"Bearer {self._token}"}
         return {}
 
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The final response to ``method url``, following only same-origin https redirects;
+        a 3xx/4xx/5xx that is not followed raises HttpStatusError or HttpRedirectError."""
+        current = url
+        # None would mean "no timeout" to aiohttp: only pass one that is given.
+        options: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.session.request(
+                method,
+                current,
+                json=json_body,
+                headers={**self._headers(current), **(headers or {})},
+                allow_redirects=False,
+                **options,
+            ) as response:
+                if response.status in REDIRECT_STATUSES:
+                    location = response.headers.get("Location", "")
+                    target = urljoin(current, location)
+                    problem = "no Location" if not location else None
+                    problem = problem or redirect_problem(
+                        url, target, method=method, status=response.status
+                    )
+                    if problem is not None:
+                        raise HttpRedirectError(  # the target is the server's text: bounded
+                            f"{_safe(current)} redirected ({response.status}) to "
+                            f"{_safe(target)[:120]}; refused: {problem}"
+                        )
+                    current = target
+                    continue
+                if response.status >= 300:
+                    raise HttpStatusError(current, response.status, response.reason or "")
+                yield response
+                return
+        raise HttpRedirectError(f"{_safe(url)}: more than {MAX_REDIRECTS} redirects")
+
     async def post_json(self, url: str, body: dict[str, Any]) -> JsonReply:
-        """POST ``body``; a 2xx answer's JSON (``None`` when empty), else HttpStatusError."""
+        """POST ``body``; a 2xx answer's JSON (``None`` when empty), else HttpStatusError.
+        The answer is read up to ``MAX_ANSWER_BYTES`` and decoded within a nesting bound."""
         import aiohttp
 
         try:
-            async with self.session.post(url, json=body, headers=self._headers(url)) as response:
-                if response.status >= 300:
-                    raise HttpStatusError(url, response.status, response.reason or "")
-                text = await response.text()
+            async with self._request("POST", url, json_body=body) as response:
+                data = await _read_capped(response, MAX_ANSWER_BYTES, url)
+                status = response.status
         except aiohttp.ClientError as exc:
             raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
         except TimeoutError as exc:
             raise HttpTransportError(f"{_safe(url)}: no answer in {self._timeout_s} s") from exc
-        if not text.strip():
-            return JsonReply(response.status, None)
         try:
-            return JsonReply(response.status, json.loads(text))
-        except ValueError as exc:
-            raise UpdateError(f"{_safe(url)} answered something that is not JSON") from exc
+            return JsonReply(status, decode_json(data, what="the answer"))
+        except OfferError as exc:
+            raise UpdateError(f"{_safe(url)}: {exc}") from exc
 
     async def fetch(self, url: str, *, max_bytes: int) -> bytes:
-        """A small file (a signature) into memory, at most ``max_bytes``."""
+        """A small file (a signature, a manifest) into memory, at most ``max_bytes``."""
         import aiohttp
 
         try:
-            async with self.session.get(url, headers=self._headers(url)) as response:
-                if response.status >= 300:
-                    raise HttpStatusError(url, response.status, response.reason or "")
-                data = await response.content.read(max_bytes + 1)
+            async with self._request("GET", url) as response:
+                return await _read_capped(response, max_bytes, url)
         except aiohttp.ClientError as exc:
             raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
         except TimeoutError as exc:
             raise HttpTransportError(f"{_safe(url)}: no answer in {self._timeout_s} s") from exc
-        if len(data) > max_bytes:
-            raise UpdateError(f"{_safe(url)} is larger than {max_bytes} bytes")
-        return data
 
     async def download(
         self,
@@ -174,34 +237,32 @@ class HttpClient:
         """Stream ``url`` into ``dest``, resuming a partial ``dest`` with a Range request.
 
         Returns the file's final size. ``check_space(bytes_still_to_come)`` runs (in a thread)
-        before anything is written and may raise. A cut link leaves the part written so far.
+        before anything is written and again after every ``SPACE_CHECK_BYTES`` (bytes still to
+        come: 0 when the server did not say), and may raise. A cut link leaves the part written
+        so far; the caller decides what other failures leave.
         """
         import aiohttp
 
         offset = await asyncio.to_thread(_size, dest)
         if offset > max_bytes:
             offset = 0
-        headers = self._headers(url)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=min(READ_TIMEOUT_S, timeout_s))
         try:
-            async with self.session.get(url, headers=headers, timeout=timeout) as response:
-                if response.status == 416 and offset:
-                    await asyncio.to_thread(dest.unlink, missing_ok=True)
-                    raise UpdateError(f"{_safe(url)} refused to resume; starting over next time")
-                if response.status >= 300:
-                    raise HttpStatusError(url, response.status, response.reason or "")
+            async with self._request(
+                "GET", url, headers=headers, client_timeout=timeout
+            ) as response:
                 if response.status != 206 or not _resumes_at(response, offset):
                     offset = 0  # the server sent the whole file
-                remaining = response.content_length
-                if remaining is not None and offset + remaining > max_bytes:
+                length = response.content_length
+                if length is not None and offset + length > max_bytes:
                     raise UpdateError(
-                        f"artifact is {offset + remaining} bytes; the limit is {max_bytes}"
+                        f"artifact is {offset + length} bytes; the limit is {max_bytes}"
                     )
                 if check_space is not None:
-                    await asyncio.to_thread(check_space, remaining or 0)
+                    await asyncio.to_thread(check_space, length or 0)
                 size = offset
+                checked = 0
                 file = await asyncio.to_thread(_open, dest, append=offset > 0)
                 try:
                     async for chunk in response.content.iter_chunked(CHUNK):
@@ -209,13 +270,40 @@ class HttpClient:
                         if size > max_bytes:
                             raise UpdateError(f"artifact is larger than the limit {max_bytes}")
                         await asyncio.to_thread(file.write, chunk)
+                        checked += len(chunk)
+                        if check_space is not None and checked >= SPACE_CHECK_BYTES:
+                            checked = 0
+                            to_come = 0 if length is None else max(0, offset + length - size)
+                            await asyncio.to_thread(check_space, to_come)
                 finally:
                     await asyncio.to_thread(_close, file)
+        except HttpStatusError as exc:
+            if exc.status == 416 and offset:
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
+                message = f"{_safe(url)} refused to resume; starting over next time"
+                raise UpdateError(message) from exc
+            raise
         except aiohttp.ClientError as exc:
             raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
         except TimeoutError as exc:
             raise HttpTransportError(f"{_safe(url)}: download timed out") from exc
         return size
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:
+    """The body, at most ``max_bytes``: a longer one is refused as soon as it shows (by its
+    Content-Length, or once ``max_bytes`` + 1 bytes arrived) and the connection dropped."""
+    length = response.content_length
+    if length is not None and length > max_bytes:
+        raise UpdateError(f"{_safe(url)} answered {length} bytes; the limit is {max_bytes}")
+    data = bytearray()
+    while len(data) <= max_bytes:
+        chunk = await response.content.read(max_bytes + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    response.close()  # do not drain the rest of a hostile answer
+    raise UpdateError(f"{_safe(url)} answered more than {max_bytes} bytes")
 
 
 def _resumes_at(response: aiohttp.ClientResponse, offset: int) -> bool:

@@ -10,6 +10,7 @@ refused our certificate, the two sides share no TLS version or cipher (logged he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -180,6 +181,21 @@ def _convert(exc: BaseException, action: str) -> MqttConnectionError:
     )
 
 
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _raise_swallowed_cancel(before: int) -> None:
+    """Re-raise a cancellation that aiomqtt's ``asyncio.wait_for`` swallowed.
+
+    On Python 3.11 ``wait_for`` returns the result when the awaited acknowledgement arrives
+    just as its task is cancelled, dropping the cancellation: a shadow sender cancelled at
+    shutdown then went back to waiting on its queue, and the gateway ignored SIGTERM."""
+    if _cancels() > before:
+        raise asyncio.CancelledError
+
+
 class AiomqttSession:
     """An open aiomqtt client behind the ``MqttSession`` port."""
 
@@ -187,18 +203,22 @@ class AiomqttSession:
         self._client = client
 
     async def subscribe(self, topics: Sequence[str]) -> None:
+        before = _cancels()
         try:
             await self._client.subscribe([(topic, 1) for topic in topics])
         except aiomqtt.MqttError as exc:
             raise _convert(exc, "subscribe failed") from exc
+        _raise_swallowed_cancel(before)
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
+        before = _cancels()
         try:
             await self._client.publish(topic, payload, qos=qos, retain=retain)
         except aiomqtt.MqttError as exc:
             raise _convert(exc, "publish failed") from exc
+        _raise_swallowed_cancel(before)
 
     async def messages(self) -> AsyncIterator[InboundMessage]:
         try:
@@ -252,6 +272,7 @@ class AiomqttConnector:
             will=will,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
+        before = _cancels()
         try:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError) as exc:
@@ -273,6 +294,10 @@ class AiomqttConnector:
             raise error from exc
         finally:
             paho_logger.removeHandler(alerts)
+        if _cancels() > before:  # cancelled as the CONNACK arrived (see _raise_swallowed_cancel)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise asyncio.CancelledError
         log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)
         try:
             yield AiomqttSession(client)

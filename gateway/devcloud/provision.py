@@ -4,7 +4,9 @@
   known claim id: ``{accountId, certificate, key, endpoint, id, port, thing}``.
 - ``POST /provision/checkin`` ``{"id", "productId", "test", "version"}`` answers the offer
   configured for the product in ``offers.json`` (``{"version", "url", "checksum"}``, and
-  ``"signature"`` when given), or ``{}``.
+  ``"signature"``, ``"manifest"``, ``"manifestSignature"`` when given), or ``{}``. With
+  ``ProvisionService.signing_key`` set, offers of local artifacts carry a manifest signed with
+  it (as a release process would), e.g. ``{"gw": {"version": "2.0", "url": "/artifacts/x"}}``.
 - ``GET /artifacts/<name>`` serves files of ``artifacts/`` with HTTP Range support.
 
 ``ProvisionService.misbehaviour`` injects faults for tests: error statuses, slow check-ins,
@@ -62,7 +64,13 @@ class Misbehaviour:
     truncate_at: int | None = None  # cut artifact bodies after this many bytes ...
     truncate_times: int = 1  # ... this many times, then serve them whole
     wrong_checksum: bool = False  # offers carry a wrong SHA-256
-    bad_signature: bool = False  # .sig files and "signature" fields are corrupted
+    bad_signature: bool = False  # .sig files and signature fields are corrupted
+    # Hostile servers (tests/hostile/test_updates.py):
+    checkin_body: bytes | None = None  # answer check-ins 200 with these raw bytes
+    checkin_stream_bytes: int = 0  # ... or with this many bytes of JSON, no Content-Length
+    checkin_redirect: str | None = None  # answer check-ins 307 to this URL
+    artifact_redirect: str | None = None  # answer artifact downloads 302 to this URL
+    artifact_chunked: bool = False  # stream artifacts without Content-Length
 
 
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
@@ -112,7 +120,9 @@ class ProvisionService:
         self.checkins: dict[str, dict[str, Any]] = {}
         self.checkin_count = 0
         self.misbehaviour = Misbehaviour()
+        self.signing_key: bytes | None = None  # PEM: sign the manifests of local artifacts
         self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
+        self.streamed_answers: list[int] = []  # bytes sent per streamed check-in answer
 
     @property
     def artifacts_dir(self) -> Path:
@@ -168,21 +178,44 @@ class ProvisionService:
             return {}
         test_offer = entry.get("test")
         chosen = test_offer if test and isinstance(test_offer, dict) else entry
-        offer = {k: chosen[k] for k in ("version", "url", "checksum", "signature") if k in chosen}
+        fields = ("version", "url", "checksum", "signature", "manifest", "manifestSignature")
+        offer = {k: chosen[k] for k in fields if k in chosen}
         if "version" not in offer or "url" not in offer:
             return {}
         url = str(offer["url"])
         prefix = f"/{ARTIFACTS_DIR}/"
-        if "checksum" not in offer and url.startswith(prefix):
-            name = url[len(prefix) :]
-            path = self.artifacts_dir / name
-            if _valid_name(name) and path.is_file():
-                offer["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = url[len(prefix) :]
+        path = self.artifacts_dir / name
+        if url.startswith(prefix) and _valid_name(name) and path.is_file():
+            data = path.read_bytes()
+            offer.setdefault("checksum", hashlib.sha256(data).hexdigest())
+            if self.signing_key is not None and "manifest" not in offer:
+                offer.update(self._signed_manifest(product, chosen, data))
         if self.misbehaviour.wrong_checksum and "checksum" in offer:
             offer["checksum"] = hashlib.sha256(b"not the artifact").hexdigest()
-        if self.misbehaviour.bad_signature and "signature" in offer:
-            offer["signature"] = _corrupt_signature(str(offer["signature"]).encode()).decode()
+        for field in ("signature", "manifestSignature"):
+            if self.misbehaviour.bad_signature and field in offer:
+                offer[field] = _corrupt_signature(str(offer[field]).encode()).decode()
         return offer
+
+    def _signed_manifest(
+        self, product: str, offer: Mapping[str, Any], data: bytes
+    ) -> dict[str, str]:
+        """``manifest`` and ``manifestSignature`` for an artifact, signed with ``signing_key``."""
+        from gateway.checkin import Manifest
+        from gateway.signing import sign_manifest
+
+        assert self.signing_key is not None
+        manifest = Manifest(
+            product=product,
+            version=str(offer["version"]),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            min_version=offer.get("min_version"),
+            downgrade=offer.get("downgrade") is True,
+        ).dumps()
+        signature = sign_manifest(self.signing_key, manifest)
+        return {"manifest": manifest.decode(), "manifestSignature": signature.decode().strip()}
 
     def notify(self, thing: str, kind: str, details: dict[str, Any]) -> None:
         if self._listener is not None:
@@ -223,7 +256,7 @@ async def _get_certs(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-async def _checkin(request: web.Request) -> web.Response:
+async def _checkin(request: web.Request) -> web.StreamResponse:
     service = request.app[_SERVICE_KEY]
     body = await _json_body(request)
     thing, product, version = body.get("id"), body.get("productId"), body.get("version")
@@ -235,6 +268,8 @@ async def _checkin(request: web.Request) -> web.Response:
     if faults.checkin_status is not None:
         log.warning("provision_checkin_misbehaving", status=faults.checkin_status)
         return web.json_response({"error": "injected fault"}, status=faults.checkin_status)
+    if (hostile := await _hostile_checkin(request, service)) is not None:
+        return hostile
     if not isinstance(thing, str) or not thing:
         raise _bad_request("'id' must be a non-empty string")
     if not isinstance(product, str) or not product:
@@ -258,6 +293,53 @@ async def _checkin(request: web.Request) -> web.Response:
     return web.json_response(offer)
 
 
+async def _hostile_checkin(
+    request: web.Request, service: ProvisionService
+) -> web.StreamResponse | None:
+    """The check-in answer of a hostile server, when one is asked for (else None)."""
+    faults = service.misbehaviour
+    if faults.checkin_redirect is not None:
+        raise web.HTTPTemporaryRedirect(faults.checkin_redirect)
+    if faults.checkin_body is not None:
+        return web.Response(body=faults.checkin_body, content_type="application/json")
+    if faults.checkin_stream_bytes <= 0:
+        return None
+    response = web.StreamResponse()
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    padding = b"a" * 65_536
+    sent = 0
+    try:
+        await response.write(b'{"version": "')
+        while sent < faults.checkin_stream_bytes:
+            await response.write(padding)
+            sent += len(padding)
+        await response.write(b'"}')
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up: what a capped reader does
+        log.info("provision_checkin_stream_ended", sent=sent)
+    finally:
+        service.streamed_answers.append(sent)
+    return response
+
+
+async def _chunked(request: web.Request, path: Path) -> web.StreamResponse:
+    """The whole file without Content-Length (chunked), as a hostile or lazy server sends it."""
+    response = web.StreamResponse()
+    response.content_type = "application/octet-stream"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    data = await asyncio.to_thread(path.read_bytes)
+    try:
+        for start in range(0, len(data), 65_536):
+            await response.write(data[start : start + 65_536])
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        log.info("provision_artifact_stream_ended", name=path.name)
+    return response
+
+
 async def _artifact(request: web.Request) -> web.StreamResponse:
     service = request.app[_SERVICE_KEY]
     name = request.match_info["name"]
@@ -268,11 +350,15 @@ async def _artifact(request: web.Request) -> web.StreamResponse:
     faults = service.misbehaviour
     if faults.artifact_status is not None:
         return web.json_response({"error": "injected fault"}, status=faults.artifact_status)
+    if faults.artifact_redirect is not None:
+        raise web.HTTPFound(faults.artifact_redirect)
     if name.endswith(".sig") and faults.bad_signature:
         return web.Response(body=_corrupt_signature(await asyncio.to_thread(path.read_bytes)))
     if faults.truncate_at is not None and faults.truncate_times > 0:
         faults.truncate_times -= 1
         return await _truncated(request, path, faults.truncate_at)
+    if faults.artifact_chunked:
+        return await _chunked(request, path)
     return web.FileResponse(path)  # serves Range requests with 206 Partial Content
 
 

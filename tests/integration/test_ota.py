@@ -29,7 +29,7 @@ from gateway.app import EXIT_RESTART_FOR_UPDATE, Gateway
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
-from gateway.signing import generate_keypair, sign_file
+from gateway.signing import build_bundle, bundle_name, generate_keypair, sign_release
 from tests.integration.harness import running_config
 from tests.integration.test_devcloud_web import running_devcloud
 
@@ -162,7 +162,8 @@ async def test_update_is_applied_by_the_command_and_reported(
     private, public = keys
     offer(cloud, "fw-2.0.bin", FIRMWARE, "fw-2.0")
     artifact = cloud.provision.artifacts_dir / "fw-2.0.bin"
-    (artifact.parent / "fw-2.0.bin.sig").write_bytes(sign_file(private.read_bytes(), artifact))
+    # The release's signed manifest next to it (fw-2.0.bin.manifest and .manifest.sig).
+    sign_release(private.read_bytes(), artifact, product="gw", version="fw-2.0")
     config = configure(thing_dir, cloud, ota=command_ota(thing_dir, public))
     async with gateway_running(config) as gateway:
         doc = await shadows.wait_for(gateway.config.thing, ota_is("applied", "fw-2.0"), 20)
@@ -193,10 +194,8 @@ async def test_bad_signature_deletes_the_artifact_and_never_applies_it(
     cloud: DevCloud, shadows: ShadowClient, thing_dir: Path, keys: tuple[Path, Path]
 ) -> None:
     private, public = keys
-    artifact = cloud.provision.artifacts_dir / "fw-2.0.bin"
-    artifact.write_bytes(FIRMWARE)
-    signature = sign_file(private.read_bytes(), artifact).decode().strip()
-    offer(cloud, "fw-2.0.bin", FIRMWARE, "fw-2.0", signature=signature)  # in the answer
+    offer(cloud, "fw-2.0.bin", FIRMWARE, "fw-2.0")
+    cloud.provision.signing_key = private.read_bytes()  # the manifest in the answer
     cloud.provision.misbehaviour.bad_signature = True
     config = configure(thing_dir, cloud, ota=command_ota(thing_dir, public))
     async with gateway_running(config) as gateway:
@@ -209,7 +208,7 @@ async def test_bad_signature_deletes_the_artifact_and_never_applies_it(
 async def test_unsigned_artifact_is_refused_when_a_public_key_is_set(
     cloud: DevCloud, shadows: ShadowClient, thing_dir: Path, keys: tuple[Path, Path]
 ) -> None:
-    offer(cloud, "fw-2.0.bin", FIRMWARE, "fw-2.0")  # no .sig next to it
+    offer(cloud, "fw-2.0.bin", FIRMWARE, "fw-2.0")  # no signed manifest next to it
     config = configure(thing_dir, cloud, ota=command_ota(thing_dir, keys[1]))
     async with gateway_running(config) as gateway:
         await shadows.wait_for(gateway.config.thing, ota_is("failed", "fw-2.0"), 20)
@@ -377,10 +376,16 @@ async def switch_to_new_version(
     wheels = thing_dir / "wheels"
     wheels.mkdir()
     await asyncio.to_thread(install_first_slot, root, wheels)
-    new = await asyncio.to_thread(build_wheel, wheels, "9.9.0")
+    wheel = await asyncio.to_thread(build_wheel, wheels, "9.9.0")
+    # What 'edge-gateway ota sign WHEEL --product gw' makes: the bundle and its signed manifest.
+    new = build_bundle(wheel, None, wheels / bundle_name(wheel))
     offer(cloud, new.name, new.read_bytes(), "9.9.0")
-    artifact = cloud.provision.artifacts_dir / new.name
-    (artifact.parent / f"{new.name}.sig").write_bytes(sign_file(keys[0].read_bytes(), artifact))
+    sign_release(
+        keys[0].read_bytes(),
+        cloud.provision.artifacts_dir / new.name,
+        product="gw",
+        version="9.9.0",
+    )
     config = configure(thing_dir, cloud, ota=wheel_ota(root, keys[1], health_timeout_s))
     async with gateway_running(config) as gateway:
         await asyncio.wait_for(gateway.stop_event.wait(), timeout=120)

@@ -1,24 +1,35 @@
-"""The pure check-in decisions: request body, offer parsing, skip rules, jitter, window, URLs."""
+"""The pure check-in decisions: request body, offer parsing, skip rules, jitter, window, URLs,
+bounded decoding, version order, manifests and which redirects are followed."""
 
 from __future__ import annotations
 
+import json
 from datetime import time as clock_time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.adapters.http import redirect_problem
 from gateway.checkin import (
     JITTER,
     Attempt,
+    Manifest,
     Offer,
     OfferError,
     Window,
     checkin_body,
+    compare_versions,
+    decode_json,
+    manifest_problem,
+    nesting_depth,
+    newer_problem,
     next_checkin_s,
+    parse_manifest,
     parse_offer,
     should_apply,
     url_problem,
+    version_problem,
 )
 
 SUM = "ab" * 32
@@ -128,3 +139,123 @@ def test_windows_parse_and_may_wrap_midnight() -> None:
     for bad in ("2-4", "25:00-01:00", "02:00-02:00", "02:60-03:00"):
         with pytest.raises(ValueError):
             Window.parse(bad)
+
+
+# --- bounded decoding, versions, manifests, redirects (issue 19) ---------------------------------
+
+
+def test_answers_are_refused_by_size_and_nesting_before_parsing() -> None:
+    assert decode_json(b"  ", what="x") is None
+    assert decode_json(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', what="x") == {"a": "[" * 33}
+    with pytest.raises(OfferError, match="nested deeper"):
+        decode_json(b"[" * 30_000 + b"]" * 30_000, what="x")
+    with pytest.raises(OfferError, match="larger than"):
+        decode_json(b"[" * 100_000 + b"]" * 100_000, what="x")
+    with pytest.raises(OfferError, match="not JSON"):
+        decode_json(b'{"a": ', what="x")
+
+
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)
+    )
+)
+def test_nesting_depth_matches_the_structure(value: object) -> None:
+    def depth(item: object) -> int:
+        if isinstance(item, list):
+            return 1 + max((depth(i) for i in item), default=0)
+        if isinstance(item, dict):
+            return 1 + max((depth(i) for i in item.values()), default=0)
+        return 0
+
+    assert nesting_depth(json.dumps(value).encode()) == depth(value)
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("1.0", "2.0"),
+        ("1.9", "1.10"),
+        ("1.0rc1", "1.0"),
+        ("1.0.dev1", "1.0a1"),
+        ("1.0a2", "1.0b1"),
+        ("1.0", "1.0.post1"),
+        ("2.0", "9.9.9"),
+        ("fw-9", "fw-10"),
+    ],
+)
+def test_versions_compare_sanely(older: str, newer: str) -> None:
+    assert compare_versions(older, newer) == -1
+    assert compare_versions(newer, older) == 1
+    assert compare_versions(newer, newer) == 0
+
+
+def test_versions_equal_in_value_compare_equal() -> None:
+    assert compare_versions("1.0", "1.0.0") == 0
+
+
+@pytest.mark.parametrize("version", ["--erase-all", "-1", "1 2", "a/b", "../x", "1;rm", "x" * 65])
+def test_option_or_path_shaped_versions_are_refused_in_the_offer(version: str) -> None:
+    assert version_problem(version) is not None
+    with pytest.raises(OfferError, match="'version'"):
+        parse_offer({"version": version, "url": "https://h/a", "checksum": SUM}, "1.0")
+
+
+def manifest(**changes: object) -> Manifest:
+    fields: dict[str, object] = {"product": "gw", "version": "2.0", "sha256": SUM, "size": 10}
+    return Manifest(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_a_manifest_round_trips_through_its_signed_bytes() -> None:
+    signed = manifest(min_version="1.0", downgrade=True)
+    assert parse_manifest(signed.dumps()) == signed
+    with pytest.raises(OfferError, match="type"):
+        parse_manifest(b'{"product": "gw"}')
+    with pytest.raises(OfferError, match="size"):
+        parse_manifest(manifest(size=-1).dumps())
+
+
+@pytest.mark.parametrize(
+    ("signed", "offered", "running", "problem"),
+    [
+        (manifest(), "2.0", "1.0", None),
+        (manifest(), "2.0", None, None),  # command mode before the first update
+        (manifest(product="other"), "2.0", "1.0", "product"),
+        (manifest(version="1.0"), "2.0", "1.0", "for version 1.0, not 2.0"),
+        (manifest(sha256="cd" * 32), "2.0", "1.0", "sha256"),
+        (manifest(), "2.0", "2.0", "not newer"),
+        (manifest(), "2.0", "3.0", "not newer"),
+        (manifest(downgrade=True), "2.0", "3.0", None),
+        (manifest(min_version="1.5"), "2.0", "1.0", "may replace 1.5 or newer"),
+    ],
+)
+def test_a_manifest_binds_product_version_and_artifact(
+    signed: Manifest, offered: str, running: str | None, problem: str | None
+) -> None:
+    offer = Offer(offered, "https://h/a", SUM)
+    found = manifest_problem(signed, offer, product_id="gw", running_version=running)
+    assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_without_a_manifest_only_newer_versions_are_taken() -> None:
+    assert newer_problem(Offer("1.0", "https://h/a", SUM), "2.0") is not None
+    assert newer_problem(Offer("2.1", "https://h/a", SUM), "2.0") is None
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "status", "ok"),
+    [
+        ("https://cloud.example/b", "GET", 302, True),
+        ("https://cloud.example/b", "POST", 307, True),
+        ("https://cloud.example/b", "POST", 302, False),
+        ("http://cloud.example/b", "GET", 302, False),
+        ("https://other.example/b", "GET", 302, False),
+        ("https://cloud.example:8443/b", "GET", 302, False),
+        ("http://127.0.0.1:8080/b", "GET", 302, False),
+    ],
+)
+def test_only_same_origin_https_redirects_are_followed(
+    target: str, method: str, status: int, ok: bool
+) -> None:
+    problem = redirect_problem("https://cloud.example/a", target, method=method, status=status)
+    assert (problem is None) is ok

@@ -265,3 +265,94 @@ def test_cli_keygen_and_sign_make_a_signature_the_gateway_accepts(
     verify_digest(public, SUM, decode_signature(signature))
     assert "PRIVATE" not in capsys.readouterr().out
     assert main(["ota", "sign", str(artifact), "--key", str(tmp_path / "missing.pem")]) == 1
+
+
+def test_cli_sign_with_a_product_writes_a_manifest_the_gateway_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.__main__ import main
+    from gateway.checkin import parse_manifest
+    from gateway.signing import verify_manifest
+
+    key = tmp_path / "ota.pem"
+    assert main(["ota", "keygen", "--key", str(key)]) == 0
+    artifact = tmp_path / "fw.bin"
+    artifact.write_bytes(ARTIFACT)
+    argv = ["ota", "sign", str(artifact), "--key", str(key), "--product", "gw"]
+    assert main([*argv, "--version", "2.0", "--min-version", "1.5"]) == 0
+    data = (tmp_path / "fw.bin.manifest").read_bytes()
+    signature = decode_signature((tmp_path / "fw.bin.manifest.sig").read_bytes())
+    verify_manifest((tmp_path / "ota.pub.pem").read_bytes(), data, signature)
+    manifest = parse_manifest(data)
+    assert (manifest.product, manifest.version, manifest.sha256) == ("gw", "2.0", SUM)
+    assert (manifest.size, manifest.min_version, manifest.downgrade) == (
+        len(ARTIFACT),
+        "1.5",
+        False,
+    )
+    with pytest.raises(UpdateError, match="does not verify"):
+        verify_manifest(
+            (tmp_path / "ota.pub.pem").read_bytes(), data.replace(b"2.0", b"9.9"), signature
+        )
+    assert main([*argv, "--version=--erase-all"]) == 1  # no version is made of options
+    assert main([*argv]) == 1  # a file that is not a wheel names its version
+    assert "PRIVATE" not in capsys.readouterr().out
+
+
+def test_manifests_signed_with_openssl_verify(tmp_path: Path) -> None:
+    """The README's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
+    from gateway.checkin import Manifest
+    from gateway.signing import verify_manifest
+
+    manifest = tmp_path / "fw.bin.manifest"
+    manifest.write_bytes(Manifest("gw", "2.0", SUM, len(ARTIFACT)).dumps())
+    ed_key, ed_pub = tmp_path / "ed.pem", tmp_path / "ed.pub.pem"
+    generate_keypair(ed_key, ed_pub)
+    ed_sig = subprocess.run(
+        ["openssl", "pkeyutl", "-sign", "-inkey", str(ed_key), "-rawin", "-in", str(manifest)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    verify_manifest(ed_pub.read_bytes(), manifest.read_bytes(), ed_sig)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ec.pem").write_bytes(
+        ec_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ec_pub = ec_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    ec_sig = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(tmp_path / "ec.pem"), str(manifest)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    verify_manifest(ec_pub, manifest.read_bytes(), decode_signature(base64.b64encode(ec_sig)))
+
+
+def test_a_bundle_round_trips_with_every_wheel_hash_pinned(tmp_path: Path) -> None:
+    from gateway.signing import build_bundle, extract_bundle
+
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    (deps / "tinydep-1.0-py3-none-any.whl").write_bytes(b"dep")
+    wheel = tmp_path / "edge_gateway-2.0-py3-none-any.whl"
+    wheel.write_bytes(b"gateway")
+    bundle = build_bundle(wheel, deps, tmp_path / "b.tar")
+    assert build_bundle(wheel, deps, tmp_path / "again.tar").read_bytes() == bundle.read_bytes()
+    requirements = extract_bundle(bundle, tmp_path / "out")
+    lines = requirements.read_text().splitlines()
+    assert lines == [
+        f"edge_gateway==2.0 --hash=sha256:{hashlib.sha256(b'gateway').hexdigest()}",
+        f"tinydep==1.0 --hash=sha256:{hashlib.sha256(b'dep').hexdigest()}",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out" / "wheels").iterdir()) == [
+        "edge_gateway-2.0-py3-none-any.whl",
+        "tinydep-1.0-py3-none-any.whl",
+    ]
+    (deps / "tinydep-1.1-py3-none-any.whl").write_bytes(b"dep 1.1")
+    with pytest.raises(UpdateError, match="two versions of tinydep"):
+        build_bundle(wheel, deps, tmp_path / "c.tar")
