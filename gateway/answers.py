@@ -15,15 +15,13 @@ import json
 import re
 from typing import Any
 
+from gateway.jsonlimits import nests_deeper_than
+
 MAX_ANSWER_BYTES = 1024 * 1024  # a getCerts answer is a few KB (certificate, key, names)
 MAX_ANSWER_DEPTH = 8  # the answers are flat objects; allow a little room for extensions
 MAX_THING_NAME = 128
 _THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-# Every byte but the brackets is deleted, and braces become brackets: one kind of pair to peel.
-_ALL_BYTES = bytes(range(256))
-_BRACKETS_ONLY = (_ALL_BYTES.translate(None, b"[]{}"), bytes.maketrans(b"{}", b"[]"))
 _SHOWN_CHARS = 40  # how much of a refused value an error quotes
 
 
@@ -40,25 +38,6 @@ def shown(value: object) -> str:
         return text
     size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
     return f"{text[:_SHOWN_CHARS]}... ({size})"
-
-
-def nests_deeper_than(raw: bytes, limit: int) -> bool:
-    """Whether the JSON text ``raw`` nests arrays and objects more than ``limit`` deep
-    (strings skipped), found without parsing or recursing: each pass peels the innermost
-    open-close pairs, so what is left after ``limit`` passes is too deep. Linear in the size
-    (about 0.3 s for a hostile 1 MB answer: call it off the event loop)."""
-    stripped, to_brackets = _BRACKETS_ONLY
-    brackets = _STRING.sub(b"", raw).translate(to_brackets, stripped)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = brackets.replace(b"[]", b"")
-    opening = brackets.find(b"[")
-    if opening >= 0 and opening < brackets.rfind(b"]"):
-        return True  # a pair still enclosing something: more than ``limit`` levels
-    # Only unmatched brackets are left ("]]][[["): too many unclosed ones are too deep as
-    # well; a few (a truncated answer) are left for the parser to call "not JSON".
-    return brackets.count(b"[") > limit
 
 
 def decode_object(raw: bytes) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from datetime import time as clock_time
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.jsonlimits import json_depth, nests_deeper_than
+
 JITTER = 0.1  # check-ins are spread by ±10 % so a fleet does not arrive at once
 MAX_ANSWER_BYTES = 64 * 1024  # a check-in answer (an offer, maybe a manifest) is far smaller
 MAX_MANIFEST_BYTES = 16 * 1024
@@ -77,26 +79,8 @@ class OfferError(ValueError):
 
 
 def nesting_depth(data: bytes) -> int:
-    """The deepest ``[``/``{`` nesting of JSON text, brackets inside strings ignored: a cheap
-    scan so that a hostile answer nested 100,000 deep never reaches the recursive parser."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
+    """The deepest ``[``/``{`` nesting of JSON text, brackets inside strings ignored."""
+    return json_depth(data)
 
 
 def decode_json(
@@ -108,7 +92,7 @@ def decode_json(
         raise OfferError(f"{what} is larger than {max_bytes} bytes")
     if not data.strip():
         return None
-    if nesting_depth(data) > max_depth:
+    if nests_deeper_than(data, max_depth):
         raise OfferError(f"{what} is nested deeper than {max_depth} levels")
     try:
         return json.loads(data)

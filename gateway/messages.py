@@ -7,12 +7,12 @@ claims to be raises ``PayloadError``; the caller logs it and drops it without to
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import GatewayError
+from gateway.jsonlimits import nests_deeper_than
 from gateway.topics import Reply
 
 MAX_PAYLOAD_BYTES = 128 * 1024
@@ -97,33 +97,9 @@ def describe_shape(value: object, *, depth: int = 2) -> str:
     return type(value).__name__
 
 
-# Strings (whose brackets do not count) or a bracket; the regex engine skips strings in C.
-_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 # JSON integers longer than this become floats: no device takes a value that large, and
 # Python's int() of a long digit string is slow, and beyond 4,300 digits refused with ValueError.
 MAX_INTEGER_DIGITS = 20
-
-
-def nesting_depth(payload: bytes, limit: int) -> int:
-    """The bracket nesting of a JSON text, found without parsing it; stops early past ``limit``.
-
-    ``json.loads`` recurses once per level, so a payload nested 100,000 deep would raise
-    RecursionError (or exhaust the stack) before any check on the parsed value could run.
-    """
-    if payload.count(b"[") + payload.count(b"{") <= limit:
-        return 0  # too few brackets to go deeper than the limit: skip the scan
-    depth = deepest = 0
-    for match in _JSON_TOKEN.finditer(payload):
-        token = match.group()
-        if token in (b"{", b"["):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    break
-        elif token in (b"}", b"]"):
-            depth -= 1
-    return deepest
 
 
 def bounded_int(text: str) -> int | float:
@@ -138,7 +114,7 @@ def loads_bounded(payload: bytes, *, max_bytes: int, max_depth: int) -> Any:
     """Parse JSON after checking size and nesting; every failure is a ``PayloadError``."""
     if len(payload) > max_bytes:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {max_bytes}", "bytes")
-    if nesting_depth(payload, max_depth) > max_depth:
+    if nests_deeper_than(payload, max_depth):
         raise PayloadError(f"JSON nested deeper than {max_depth} levels", "deep")
     try:
         return json.loads(payload, parse_int=bounded_int)

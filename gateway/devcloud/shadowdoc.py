@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from gateway.errors import GatewayError
+from gateway.jsonlimits import json_depth, nests_deeper_than
 
 __all__ = [
     "MAX_CLIENT_TOKEN_BYTES",
@@ -221,23 +221,11 @@ class ShadowRequestError(GatewayError):
         self.message = message
 
 
-# A JSON string (escapes included): its brackets are text, not nesting.
-_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET: Final = re.compile(rb"[^\[\]{}]+")
-_OPENERS: Final = frozenset(b"[{")
 
 
 def json_nesting(payload: bytes) -> int:
-    """The deepest bracket nesting of a JSON text, found without parsing it (linear time)."""
-    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", payload))
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in _OPENERS:
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    """The deepest bracket nesting of a JSON text, found without parsing it."""
+    return json_depth(payload)
 
 
 def _reject_constant(name: str) -> None:
@@ -276,7 +264,7 @@ def loads_bounded(payload: bytes, *, max_nesting: int, max_bytes: int = MAX_PAYL
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise ShadowRequestError(415, _ENCODING_MESSAGE) from None
-    if json_nesting(payload) > max_nesting:
+    if nests_deeper_than(payload, max_nesting):
         raise ShadowRequestError(400, _NESTING_MESSAGE)
     try:
         return json.loads(
