@@ -7,14 +7,17 @@ service manager that went away must not take the gateway down with it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
 log = structlog.get_logger()
+
+STATUS_INTERVAL_S = 1.0  # how often the STATUS= line is looked at (sent when it changed)
 
 
 def socket_address(env: Mapping[str, str]) -> str | bytes | None:
@@ -93,3 +96,46 @@ class Notifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+async def notify_loop(
+    notifier: Notifier,
+    *,
+    status_line: Callable[[], str],
+    ready: Callable[[], bool],
+    healthy: Callable[[], bool],
+    ended_tasks: Callable[[], list[str]],
+    reloading: Callable[[], bool],
+) -> None:
+    """READY=1 once ``ready()``, STATUS= when the line changes, WATCHDOG=1 while healthy.
+
+    A ping needs this task to run, so a blocked event loop stops the pings by itself; a
+    finished supervised task withholds them, and systemd restarts the service."""
+    loop = asyncio.get_running_loop()
+    interval = notifier.watchdog_interval_s
+    next_ping = loop.time()
+    ready_sent = False
+    last_status = ""
+    while True:
+        now = loop.time()
+        line = status_line()
+        if not ready_sent and ready():
+            notifier.ready(line)
+            log.info("service_ready", status=line)
+            ready_sent = True
+            last_status = line
+        elif line != last_status and not reloading():
+            notifier.status(line)
+            last_status = line
+        if interval is not None and now >= next_ping:
+            if now - next_ping > interval:
+                log.warning("event_loop_stalled", late_s=round(now - next_ping, 3))
+            if healthy():
+                notifier.watchdog()
+            else:
+                log.error("watchdog_withheld", ended_tasks=ended_tasks())
+            next_ping = now + interval
+        wait = STATUS_INTERVAL_S
+        if interval is not None:
+            wait = min(wait, max(0.0, next_ping - loop.time()))
+        await asyncio.sleep(wait)
