@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from gateway.config import ERROR_REASON_CHARS
@@ -30,13 +31,32 @@ MAX_UNKNOWN_NAME_CHARS = 64
 
 @dataclass(frozen=True)
 class DeltaPlan:
-    """What to do about one delta (or the delta of a fetched document)."""
+    """What to do about one delta (or the delta of a fetched document); immutable: the
+    methods below give changed copies."""
 
     version: int
     stale: bool = False
-    apply: dict[str, NativeValue] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # configured name -> reason
+    apply: Mapping[str, NativeValue] = field(default_factory=dict)
+    rejected: Mapping[str, str] = field(default_factory=dict)  # configured name -> reason
     unknown: tuple[str, ...] = ()  # desired keys that name no configured device
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "apply", MappingProxyType(dict(self.apply)))
+        object.__setattr__(self, "rejected", MappingProxyType(dict(self.rejected)))
+
+    def without(self, names: Iterable[str]) -> DeltaPlan:
+        """This plan with ``names`` no longer applied (nor rejected)."""
+        dropped = set(names)
+        return replace(self, apply={n: v for n, v in self.apply.items() if n not in dropped})
+
+    def outcome(self, applied: Iterable[str], refused: Mapping[str, str]) -> DeltaPlan:
+        """What became of it: only ``applied`` names applied, ``refused`` ones rejected."""
+        kept = set(applied)
+        return replace(
+            self,
+            apply={n: v for n, v in self.apply.items() if n in kept},
+            rejected={**self.rejected, **refused},
+        )
 
 
 @dataclass(frozen=True)
@@ -243,6 +263,44 @@ def merge_updates(older: ShadowUpdate, newer: ShadowUpdate) -> ShadowUpdate:
         version=newer.version if newer.version is not None else older.version,
         timestamp_ms=newer.timestamp_ms if newer.timestamp_ms is not None else older.timestamp_ms,
     )
+
+
+class FailsafeMemory:
+    """Outputs driven to their fail-safe value during an outage, each with the cloud time
+    after which a desired value for it counts as fresh: an older one is not applied again."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._since)
+
+    def remember(self, name: str, cloud_time: float) -> None:
+        self._since[name] = cloud_time
+
+    def filter_delta(self, plan: DeltaPlan, *, caused_by_us: bool) -> tuple[DeltaPlan, list[str]]:
+        """A delta our own report caused (it carries our clientToken) only repeats the desired
+        value from before the outage: the fail-safe value holds. Anyone else's is fresh.
+        Returns the plan and the names held at their fail-safe value."""
+        held = [name for name in plan.apply if name in self._since]
+        if not caused_by_us:
+            for name in held:
+                del self._since[name]
+            return plan, []
+        return plan.without(held), held
+
+    def filter_document(
+        self, plan: DeltaPlan, desired_since: Callable[[str], float | None]
+    ) -> tuple[DeltaPlan, list[str]]:
+        """A desired value set during the outage is fresh; an older one is not re-applied."""
+        held = []
+        for name in [name for name in plan.apply if name in self._since]:
+            stamp = desired_since(name)
+            if stamp is not None and stamp > self._since[name]:
+                del self._since[name]  # set during the outage: fresh
+            else:
+                held.append(name)
+        return plan.without(held), held
 
 
 class Coalescer:

@@ -4,21 +4,18 @@ The sync half of the shadow link: a delta or a fetched document becomes a plan (
 the device core applies it, and one update answers it. Per session four named tasks share one
 ``TaskGroup``: the reader (replies and deltas, applied synchronously so a relay follows the
 shadow within milliseconds), the protocol (``shadow_protocol``: requests on the wire, limits,
-expiry, retries), the reporter (device changes coalesced to at most one update per 50 ms) and
-the event publisher (the outbox's events, in order).
+expiry, retries), the reporter and the event publisher (``shadow_report``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from gateway import __version__
 from gateway.config import ShadowConfig
 from gateway.engine import DeviceEngine
 from gateway.messages import (
@@ -34,24 +31,27 @@ from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
     MAX_ERROR_REASON_CHARS,
-    UNKNOWN_KEYS_KEY,
-    Coalescer,
     DeltaPlan,
+    FailsafeMemory,
     Reconciler,
     ShadowUpdate,
 )
 from gateway.rules import Behaviours
 from gateway.shadow_protocol import ShadowProtocol, ShadowRequest
+from gateway.shadow_report import (
+    EventPublisher,
+    Reporter,
+    drift,
+    error_names,
+    full_reported,
+    has_unknown_summary,
+)
 from gateway.topics import ShadowTopics
 from gateway.values import JsonValue, ValueCodec
 
 log = structlog.get_logger()
 
-REPORT_INTERVAL_S = 0.05  # coalesce input bursts to one update per 50 ms
 FINAL_REPORT_TIMEOUT_S = 2.0
-EVENT_BATCH = 100  # events per message: in order, far below the 128 KB payload limit
-# Stale error entries cleared per full report (a bound on the update's size).
-MAX_STALE_ERRORS_CLEARED = 500
 
 
 class ShadowSync:
@@ -89,7 +89,7 @@ class ShadowSync:
         self.engine.add_listener(self)
         self._clock = clock
         self._monotonic = monotonic
-        self._coalescer = Coalescer(REPORT_INTERVAL_S)
+        self.reporter = Reporter(monotonic)
         self.connected = False
         self.synced = asyncio.Event()  # set once a fetched document has been reconciled
         self.counters = {
@@ -100,13 +100,12 @@ class ShadowSync:
         }
         self._stopping = False
         self._first_get_in_session = True
-        self._report_wake = asyncio.Event()
         self._outbox = outbox if outbox is not None else Outbox(None)
+        self.events = EventPublisher(self._outbox)
         # Accepted input changes reach the reporter only once the writer has them on disk.
         self._writer = writer
         # Extra entries of reported.gateway (e.g. ota, cert_expires), set by other services.
         self.gateway_status: dict[str, JsonValue] = {}
-        self._events_wake = asyncio.Event()
         self._last_cloud_time: float | None = None  # the shadow service's clock, from replies
         self.configure(
             thing=thing,
@@ -144,7 +143,7 @@ class ShadowSync:
         self._events_topic = events_topic or f"things/{thing}/events"
         self._status_topic = status_topic or f"things/{thing}/status"
         self._deferred_versions: dict[str, int] = {}  # held back by min_interval: its version
-        self._failsafed: dict[str, float] = {}  # name -> cloud time after which desired is fresh
+        self._failsafed = FailsafeMemory()
         self.synced.clear()  # until a document of the new configuration is reconciled
 
     # -- inputs from the device side (all on the loop thread) --------------------------------
@@ -176,7 +175,7 @@ class ShadowSync:
     def on_failsafe(self, name: str) -> None:
         """Desired values set before now (cloud clock) are not applied again after the outage."""
         cutoff = self._last_cloud_time if self._last_cloud_time is not None else self._clock()
-        self._failsafed[name] = cutoff
+        self._failsafed.remember(name, cutoff)
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         """A desired value held back by min_interval is on the device now: report (and clear)
@@ -196,27 +195,6 @@ class ShadowSync:
         if update is not None:
             self._enqueue_update(update)
 
-    def _hold_failsafe_against_own_deltas(self, delta: DeltaMessage, plan: DeltaPlan) -> None:
-        """A delta our own report caused (it carries our clientToken) only repeats the desired
-        value from before the outage: the fail-safe value holds. Anyone else's is fresh."""
-        caused_by_us = self.protocol.is_ours(delta.client_token)
-        for name in [name for name in plan.apply if name in self._failsafed]:
-            if caused_by_us:
-                del plan.apply[name]
-                log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
-            else:
-                del self._failsafed[name]
-
-    def _drop_stale_after_failsafe(self, document: ShadowDocument, plan: DeltaPlan) -> None:
-        """After a fail-safe, a desired value older than the outage is not applied again."""
-        for name in [name for name in plan.apply if name in self._failsafed]:
-            stamp = document.desired_timestamp(name)
-            if stamp is not None and stamp > self._failsafed[name]:
-                del self._failsafed[name]  # set during the outage: fresh
-                continue
-            del plan.apply[name]
-            log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
-
     def report_gateway_status(self, key: str, value: JsonValue) -> None:
         """Set ``reported.gateway.<key>`` now (if connected) and in every full report."""
         if self.gateway_status.get(key) == value and key in self.gateway_status:
@@ -227,18 +205,13 @@ class ShadowSync:
 
     def on_persisted(self, changes: list[Change]) -> None:
         """Changes are durable: report them (coalesced) and publish their events."""
-        for change in changes:
-            self._coalescer.add(change.device, change.value, change.observed_at)
-        self._report_wake.set()
+        self.reporter.add(changes)
         if any(change.event for change in changes):
-            self._events_wake.set()
+            self.events.wake()
 
     def recover(self) -> None:
         """At start: what the outbox kept from before a crash goes out on the first session."""
-        for name, (value, observed_at) in self._outbox.pending_reported().items():
-            self._coalescer.add(name, value, observed_at)
-        if self._coalescer.pending:
-            log.info("outbox_recovered", **self._outbox.depth())
+        self.reporter.recover(self._outbox)
 
     # -- one session ----------------------------------------------------------------------------
 
@@ -257,8 +230,11 @@ class ShadowSync:
                 tasks = [
                     group.create_task(self._read_loop(session), name="shadow_reader"),
                     group.create_task(self.protocol.run(session), name="shadow_protocol"),
-                    group.create_task(self._report_loop(), name="shadow_reporter"),
-                    group.create_task(self._event_loop(session), name="event_publisher"),
+                    group.create_task(self.reporter.run(self._send_batch), name="shadow_reporter"),
+                    group.create_task(
+                        self.events.run(session, self.thing, self._events_topic),
+                        name="event_publisher",
+                    ),
                 ]
                 self.protocol.request_get()
                 await stop.wait()
@@ -277,19 +253,17 @@ class ShadowSync:
         self._stopping = False
         self._first_get_in_session = True
         self.protocol.start_session()
-        if self._coalescer.pending:
-            self._report_wake.set()  # changes kept from the last session go out first thing
+        self.reporter.start_session()
 
     def _abandon_requests(self) -> None:
         """The session is gone: keep every unacknowledged input change for the next one."""
         for request in self.protocol.abandon():
-            if request.batch:
-                self._coalescer.put_back(request.batch, request.observed_at)
+            self.reporter.put_back(request.batch, request.observed_at)
 
     async def _final_report(self) -> None:
         """On shutdown: stop taking deltas, report the final state and wait briefly for it."""
         self._stopping = True
-        batch, observed_at = self._coalescer.take(self._monotonic())
+        batch, observed_at = self.reporter.take()
         request = self._enqueue_update(
             ShadowUpdate(reported=self._full_reported(), timestamp_ms=self._timestamp(observed_at)),
             batch=batch,
@@ -353,7 +327,9 @@ class ShadowSync:
             self.protocol.request_get()
             return
         if self._failsafed:
-            self._hold_failsafe_against_own_deltas(delta, plan)
+            caused_by_us = self.protocol.is_ours(delta.client_token)
+            plan, held = self._failsafed.filter_delta(plan, caused_by_us=caused_by_us)
+            _log_held(held)
         self._apply_and_report(plan, extra_reported=None)
 
     def _on_document(self, document: ShadowDocument) -> None:
@@ -369,52 +345,20 @@ class ShadowSync:
             document.state.delta or {}, document.version, from_document=True
         )
         if self._failsafed:
-            self._drop_stale_after_failsafe(document, plan)
+            plan, held = self._failsafed.filter_document(plan, document.desired_timestamp)
+            _log_held(held)
         if self._first_get_in_session:
             # After every connect, report everything: changes made while offline catch up.
             self._first_get_in_session = False
-            status = reported.get(GATEWAY_KEY)
             extra = self._full_reported(
-                stale_errors=_error_names(reported),
-                stale_unknown=isinstance(status, dict) and UNKNOWN_KEYS_KEY in status,
+                stale_errors=error_names(reported), stale_unknown=has_unknown_summary(reported)
             )
         else:
-            extra = self._drift(reported)
+            extra = drift(self.values, self.reconciler, reported)
+            if extra:
+                log.info("reported_drift_corrected", keys=sorted(extra))
         self._apply_and_report(plan, extra_reported=extra or None)
         self.synced.set()
-
-    def _drift(self, reported: Mapping[str, Any]) -> dict[str, JsonValue]:
-        """What the fetched document's ``reported`` shows wrongly: device values (a report lost,
-        or overtaken by a desired write) and error entries (an error clear lost with a 409).
-        Reported again, so pins, errors and shadow converge."""
-        drift: dict[str, JsonValue] = {
-            name: value
-            for name, value in self.values.items()
-            if not _json_equal(reported.get(name), value)
-        }
-        status = reported.get(GATEWAY_KEY)
-        shown = status.get("errors") if isinstance(status, dict) else None
-        shown_errors: Mapping[str, Any] = shown if isinstance(shown, dict) else {}
-        errors: dict[str, JsonValue] = dict.fromkeys(
-            sorted(shown_errors.keys() - self.reconciler.errors.keys())[:MAX_STALE_ERRORS_CLEARED]
-        )
-        errors.update(
-            (name, reason)
-            for name, reason in self.reconciler.errors.items()
-            if shown_errors.get(name) != reason
-        )
-        section: dict[str, JsonValue] = {}
-        if errors:
-            section["errors"] = errors
-        summary = self.reconciler.unknown_summary()
-        shown_unknown = status.get(UNKNOWN_KEYS_KEY) if isinstance(status, dict) else None
-        if not _json_equal(shown_unknown, summary):
-            section[UNKNOWN_KEYS_KEY] = summary
-        if section:
-            drift[GATEWAY_KEY] = section
-        if drift:
-            log.info("reported_drift_corrected", keys=sorted(drift))
-        return drift
 
     def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
         self._restored = True
@@ -429,9 +373,8 @@ class ShadowSync:
         for name in outcome.deferred:
             self._deferred_versions[name] = plan.version
         applied = outcome.applied
-        plan.rejected.update(
-            (name, self.reconciler.reason(reason)) for name, reason in outcome.refused.items()
-        )
+        refused = {name: self.reconciler.reason(why) for name, why in outcome.refused.items()}
+        plan = plan.outcome(applied, refused)
         for name, shown in applied.items():
             log.info("desired_applied", device=name, value=shown, version=plan.version)
         for name, reason in plan.rejected.items():
@@ -446,14 +389,8 @@ class ShadowSync:
             )
         self.counters["deltas_applied"] += len(applied)
         self.counters["deltas_rejected"] += len(plan.rejected) + len(plan.unknown)
-        applied_plan = DeltaPlan(
-            version=plan.version,
-            apply={name: plan.apply[name] for name in applied},
-            rejected=plan.rejected,
-            unknown=plan.unknown,
-        )
         update = self.reconciler.build_update(
-            applied_plan,
+            plan,
             applied,
             clear_desired=self._shadow.clear_desired,
             timestamp_ms=self._timestamp(None),
@@ -480,9 +417,7 @@ class ShadowSync:
 
     def on_not_accepted(self, request: ShadowRequest) -> None:
         """An update that will not be retried as it is: its input changes go out again."""
-        if request.batch:
-            self._coalescer.put_back(request.batch, request.observed_at)
-            self._report_wake.set()
+        self.reporter.put_back(request.batch, request.observed_at)
 
     def _enqueue_update(
         self,
@@ -493,56 +428,20 @@ class ShadowSync:
     ) -> ShadowRequest:
         return self.protocol.enqueue_update(update, batch=batch, observed_at=observed_at)
 
-    # -- events ---------------------------------------------------------------------------------
-
-    async def _event_loop(self, session: MqttSession) -> None:
-        """Publish queued events in order, at least once; delete each batch after its PUBACK."""
-        while True:
-            events = await asyncio.to_thread(self._outbox.next_events, EVENT_BATCH)
-            if not events:
-                self._events_wake.clear()
-                await self._events_wake.wait()
-                continue
-            body = {"thing": self.thing, "events": [event.to_json() for event in events]}
-            payload = json.dumps(body, separators=(",", ":")).encode()
-            await session.publish(self._events_topic, payload, qos=1)
-            await asyncio.to_thread(self._outbox.ack_events, events)
-            self.counters["events_published"] = self.counters.get("events_published", 0) + len(
-                events
-            )
-
-    # -- reporting ------------------------------------------------------------------------------
-
-    async def _report_loop(self) -> None:
-        while True:
-            await self._report_wake.wait()
-            self._report_wake.clear()
-            due = self._coalescer.due_in(self._monotonic())
-            if due is None:
-                continue
-            if due > 0:
-                await asyncio.sleep(due)
-            batch, observed_at = self._coalescer.take(self._monotonic())
-            if not batch:
-                continue
-            update = ShadowUpdate(reported=dict(batch), timestamp_ms=self._timestamp(observed_at))
-            self._enqueue_update(update, batch=batch, observed_at=observed_at)
-            if self._coalescer.pending:
-                self._report_wake.set()
+    def _send_batch(self, batch: dict[str, JsonValue], observed_at: float | None) -> None:
+        update = ShadowUpdate(reported=dict(batch), timestamp_ms=self._timestamp(observed_at))
+        self._enqueue_update(update, batch=batch, observed_at=observed_at)
 
     def _full_reported(
         self, stale_errors: frozenset[str] = frozenset(), *, stale_unknown: bool = False
     ) -> dict[str, JsonValue]:
-        stale = sorted(stale_errors - self.reconciler.errors.keys())[:MAX_STALE_ERRORS_CLEARED]
-        errors: dict[str, str | None] = dict.fromkeys(stale)
-        errors.update(self.reconciler.errors)
-        status: dict[str, JsonValue] = {**self.gateway_status, "version": __version__}
-        if errors:
-            status["errors"] = dict(errors)
-        _, unknown = self.reconciler.unknown_change()
-        if unknown is not None or stale_unknown:
-            status[UNKNOWN_KEYS_KEY] = unknown
-        return {**self.values, GATEWAY_KEY: status}
+        return full_reported(
+            self.values,
+            self.reconciler,
+            self.gateway_status,
+            stale_errors=stale_errors,
+            stale_unknown=stale_unknown,
+        )
 
     def _timestamp(self, observed_at: float | None) -> int | None:
         if not self._shadow.send_timestamp:
@@ -560,27 +459,13 @@ class ShadowSync:
             else None,
             "devices": dict(self.values),
             "errors": dict(self.reconciler.errors),
-            "counters": dict(self.counters),
+            "counters": {**self.counters, "events_published": self.events.published},
             "in_flight": self.protocol.in_flight,
             "queued": self.protocol.queued,
             "outbox": self._outbox.depth(),
         }
 
 
-def _json_equal(a: object, b: object) -> bool:
-    """Equal as JSON values: true is not 1, but 1 is 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
-
-
-def _error_names(reported: Mapping[str, Any]) -> frozenset[str]:
-    status = reported.get(GATEWAY_KEY)
-    errors = status.get("errors") if isinstance(status, dict) else None
-    return frozenset(errors) if isinstance(errors, dict) else frozenset()
+def _log_held(names: list[str]) -> None:
+    for name in names:
+        log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
