@@ -1,0 +1,191 @@
+"""Loading a config: YAML with positions, ``provisioned.yaml`` merged under it, validation,
+the file checks, the cross-device checks, and every problem as ``FILE:LINE:COL: key: what``.
+
+The models never touch the disk; whether the files a config names exist is checked here, after
+validation, and reported at the key that names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.checks import CodecFactory, cross_field_problems
+from gateway.config.provisioned import default_credential_paths, read_provisioned
+from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup
+from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
+from gateway.errors import ConfigError
+from gateway.values import codec_for as default_codec_for
+
+
+def _dotted(loc: KeyPath) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
+    """Strip pydantic's union tags from ``loc``: keep only the parts that exist in the data."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, Mapping) and isinstance(part, str) and part[:1].isupper():
+            continue  # a discriminator tag such as 'LED' inside devices.<name>
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key; expected one of the documented keys (check the spelling)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        tag = error.get("ctx", {}).get("tag", "")
+        return f"unknown device type {tag!r}; expected one of {tags}"
+    if kind == "union_tag_not_found":
+        return "missing 'type'; expected a gpiozero device class name such as LED or Button"
+    message = message.removeprefix("Value error, ")
+    return f"{message} (got {error['input']!r})" if _shows_input(error) else message
+
+
+def _shows_input(error: Mapping[str, Any]) -> bool:
+    value = error.get("input")
+    return isinstance(value, str | int | float | bool) and error["type"] != "value_error"
+
+
+def format_validation_error(document: YamlDocument, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        path = _data_path(document.data, tuple(error["loc"]))
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        lines.append(f"{document.locate(path)}: {_dotted(path)}: {_describe(error)}")
+    return lines
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    check_files: bool = True,
+    codec_for: CodecFactory = default_codec_for,
+) -> GatewayConfig:
+    """Load and validate ``path``; raises ``ConfigError`` listing every problem found.
+
+    ``overrides`` are merged over the file (used by the demo to point at its own broker);
+    ``check_files=False`` skips the file checks; ``codec_for`` gives each device's value codec
+    for the fail-safe value checks.
+    """
+    document = load_yaml(path)
+    data = document.data
+    if not isinstance(data, dict):
+        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
+    if overrides:
+        data = _deep_merge(data, overrides)
+    base_dir = path.resolve().parent
+    data, pending = _with_provisioning(data, base_dir)
+    try:
+        config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = format_validation_error(document, exc)
+        raise ConfigError([_provisioning_hint(line, data) for line in lines]) from exc
+    if check_files:
+        missing = [
+            (loc, f"file {file} does not exist")
+            for loc, file in required_files(config)
+            if file not in pending and not file.is_file()
+        ]
+        if missing:
+            raise ConfigError(
+                [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in missing]
+            )
+    problems = cross_field_problems(config, codec_for)
+    if problems:
+        raise ConfigError(
+            [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
+        )
+    return config
+
+
+def required_files(model: BaseModel, where: KeyPath = ()) -> Iterator[tuple[KeyPath, Path]]:
+    """Every file the validated ``model`` names in a field marked ``MUST_EXIST``, with its key."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if MUST_EXIST in field.metadata:
+            if isinstance(value, Path):
+                yield (*where, name), value
+        elif isinstance(value, BaseModel):
+            yield from required_files(value, (*where, name))
+
+
+# -- provisioned credentials -----------------------------------------------------------------
+
+_PROVISIONED_KEYS = ("thing: ", "mqtt.host: ", "mqtt.cert: ", "mqtt.key: ")
+
+
+def _state_dir_of(data: Mapping[str, Any], base_dir: Path) -> Path:
+    raw = data.get("state_dir")
+    state_dir = Path(raw if isinstance(raw, str) else "/var/lib/edge-gateway").expanduser()
+    return state_dir if state_dir.is_absolute() else base_dir / state_dir
+
+
+def _with_provisioning(data: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], set[Path]]:
+    """Merge ``state_dir/provisioned.yaml`` under the file (the file's keys win); with a
+    ``provision:`` block, mqtt.cert/key default to the files provisioning writes."""
+    state_dir = _state_dir_of(data, base_dir)
+    provisioned = read_provisioned(state_dir)
+    if provisioned:
+        data = _deep_merge(provisioned, data)
+    pending: set[Path] = set()
+    mqtt = data.get("mqtt")
+    if data.get("provision") is not None and isinstance(mqtt, dict):
+        cert, key = default_credential_paths(state_dir)
+        data = {**data, "mqtt": {"cert": str(cert), "key": str(key), **mqtt}}
+        pending = {cert, key}
+    return data, pending
+
+
+def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
+    if not line.endswith(": required key is missing"):
+        return line
+    if not any(f" {key}required" in line for key in _PROVISIONED_KEYS):
+        return line
+    if data.get("provision") is not None:
+        return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
+    return line + " (give it here, or add a 'provision:' block to obtain it from the cloud)"
+
+
+def load_provision_setup(path: Path) -> ProvisionSetup:
+    """The provisioning-related settings of ``path``; ``ConfigError`` with FILE:LINE:COL."""
+    document = load_yaml(path)
+    data = document.data
+    if not isinstance(data, dict):
+        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
+    base_dir = path.resolve().parent
+    try:
+        return ProvisionSetup.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(document, exc)) from exc
