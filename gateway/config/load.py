@@ -7,15 +7,16 @@ validation, and reported at the key that names them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path, PurePath
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.checks import CodecFactory, cross_field_problems
+from gateway.config.checks import CodecFactory, Problem, cross_field_problems
 from gateway.config.provisioned import default_credential_paths, read_provisioned
-from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup
+from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup, resolve_path
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
 from gateway.values import codec_for as default_codec_for
@@ -107,38 +108,64 @@ def load_config(
         data = _deep_merge(data, overrides)
     base_dir = path.resolve().parent
     data, pending = _with_provisioning(data, base_dir)
+    # The models never touch the disk: the files are checked here, and reported together
+    # with any validation error so one run shows every problem.
+    missing = file_problems(data, base_dir, pending) if check_files else []
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = format_validation_error(document, exc)
-        raise ConfigError([_provisioning_hint(line, data) for line in lines]) from exc
-    if check_files:
-        missing = [
-            (loc, f"file {file} does not exist")
-            for loc, file in required_files(config)
-            if file not in pending and not file.is_file()
-        ]
-        if missing:
-            raise ConfigError(
-                [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in missing]
-            )
+        lines = [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
+        raise ConfigError(lines + _located(document, missing)) from exc
+    if missing:
+        raise ConfigError(_located(document, missing))
     problems = cross_field_problems(config, codec_for)
     if problems:
-        raise ConfigError(
-            [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
-        )
+        raise ConfigError(_located(document, problems))
     return config
 
 
-def required_files(model: BaseModel, where: KeyPath = ()) -> Iterator[tuple[KeyPath, Path]]:
-    """Every file the validated ``model`` names in a field marked ``MUST_EXIST``, with its key."""
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
+def _located(document: YamlDocument, problems: list[Problem]) -> list[str]:
+    return [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
+
+
+def file_problems(
+    data: Mapping[str, Any], base_dir: Path, pending: Collection[Path] = ()
+) -> list[Problem]:
+    """Every file the config names (fields marked ``MUST_EXIST``) that is not there, at its key;
+    ``pending`` files are about to be written by provisioning. Read from the raw data, so these
+    are reported together with any validation errors."""
+    return [
+        (loc, f"file {file} does not exist")
+        for loc, raw in _file_fields(GatewayConfig, data, ())
+        if isinstance(raw, str | PurePath)
+        and (file := resolve_path(Path(raw), base_dir)) not in pending
+        and not file.is_file()
+    ]
+
+
+def _file_fields(
+    model: type[BaseModel], data: object, where: KeyPath
+) -> Iterator[tuple[KeyPath, object]]:
+    if not isinstance(data, Mapping):
+        return
+    for name, field in model.model_fields.items():
+        if name not in data:
+            continue
         if MUST_EXIST in field.metadata:
-            if isinstance(value, Path):
-                yield (*where, name), value
-        elif isinstance(value, BaseModel):
-            yield from required_files(value, (*where, name))
+            yield (*where, name), data[name]
+        else:
+            for inner in _models_in(field.annotation):
+                yield from _file_fields(inner, data[name], (*where, name))
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The models a field holds directly or as an option (``X``, ``X | None``), not in a
+    container."""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return [model for arg in get_args(annotation) for model in _models_in(arg)]
+    return []
 
 
 # -- provisioned credentials -----------------------------------------------------------------

@@ -286,12 +286,16 @@ ExistingFile = Annotated[Path, MUST_EXIST]
 OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
 
 
-def _resolve(path: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
+def resolve_path(path: Path, base_dir: Path | None) -> Path:
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
     path = path.expanduser()
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
     return path
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))
 
 
 class ReconnectConfig(_Frozen):
