@@ -9,8 +9,9 @@ maintenance windows), ``names`` (thing names, hosts, ports as AWS IoT allows the
 ``checks`` (cross-device checks and the shadow size budget), ``provisioned``
 (``provisioned.yaml``), ``yamlsource`` (YAML with positions) and ``load`` (all of it together).
 
-May import: nothing of the gateway but ``gateway.errors`` and ``gateway.values`` (the value
-codecs, a leaf that imports only ``gateway.errors``), which ``load`` hands to the checks as data.
+May import: nothing of the gateway but ``gateway.errors``. The value codecs that check
+fail-safe values reach ``load_config`` as data (``codec_for=gateway.values.codec_for``, passed
+by the CLI and the daemon), so the config sits below the code that applies values.
 """
 
 from gateway.config.checks import (

@@ -22,6 +22,7 @@ from gateway.config.schema import (
     DigitalInputConfig,
     GatewayConfig,
     Mcp3008Config,
+    OutputConfig,
     RgbLedConfig,
     SystemSensorConfig,
 )
@@ -55,7 +56,9 @@ def _device_pins(device: DeviceConfig) -> dict[str, int]:
     return device.pins()
 
 
-def cross_field_problems(config: GatewayConfig, codec_for: CodecFactory) -> list[Problem]:
+def cross_field_problems(
+    config: GatewayConfig, codec_for: CodecFactory | None = None
+) -> list[Problem]:
     """Problems that involve several devices: shared pins and the shadow size budget."""
     problems: list[Problem] = []
     owners: dict[int, tuple[str, str]] = {}
@@ -88,7 +91,9 @@ def cross_field_problems(config: GatewayConfig, codec_for: CodecFactory) -> list
     return problems
 
 
-def behaviour_problems(config: GatewayConfig, codec_for: CodecFactory) -> list[Problem]:
+def behaviour_problems(
+    config: GatewayConfig, codec_for: CodecFactory | None = None
+) -> list[Problem]:
     """Transforms, fail-safe values, follows and interlocks that cannot work as configured."""
     problems: list[Problem] = []
     devices = config.devices
@@ -108,17 +113,8 @@ def behaviour_problems(config: GatewayConfig, codec_for: CodecFactory) -> list[P
             continue
         if not isinstance(device, OUTPUT_CONFIGS):
             continue
-        codec = codec_for(device)
-        for field, value in (
-            ("on_disconnect", device.on_disconnect.value if device.on_disconnect else None),
-            ("on_shutdown", device.on_shutdown),
-        ):
-            if value is None:
-                continue
-            try:
-                codec.parse_desired(value)
-            except DeviceValueError as exc:
-                problems.append(((*where, field), f"{exc} (as a shadow value of '{name}')"))
+        if codec_for is not None:
+            problems += _fail_safe_problems(name, device, codec_for(device))
         if device.follow is not None:
             target = devices.get(device.follow.device)
             if not isinstance(device, BinaryOutputConfig):
@@ -156,6 +152,22 @@ def behaviour_problems(config: GatewayConfig, codec_for: CodecFactory) -> list[P
                 )
         if len(set(group)) < 2:
             problems.append((("interlock", index), "an interlock group needs two or more outputs"))
+    return problems
+
+
+def _fail_safe_problems(name: str, device: OutputConfig, codec: Codec) -> list[Problem]:
+    """Fail-safe values the device's codec would refuse as a desired value."""
+    problems: list[Problem] = []
+    for field, value in (
+        ("on_disconnect", device.on_disconnect.value if device.on_disconnect else None),
+        ("on_shutdown", device.on_shutdown),
+    ):
+        if value is None:
+            continue
+        try:
+            codec.parse_desired(value)
+        except DeviceValueError as exc:
+            problems.append((("devices", name, field), f"{exc} (as a shadow value of '{name}')"))
     return problems
 
 

@@ -19,7 +19,6 @@ from gateway.config.provisioned import default_credential_paths, read_provisione
 from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup, resolve_path
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
-from gateway.values import codec_for as default_codec_for
 
 
 def _dotted(loc: KeyPath) -> str:
@@ -92,13 +91,14 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
     check_files: bool = True,
-    codec_for: CodecFactory = default_codec_for,
+    codec_for: CodecFactory | None = None,
 ) -> GatewayConfig:
     """Load and validate ``path``; raises ``ConfigError`` listing every problem found.
 
     ``overrides`` are merged over the file (used by the demo to point at its own broker);
-    ``check_files=False`` skips the file checks; ``codec_for`` gives each device's value codec
-    for the fail-safe value checks.
+    ``check_files=False`` skips the file checks. ``codec_for`` gives each device's value codec
+    (``gateway.values.codec_for``) so fail-safe values are checked against the device; without
+    it they are left to the engine. The CLI, the demo and the daemon's reload pass it.
     """
     document = load_yaml(path)
     data = document.data

@@ -259,6 +259,14 @@ OUTPUT_CONFIGS = (
     MotorConfig,
 )
 SENSOR_CONFIGS = (SystemSensorConfig, Mcp3008Config)
+OutputConfig: TypeAlias = (
+    BinaryOutputConfig
+    | PwmOutputConfig
+    | RgbLedConfig
+    | ServoConfig
+    | AngularServoConfig
+    | MotorConfig
+)
 
 
 def is_output(device: BaseModel) -> bool:
