@@ -1,8 +1,9 @@
 """Loading a config: YAML with positions, ``provisioned.yaml`` merged under it, validation,
 the file checks, the cross-device checks, and every problem as ``FILE:LINE:COL: key: what``.
 
-The models never touch the disk; whether the files a config names exist is checked here, after
-validation, and reported at the key that names them.
+The models never touch the disk; whether the files a config names exist (fields marked
+``MUST_EXIST``) is checked here, on the data being validated, and reported at the key that names
+them together with any validation error.
 """
 
 from __future__ import annotations

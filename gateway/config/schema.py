@@ -1,7 +1,7 @@
 """The configuration's typed, frozen pydantic models (what each key may hold).
 
-Validators check values only; they never touch the disk (file checks happen in
-``gateway.config.load`` after validation). Relative paths are resolved against the config
+Validators check values only; they never touch the disk (fields marked ``MUST_EXIST`` are
+checked by ``gateway.config.load``). Relative paths are resolved against the config
 file's folder, passed in the validation context as ``base_dir``.
 """
 
