@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
         gateway.shadow.MAX_REQUESTS_PER_S = args.max_requests_per_s  # type: ignore[misc]
     if args.shadow_limit_bytes:
-        import gateway.config
+        import gateway.config.checks
 
-        gateway.config.SHADOW_DOCUMENT_LIMIT_BYTES = args.shadow_limit_bytes
+        gateway.config.checks.SHADOW_DOCUMENT_LIMIT_BYTES = args.shadow_limit_bytes
     from gateway.__main__ import main as gateway_main
 
     return gateway_main(argv[split + 1 :])

@@ -59,8 +59,9 @@ def _parse_value(text: str) -> Any:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+    from gateway.values import codec_for
 
-    config = load_config(Path(args.config))
+    config = load_config(Path(args.config), codec_for=codec_for)
     print(f"{args.config}: OK (thing {config.thing!r}, {len(config.devices)} devices)")
     return EXIT_OK
 
@@ -68,6 +69,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config, load_provision_setup
     from gateway.logs import configure_logging
+    from gateway.values import codec_for
 
     setup = load_provision_setup(Path(args.config))
     if setup.needs_provisioning:
@@ -79,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = _run_async(provision_at_start(setup))
         if code != EXIT_OK:
             return code
-    config = load_config(Path(args.config))
+    config = load_config(Path(args.config), codec_for=codec_for)
     configure_logging(config.logging.format, config.logging.level)
     import structlog
 

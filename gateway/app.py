@@ -384,7 +384,9 @@ def build_gateway(
 
     rewiring = None
     if config_path is not None:
-        rewiring = Rewiring(lambda: load_config(config_path), make_bank, make_connector)
+        rewiring = Rewiring(
+            lambda: load_config(config_path, codec_for=codec_for), make_bank, make_connector
+        )
     return Gateway(
         config,
         bank=make_bank(config),

@@ -10,15 +10,19 @@ in next and whether the maintenance window is open are decided here.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import time as clock_time
 from typing import Any
-from urllib.parse import urlsplit
 
+# LOOPBACK_NAMES, Window and is_loopback_host stay importable from here; the config owns them.
+from gateway.config.formats import (  # noqa: F401
+    LOOPBACK_NAMES,
+    Window,
+    is_loopback_host,
+    url_problem,
+)
 from gateway.jsonlimits import json_depth, nests_deeper_than
 
 JITTER = 0.1  # check-ins are spread by ±10 % so a fleet does not arrive at once
@@ -30,36 +34,6 @@ MANIFEST_TYPE = "edge-gateway-manifest"
 # shell word. PEP 440 versions and firmware names like "fw-2.0" fit.
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` may not be used, or None: https only, plain http only for a loopback host
-    (the local dev cloud), never credentials in the URL."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("https", "http") or not host:
-        return "expected an https:// URL"
-    if parts.username or parts.password:
-        return "credentials in the URL are not allowed; use a token file"
-    if parts.scheme == "http" and not is_loopback_host(host):
-        return "expected https:// (plain http:// is accepted only for a loopback host)"
-    return None
 
 
 @dataclass(frozen=True)
@@ -325,41 +299,3 @@ def should_apply(
 def next_checkin_s(interval_s: float, rng: Callable[[float, float], float]) -> float:
     """The next regular check-in: ``interval_s`` ±10 %."""
     return interval_s * rng(1.0 - JITTER, 1.0 + JITTER)
-
-
-@dataclass(frozen=True)
-class Window:
-    """A daily maintenance window in local time; it may wrap midnight (``22:00-02:00``)."""
-
-    start: clock_time
-    end: clock_time
-
-    @classmethod
-    def parse(cls, text: str) -> Window:
-        match = _WINDOW.match(text)
-        if match is None:
-            raise ValueError("expected a window like '02:00-04:00' (local time, HH:MM-HH:MM)")
-        h1, m1, h2, m2 = (int(g) for g in match.groups())
-        if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
-            raise ValueError("hours must be 0-23 and minutes 0-59")
-        if (h1, m1) == (h2, m2):
-            raise ValueError("the window must not be empty (start equals end)")
-        return cls(clock_time(h1, m1), clock_time(h2, m2))
-
-    def _minutes(self) -> tuple[int, int]:
-        return self.start.hour * 60 + self.start.minute, self.end.hour * 60 + self.end.minute
-
-    def is_open(self, now: clock_time) -> bool:
-        start, end = self._minutes()
-        minute = now.hour * 60 + now.minute
-        if start < end:
-            return start <= minute < end
-        return minute >= start or minute < end  # wraps midnight
-
-    def seconds_until_open(self, now: clock_time) -> float:
-        """0 while open, else the seconds until it opens next."""
-        if self.is_open(now):
-            return 0.0
-        start, _ = self._minutes()
-        seconds = now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6
-        return (start * 60 - seconds) % 86_400

@@ -16,21 +16,25 @@ import grp
 import os
 import pwd
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gateway import answers
-from gateway.credfiles import read_credential_file
-from gateway.errors import GatewayError
+from gateway.config import provisioned
 
-CERTS_DIR = "certs"
-CERT_FILE = "cert.pem"
-KEY_FILE = "privkey.pem"
-PROVISIONED_FILE = "provisioned.yaml"
+# The file names and provisioned_problems stay importable from here; the config owns them.
+from gateway.config.provisioned import (  # noqa: F401
+    CERT_FILE,
+    CERTS_DIR,
+    KEY_FILE,
+    PROVISIONED_FILE,
+    provisioned_problems,
+)
+from gateway.credfiles import read_credential_file
+from gateway.errors import ConfigError, GatewayError
+
 OLD_SUFFIX = ".old"
 
 
@@ -56,8 +60,7 @@ class CredentialPaths:
 
 
 def default_paths(state_dir: Path) -> CredentialPaths:
-    folder = state_dir / CERTS_DIR
-    return CredentialPaths(folder / CERT_FILE, folder / KEY_FILE)
+    return CredentialPaths(*provisioned.default_credential_paths(state_dir))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -202,63 +205,9 @@ def write_provisioned(state_dir: Path, data: dict[str, Any]) -> None:
 
 
 def read_provisioned(state_dir: Path) -> dict[str, Any] | None:
-    """What provisioning stored, checked as strictly as a fresh answer: a file written by an
-    older version (or edited) with a bad thing name or port is reported as this file's fault,
-    not the config's."""
-    path = state_dir / PROVISIONED_FILE
-    if not path.exists():
-        return None
+    """What provisioning stored (see ``gateway.config.provisioned``); ``CredentialStoreError``
+    naming the file if it is unreadable or holds what provisioning never writes."""
     try:
-        raw = read_credential_file(path, "provisioning record")
-    except GatewayError as exc:
-        raise CredentialStoreError(str(exc)) from exc
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise CredentialStoreError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CredentialStoreError(f"{path} must hold a mapping")
-    problems = provisioned_problems(data)
-    if problems:
-        raise CredentialStoreError(
-            f"{path}: " + "; ".join(problems) + " (written by provisioning, not your config:"
-            " fix or delete it and the certificate, then provision again)"
-        )
-    return data
-
-
-_PROVISIONED_MQTT_KEYS = frozenset({"host", "port", "cert", "key"})
-
-
-def provisioned_problems(data: dict[Any, Any]) -> list[str]:
-    """What is wrong with the contents of ``provisioned.yaml`` (pure): only the keys
-    provisioning writes, each as a fresh answer would have to be."""
-    problems = [
-        f"unexpected key {answers.shown(key)}" for key in data if key not in {"thing", "mqtt"}
-    ]
-    checks: list[tuple[str, object, Callable[[object, str], object]]] = []
-    if "thing" in data:
-        checks.append(("thing", data["thing"], answers.thing_name))
-    mqtt = data.get("mqtt", {})
-    if not isinstance(mqtt, dict):
-        return [*problems, "mqtt must be a mapping"]
-    problems += [
-        f"unexpected key mqtt.{answers.shown(key)}"
-        for key in mqtt
-        if key not in _PROVISIONED_MQTT_KEYS
-    ]
-    if "host" in mqtt:
-        checks.append(("mqtt.host", mqtt["host"], answers.host_name))
-    if "port" in mqtt:
-        checks.append(("mqtt.port", mqtt["port"], answers.port))
-    for field, value, check in checks:
-        try:
-            check(value, field)
-        except answers.AnswerError as exc:
-            problems.append(str(exc))
-    problems += [
-        f"mqtt.{name} {answers.shown(mqtt[name])} is not a file path"
-        for name in ("cert", "key")
-        if name in mqtt and not (isinstance(mqtt[name], str) and mqtt[name])
-    ]
-    return problems
+        return provisioned.read_provisioned(state_dir)
+    except ConfigError as exc:
+        raise CredentialStoreError("; ".join(exc.problems)) from exc

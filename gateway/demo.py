@@ -23,6 +23,7 @@ from gateway.devcloud.pki import Credentials
 from gateway.devcloud.web.cloud import DEFAULT_HTTP, DevCloud, controls_for
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
+from gateway.values import codec_for
 
 log = structlog.get_logger()
 DISCOVERY_FILE = "devcloud.json"
@@ -34,7 +35,7 @@ def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None
     workdir.mkdir(parents=True, exist_ok=True)
     # Validate the gateway config (placeholder certificates) before starting anything;
     # a ConfigError goes to the CLI, which exits 2.
-    thing = load_config(config, check_files=False).thing
+    thing = load_config(config, check_files=False, codec_for=codec_for).thing
     code = 0
     try:
         asyncio.run(_demo(workdir, config, thing, http))
@@ -64,6 +65,7 @@ async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, i
                 "state_dir": str(workdir / "state"),
                 "admin_socket": str(workdir / "admin.sock"),
             },
+            codec_for=codec_for,
         )
         admin = broker.credentials(broker.admin_identities[0])
         _write_discovery(workdir, cloud, admin, thing, config.shadow.name)

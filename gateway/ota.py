@@ -46,7 +46,6 @@ from gateway.checkin import (
     Manifest,
     Offer,
     OfferError,
-    Window,
     checkin_body,
     manifest_problem,
     newer_problem,
@@ -56,6 +55,7 @@ from gateway.checkin import (
     should_apply,
 )
 from gateway.config import GatewayConfig, OtaConfig
+from gateway.config.formats import Window
 from gateway.errors import UpdateError
 from gateway.otastate import (
     OtaPhase,

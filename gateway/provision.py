@@ -29,13 +29,9 @@ from gateway import answers, certs
 from gateway.adapters.getcerts import endpoint_url, get_certs
 from gateway.adapters.mqtt import AiomqttConnector, MqttSettings
 from gateway.config import FleetConfig, GatewayConfig, GetCertsConfig, ProvisionSetup
+from gateway.config.provisioned import PROVISIONED_FILE
 from gateway.credfiles import CredentialFileError, read_credential_file
-from gateway.credstore import (
-    PROVISIONED_FILE,
-    CredentialPaths,
-    install_pair,
-    write_provisioned,
-)
+from gateway.credstore import CredentialPaths, install_pair, write_provisioned
 from gateway.errors import (
     CertificateRejectedError,
     GatewayError,

@@ -13,17 +13,6 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
-from gateway.config import (
-    AngularServoConfig,
-    BinaryOutputConfig,
-    DigitalInputConfig,
-    Mcp3008Config,
-    MotorConfig,
-    PwmOutputConfig,
-    RgbLedConfig,
-    ServoConfig,
-    SystemSensorConfig,
-)
 from gateway.errors import DeviceValueError
 
 JsonValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
@@ -306,36 +295,44 @@ def _transform_for(device: object, base: ValueCodec) -> Transform | None:
     )
 
 
-def _base_codec(device: object) -> ValueCodec:
-    match device:
-        case BinaryOutputConfig(type=kind):
-            return ValueCodec("switch", writable=True, blinkable=kind == "LED")
-        case PwmOutputConfig(type=kind):
-            return ValueCodec("level", writable=True, blinkable=kind == "PWMLED")
-        case RgbLedConfig():
-            return ValueCodec("rgb", writable=True)
-        case ServoConfig() | MotorConfig():
-            return ValueCodec("signed", writable=True, low=-1.0, high=1.0)
-        case AngularServoConfig(min_angle=low, max_angle=high):
-            return ValueCodec("angle", writable=True, low=min(low, high), high=max(low, high))
-        case DigitalInputConfig():
-            return ValueCodec("input", writable=False)
-        case SystemSensorConfig(digits=digits) | Mcp3008Config(digits=digits):
-            return ValueCodec("sensor", writable=False, digits=digits)
+# Device kinds by the config's ``type`` (read by name, so this module needs nothing of the
+# config package and the config's checks can take these codecs as data).
+_SWITCHES = frozenset({"LED", "Buzzer", "OutputDevice", "DigitalOutputDevice"})
+_LEVELS = frozenset({"PWMLED", "PWMOutputDevice"})
+_INPUTS = frozenset({"Button", "DigitalInputDevice", "MotionSensor", "LineSensor"})
+_SENSORS = frozenset({"CPUTemperature", "LoadAverage", "DiskUsage", "MCP3008"})
+
+
+def _base_codec(device: Any) -> ValueCodec:
+    kind = getattr(device, "type", None)
+    if kind in _SWITCHES:
+        return ValueCodec("switch", writable=True, blinkable=kind == "LED")
+    if kind in _LEVELS:
+        return ValueCodec("level", writable=True, blinkable=kind == "PWMLED")
+    if kind == "RGBLED":
+        return ValueCodec("rgb", writable=True)
+    if kind in ("Servo", "Motor"):
+        return ValueCodec("signed", writable=True, low=-1.0, high=1.0)
+    if kind == "AngularServo":
+        low, high = float(device.min_angle), float(device.max_angle)
+        return ValueCodec("angle", writable=True, low=min(low, high), high=max(low, high))
+    if kind in _INPUTS:
+        return ValueCodec("input", writable=False)
+    if kind in _SENSORS:
+        return ValueCodec("sensor", writable=False, digits=int(device.digits))
     raise TypeError(f"no value codec for {type(device).__name__}")
 
 
-def initial_value(device: object) -> NativeValue | None:
+def initial_value(device: Any) -> NativeValue | None:
     """The value an output starts at, from its config; None for inputs and sensors."""
-    match device:
-        case BinaryOutputConfig(initial=initial):
-            return initial
-        case PwmOutputConfig(initial=level) | ServoConfig(initial=level):
-            return level
-        case AngularServoConfig(initial=angle):
-            return angle
-        case RgbLedConfig(initial=colour):
-            return colour
-        case MotorConfig():
-            return 0.0
+    kind = getattr(device, "type", None)
+    if kind == "Motor":
+        return 0.0
+    if kind in _SWITCHES:
+        return bool(device.initial)
+    if kind in _LEVELS or kind in ("Servo", "AngularServo"):
+        return float(device.initial)
+    if kind == "RGBLED":
+        red, green, blue = device.initial
+        return (float(red), float(green), float(blue))
     return None

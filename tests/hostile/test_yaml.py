@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.yamlsource import MAX_NODES, MAX_YAML_BYTES, load_yaml
 from gateway.errors import ConfigError
-from gateway.yamlsource import MAX_NODES, MAX_YAML_BYTES, load_yaml
 
 LAUGHS = 9  # levels: 9**9 = 387,420,489 strings once expanded
 

@@ -25,7 +25,7 @@ def load(tmp_path: Path, devices: str, extra: str = "") -> object:
     (tmp_path / "x").write_text("placeholder")
     path = tmp_path / "gateway.yaml"
     path.write_text(HEAD + textwrap.indent(textwrap.dedent(devices), "  ") + extra)
-    return load_config(path)
+    return load_config(path, codec_for=codec_for)  # as the CLI and the daemon load it
 
 
 def problems(tmp_path: Path, devices: str, extra: str = "") -> list[str]:
@@ -146,6 +146,18 @@ def test_a_fail_safe_value_must_suit_the_device(tmp_path: Path) -> None:
         tmp_path, "pump: {type: OutputDevice, pin: 5, on_disconnect: {after_s: 30, value: 0.5}}\n"
     )
     assert "devices.pump.on_disconnect" in line and "true or false" in line
+
+
+def test_check_config_checks_fail_safe_values_with_the_value_codecs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config takes the codecs as data: the CLI must hand them over."""
+    from gateway.__main__ import main
+
+    with pytest.raises(ConfigError):
+        load(tmp_path, "pump: {type: OutputDevice, pin: 5, on_shutdown: 0.5}\n")
+    assert main(["check-config", "-c", str(tmp_path / "gateway.yaml")]) == 2
+    assert "devices.pump.on_shutdown: expected true or false" in capsys.readouterr().err
 
 
 def test_an_input_cannot_have_output_options(tmp_path: Path) -> None:

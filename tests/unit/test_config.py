@@ -236,7 +236,7 @@ def test_yaml_merge_key_bomb_is_refused_too(tmp_path: Path) -> None:
 
 
 def test_a_few_aliases_and_merge_keys_still_load(tmp_path: Path) -> None:
-    from gateway.yamlsource import load_yaml
+    from gateway.config.yamlsource import load_yaml
 
     text = "base: &b {type: LED}\nled: {<<: *b, pin: 17}\nl: &l [1, 2]\nboth: [*l, *l]\n"
     document = load_yaml(write(tmp_path, text))

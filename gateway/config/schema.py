@@ -1,15 +1,12 @@
-"""The gateway's configuration: typed, frozen pydantic models loaded from YAML.
+"""The configuration's typed, frozen pydantic models (what each key may hold).
 
-Every problem is reported as ``FILE:LINE:COL: dotted.key: what was expected`` so a user can jump
-straight to it. Relative paths are resolved against the config file's folder.
+Validators check values only; they never touch the disk (fields marked ``MUST_EXIST`` are
+checked by ``gateway.config.load``). Relative paths are resolved against the config
+file's folder, passed in the validation context as ``base_dir``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -19,56 +16,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from gateway.errors import ConfigError
-from gateway.yamlsource import KeyPath, YamlDocument, load_yaml
+from gateway.config.formats import Window, parse_listen, url_problem
+from gateway.config.pins import PIN_FIELD_NAMES, Pin
+from gateway.config.provisioned import default_credential_paths
 
-# AWS IoT limits the config must respect (Device Shadow service quotas).
-SHADOW_DOCUMENT_LIMIT_BYTES = 8 * 1024
-GATEWAY_STATUS_ALLOWANCE_BYTES = 1024
-# reported.gateway.errors holds at most one reason per configured device, at most this long;
-# when many devices leave less room, reasons are cut shorter (never below the minimum, which the
-# size check counts for every device), so the worst case always fits the shadow's limit.
-ERROR_REASON_CHARS = 120
-MIN_ERROR_REASON_CHARS = 16
 MAX_CLIENT_ID_BYTES = 128
 
-# BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
-BOARD_TO_BCM: dict[int, int] = {
-    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
-    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
-    36: 16, 37: 26, 38: 20, 40: 21,
-}  # fmt: skip
-_PIN_NAME = re.compile(r"^(?:(GPIO|BCM)(\d+)|BOARD(\d+))$", re.IGNORECASE)
-
-
-def parse_pin(value: object) -> int:
-    """A pin as BCM number, ``"GPIO17"``/``"BCM17"`` or ``"BOARD11"``; returns the BCM number."""
-    if isinstance(value, bool):
-        raise ValueError("expected a BCM pin number or a name like 'GPIO17' or 'BOARD11'")
-    if isinstance(value, int):
-        bcm = value
-    elif isinstance(value, str) and (match := _PIN_NAME.match(value.strip())):
-        if match.group(3) is not None:
-            board = int(match.group(3))
-            if board not in BOARD_TO_BCM:
-                raise ValueError(f"BOARD{board} is not a GPIO pin on the 40-pin header")
-            bcm = BOARD_TO_BCM[board]
-        else:
-            bcm = int(match.group(2))
-    else:
-        raise ValueError("expected a BCM pin number or a name like 'GPIO17' or 'BOARD11'")
-    if not 0 <= bcm <= 27:
-        raise ValueError(f"GPIO{bcm} does not exist: BCM pins are 0 to 27")
-    return bcm
-
-
-Pin = Annotated[int, BeforeValidator(parse_pin)]
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 SignedUnitFloat = Annotated[float, Field(ge=-1.0, le=1.0)]
 
@@ -114,16 +72,13 @@ class _DeviceBase(_Frozen):
         return {
             name: getattr(self, name)
             for name in type(self).model_fields
-            if name in _PIN_FIELD_NAMES and getattr(self, name) is not None
+            if name in PIN_FIELD_NAMES and getattr(self, name) is not None
         }
 
 
 def _map_identity(value: object) -> tuple[str, object]:
     # true and 1 are different shadow values even though Python says True == 1.
     return (type(value).__name__, value)
-
-
-_PIN_FIELD_NAMES = frozenset({"pin", "red", "green", "blue", "forward", "backward", "enable"})
 
 
 class FailSafeConfig(_Frozen):
@@ -304,11 +259,14 @@ OUTPUT_CONFIGS = (
     MotorConfig,
 )
 SENSOR_CONFIGS = (SystemSensorConfig, Mcp3008Config)
-# Pins the MCP3008 occupies on SPI0 (CE0/CE1, MISO, MOSI, SCLK), so nothing else may claim them.
-SPI0_PINS = {"miso": 9, "mosi": 10, "sclk": 11}
-SPI0_CE = {0: 8, 1: 7}
-SPI1_PINS = {"miso": 19, "mosi": 20, "sclk": 21}
-SPI1_CE = {0: 18, 1: 17}
+OutputConfig: TypeAlias = (
+    BinaryOutputConfig
+    | PwmOutputConfig
+    | RgbLedConfig
+    | ServoConfig
+    | AngularServoConfig
+    | MotorConfig
+)
 
 
 def is_output(device: BaseModel) -> bool:
@@ -324,20 +282,28 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-def _resolve(path: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
+class MustExist:
+    """Marks a path field whose file must exist; the load step checks it after validation."""
+
+    def __repr__(self) -> str:
+        return "MustExist()"
+
+
+MUST_EXIST = MustExist()
+ExistingFile = Annotated[Path, MUST_EXIST]
+OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
+
+
+def resolve_path(path: Path, base_dir: Path | None) -> Path:
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
     path = path.expanduser()
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
     return path
 
 
-def _existing_file(path: Path, info: ValidationInfo) -> Path:
-    path = _resolve(path, info)
-    pending = (info.context or {}).get("pending_files", ())  # provisioning will write them
-    if (info.context or {}).get("check_files", True) and not path.is_file() and path not in pending:
-        raise ValueError(f"file {path} does not exist")
-    return path
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))
 
 
 class ReconnectConfig(_Frozen):
@@ -360,9 +326,9 @@ TopicName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+\x
 class MqttConfig(_Frozen):
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
-    ca: Path
-    cert: Path
-    key: Path
+    ca: ExistingFile
+    cert: ExistingFile
+    key: ExistingFile
     # AWS IoT raises a keepalive under 30 s to 30 s; smaller values only matter on other brokers.
     keepalive_s: Annotated[int, Field(ge=5, le=1200)] = 60
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
@@ -371,8 +337,8 @@ class MqttConfig(_Frozen):
 
     @field_validator("ca", "cert", "key")
     @classmethod
-    def _file_exists(cls, value: Path, info: ValidationInfo) -> Path:
-        return _existing_file(value, info)
+    def _resolve_files(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
 
 
 class OutboxConfig(_Frozen):
@@ -395,22 +361,6 @@ class LoggingConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-def parse_listen(value: object) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9108`` for IPv6) as an IP literal and a port."""
-    if not isinstance(value, str):
-        raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
-    host, sep, port = value.strip().rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise ValueError("expected HOST:PORT with an IP address, such as 127.0.0.1:9108") from None
-    if not sep or not 1 <= number <= 65_535:
-        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
-    return host, number
-
-
 class MetricsConfig(_Frozen):
     # Prometheus /metrics and /healthz over HTTP; loopback unless you mean to expose it.
     listen: Annotated[tuple[str, int], BeforeValidator(parse_listen)]
@@ -426,30 +376,30 @@ class GetCertsConfig(_Frozen):
 
     url: Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$")]
     claim_id: Annotated[str, Field(min_length=1, max_length=256)]
-    token_file: Path | None = None  # sent as "Authorization: Bearer <token>"
-    ca: Path | None = None  # CA bundle to verify the API; default: the system's
+    token_file: OptionalExistingFile = None  # sent as "Authorization: Bearer <token>"
+    ca: OptionalExistingFile = None  # CA bundle to verify the API; default: the system's
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @field_validator("token_file", "ca")
     @classmethod
-    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _existing_file(value, info)
+    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
 
 
 class FleetConfig(_Frozen):
     """AWS IoT fleet provisioning by claim: CreateCertificateFromCsr + RegisterThing."""
 
     template: TemplateName
-    claim_cert: Path
-    claim_key: Path
+    claim_cert: ExistingFile
+    claim_key: ExistingFile
     parameters: dict[str, str] = Field(default_factory=dict)
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @field_validator("claim_cert", "claim_key")
     @classmethod
-    def _file_exists(cls, value: Path, info: ValidationInfo) -> Path:
-        return _existing_file(value, info)
+    def _resolve_files(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
 
 
 class ProvisionConfig(_Frozen):
@@ -472,8 +422,6 @@ class CertsConfig(_Frozen):
 
 
 def _https_url(value: str) -> str:
-    from gateway.checkin import url_problem
-
     if (problem := url_problem(value)) is not None:
         raise ValueError(problem)
     return value
@@ -494,22 +442,20 @@ class CheckinConfig(_Frozen):
     product_id: Annotated[str, Field(min_length=1, max_length=256)]
     interval_s: Annotated[float, Field(ge=1, le=30 * 86_400)] = 3600.0  # ±10 % jitter
     test: bool = False
-    token_file: Path | None = None  # "Authorization: Bearer <file contents>"
+    token_file: OptionalExistingFile = None  # "Authorization: Bearer <file contents>"
     client_cert: bool = False  # present mqtt.cert/mqtt.key (mutual TLS)
-    ca: Path | None = None  # CA bundle for the server; null: the system's trust store
+    ca: OptionalExistingFile = None  # CA bundle for the server; null: the system's trust store
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     extra: dict[str, bool | int | float | str] = Field(default_factory=dict)
     retry: RetryConfig = RetryConfig()
 
     @field_validator("token_file", "ca")
     @classmethod
-    def _files_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _existing_file(value, info)
+    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
 
 
 def _window(value: str | None) -> str | None:
-    from gateway.checkin import Window
-
     if value is not None:
         Window.parse(value)
     return value
@@ -521,7 +467,7 @@ class OtaConfig(_Frozen):
     mode: Literal["command", "wheel"]
     command: list[Annotated[str, Field(min_length=1)]] | None = None  # argv; {artifact} {version}
     command_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
-    public_key: Path | None = None  # Ed25519 or ECDSA P-256 PEM: signatures required
+    public_key: OptionalExistingFile = None  # Ed25519 or ECDSA P-256 PEM: signatures required
     max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
     download_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
     min_free_bytes: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024  # kept free after a download
@@ -534,8 +480,8 @@ class OtaConfig(_Frozen):
 
     @field_validator("public_key")
     @classmethod
-    def _key_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _existing_file(value, info)
+    def _resolve_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
 
     @field_validator("root", "python")
     @classmethod
@@ -612,312 +558,7 @@ class GatewayConfig(_Frozen):
         return self.events_topic or f"things/{self.thing}/events"
 
 
-def _device_pins(device: BaseModel) -> dict[str, int]:
-    if isinstance(device, Mcp3008Config):
-        bus, ce = (SPI0_PINS, SPI0_CE) if device.spi_port == 0 else (SPI1_PINS, SPI1_CE)
-        return {**bus, "select": ce[device.spi_device]}
-    return device.pins() if isinstance(device, _DeviceBase) else {}
-
-
-def _cross_field_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
-    """Problems that involve several devices: shared pins and the shadow size budget."""
-    problems: list[tuple[KeyPath, str]] = []
-    owners: dict[int, tuple[str, str]] = {}
-    for name, device in config.devices.items():
-        # MCP3008 channels share the SPI bus (and a chip's select line) with each other.
-        shared_bus = isinstance(device, Mcp3008Config)
-        for field, pin in _device_pins(device).items():
-            owner = owners.get(pin)
-            if owner is not None and not (shared_bus and _is_spi_field(owner[1])):
-                problems.append(
-                    (
-                        ("devices", name, field),
-                        f"GPIO{pin} is already used by device '{owner[0]}' ({owner[1]}); "
-                        "expected a pin no other device uses",
-                    )
-                )
-            elif owner is None:
-                owners[pin] = (name, field)
-    problems += _behaviour_problems(config)
-    size = _reported_size_estimate(config)
-    if size > SHADOW_DOCUMENT_LIMIT_BYTES:
-        problems.append(
-            (
-                ("devices",),
-                f"the reported document would be about {size} bytes; expected at most "
-                f"{SHADOW_DOCUMENT_LIMIT_BYTES} (AWS's shadow limit): use fewer devices or "
-                "shorter names",
-            )
-        )
-    return problems
-
-
-def _behaviour_problems(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
-    """Transforms, fail-safe values, follows and interlocks that cannot work as configured."""
-    from gateway.errors import DeviceValueError
-    from gateway.values import codec_for
-
-    problems: list[tuple[KeyPath, str]] = []
-    devices = config.devices
-    for name, device in devices.items():
-        where: KeyPath = ("devices", name)
-        if device.has_transform and isinstance(device, RgbLedConfig):
-            problems.append(((*where, "type"), "transforms apply to single values, not RGBLED"))
-            continue
-        if isinstance(device, OUTPUT_CONFIGS) and not device.invertible:
-            problems.append(
-                (
-                    (*where, "map"),
-                    "an output's map must give distinct values so desired values can be "
-                    "mapped back; expected one shadow value per device value",
-                )
-            )
-            continue
-        if not isinstance(device, OUTPUT_CONFIGS):
-            continue
-        codec = codec_for(device)
-        for field, value in (
-            ("on_disconnect", device.on_disconnect.value if device.on_disconnect else None),
-            ("on_shutdown", device.on_shutdown),
-        ):
-            if value is None:
-                continue
-            try:
-                codec.parse_desired(value)
-            except DeviceValueError as exc:
-                problems.append(((*where, field), f"{exc} (as a shadow value of '{name}')"))
-        if device.follow is not None:
-            target = devices.get(device.follow.device)
-            if not isinstance(device, BinaryOutputConfig):
-                problems.append(((*where, "follow"), "only on/off outputs can follow a device"))
-            elif target is None:
-                problems.append(
-                    (
-                        (*where, "follow"),
-                        f"unknown device {device.follow.device!r}; expected "
-                        "a device name from this config",
-                    )
-                )
-            elif not isinstance(target, DigitalInputConfig | BinaryOutputConfig):
-                problems.append(
-                    (
-                        (*where, "follow"),
-                        f"{device.follow.device!r} is not an on/off device; "
-                        "expected a digital input or an on/off output",
-                    )
-                )
-    problems += _follow_cycles(config)
-    for index, group in enumerate(config.interlock_groups):
-        for member in group:
-            interlocked = devices.get(member)
-            if interlocked is None:
-                problems.append(
-                    (("interlock", index), f"unknown device {member!r}; expected output names")
-                )
-            elif not isinstance(interlocked, OUTPUT_CONFIGS):
-                problems.append(
-                    (
-                        ("interlock", index),
-                        f"{member!r} is an input; only outputs can be interlocked",
-                    )
-                )
-        if len(set(group)) < 2:
-            problems.append((("interlock", index), "an interlock group needs two or more outputs"))
-    return problems
-
-
-def _follow_cycles(config: GatewayConfig) -> list[tuple[KeyPath, str]]:
-    follows = {
-        name: device.follow.device
-        for name, device in config.devices.items()
-        if isinstance(device, _OutputBase) and device.follow is not None
-    }
-    for start in follows:
-        seen = [start]
-        current = follows.get(start)
-        while current is not None:
-            if current == start:
-                chain = " -> ".join([*seen, start])
-                return [(("devices", start, "follow"), f"follows form a cycle: {chain}")]
-            if current in seen:
-                break
-            seen.append(current)
-            current = follows.get(current)
-    return []
-
-
-def _is_spi_field(field: str) -> bool:
-    return field in SPI0_PINS or field == "select"
-
-
-def _widest_value(device: BaseModel) -> object:
-    if isinstance(device, RgbLedConfig):
-        return [0.1234, 0.1234, 0.1234]
-    if isinstance(device, BinaryOutputConfig | DigitalInputConfig):
-        return False
-    if isinstance(device, SystemSensorConfig | Mcp3008Config):
-        return -123456.123456
-    return -0.1234
-
-
-def _reported_size_estimate(config: GatewayConfig) -> int:
-    reported = {name: _widest_value(device) for name, device in config.devices.items()}
-    body = json.dumps({"state": {"reported": reported}}, separators=(",", ":"))
-    return len(body) + _errors_size(config, MIN_ERROR_REASON_CHARS) + GATEWAY_STATUS_ALLOWANCE_BYTES
-
-
-def _errors_size(config: GatewayConfig, reason_chars: int) -> int:
-    """Bytes of reported.gateway.errors with every device refused (reasons of that length)."""
-    errors = {name: "x" * reason_chars for name in config.devices}
-    return len(json.dumps({"errors": errors}, separators=(",", ":")))
-
-
-def error_reason_chars(config: GatewayConfig) -> int:
-    """How long each error reason may be so that every device refused at once still fits the
-    shadow's limit: ERROR_REASON_CHARS, or less for a config close to the limit."""
-    room = SHADOW_DOCUMENT_LIMIT_BYTES - _reported_size_estimate(config)
-    per_device = room // max(1, len(config.devices)) + MIN_ERROR_REASON_CHARS
-    return max(MIN_ERROR_REASON_CHARS, min(ERROR_REASON_CHARS, per_device))
-
-
-def _dotted(loc: KeyPath) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
-def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
-    """Strip pydantic's union tags from ``loc``: keep only the parts that exist in the data."""
-    path: list[str | int] = []
-    node = data
-    for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, Mapping) and isinstance(part, str) and part[:1].isupper():
-            continue  # a discriminator tag such as 'LED' inside devices.<name>
-        else:
-            path.append(part)
-            node = None
-    return tuple(path)
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    kind = error["type"]
-    message = str(error["msg"])
-    if kind == "extra_forbidden":
-        return "unknown key; expected one of the documented keys (check the spelling)"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "union_tag_invalid":
-        tags = error.get("ctx", {}).get("expected_tags", "")
-        tag = error.get("ctx", {}).get("tag", "")
-        return f"unknown device type {tag!r}; expected one of {tags}"
-    if kind == "union_tag_not_found":
-        return "missing 'type'; expected a gpiozero device class name such as LED or Button"
-    message = message.removeprefix("Value error, ")
-    return f"{message} (got {error['input']!r})" if _shows_input(error) else message
-
-
-def _shows_input(error: Mapping[str, Any]) -> bool:
-    value = error.get("input")
-    return isinstance(value, str | int | float | bool) and error["type"] != "value_error"
-
-
-def format_validation_error(document: YamlDocument, exc: ValidationError) -> list[str]:
-    lines = []
-    for error in exc.errors():
-        path = _data_path(document.data, tuple(error["loc"]))
-        if error["type"] == "union_tag_invalid":
-            path = (*path, "type")
-        lines.append(f"{document.locate(path)}: {_dotted(path)}: {_describe(error)}")
-    return lines
-
-
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_config(
-    path: Path,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    check_files: bool = True,
-) -> GatewayConfig:
-    """Load and validate ``path``; raises ``ConfigError`` listing every problem found.
-
-    ``overrides`` are merged over the file (used by the demo to point at its own broker).
-    """
-    document = load_yaml(path)
-    data = document.data
-    if not isinstance(data, dict):
-        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
-    if overrides:
-        data = _deep_merge(data, overrides)
-    base_dir = path.resolve().parent
-    data, pending = _with_provisioning(data, base_dir)
-    context = {"base_dir": base_dir, "check_files": check_files, "pending_files": pending}
-    try:
-        config = GatewayConfig.model_validate(data, context=context)
-    except ValidationError as exc:
-        lines = format_validation_error(document, exc)
-        raise ConfigError([_provisioning_hint(line, data) for line in lines]) from exc
-    problems = _cross_field_problems(config)
-    if problems:
-        raise ConfigError(
-            [f"{document.locate(loc)}: {_dotted(loc)}: {message}" for loc, message in problems]
-        )
-    return config
-
-
-# -- provisioned credentials -----------------------------------------------------------------
-
-_PROVISIONED_KEYS = ("thing: ", "mqtt.host: ", "mqtt.cert: ", "mqtt.key: ")
-
-
-def _state_dir_of(data: Mapping[str, Any], base_dir: Path) -> Path:
-    raw = data.get("state_dir")
-    state_dir = Path(raw if isinstance(raw, str) else "/var/lib/edge-gateway").expanduser()
-    return state_dir if state_dir.is_absolute() else base_dir / state_dir
-
-
-def _with_provisioning(data: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], set[Path]]:
-    """Merge ``state_dir/provisioned.yaml`` under the file (the file's keys win); with a
-    ``provision:`` block, mqtt.cert/key default to the files provisioning writes."""
-    from gateway.credstore import CredentialStoreError, default_paths, read_provisioned
-
-    state_dir = _state_dir_of(data, base_dir)
-    try:
-        provisioned = read_provisioned(state_dir)
-    except CredentialStoreError as exc:
-        raise ConfigError([str(exc)]) from exc
-    if provisioned:
-        data = _deep_merge(provisioned, data)
-    pending: set[Path] = set()
-    mqtt = data.get("mqtt")
-    if data.get("provision") is not None and isinstance(mqtt, dict):
-        paths = default_paths(state_dir)
-        defaults = {"cert": str(paths.cert), "key": str(paths.key)}
-        data = {**data, "mqtt": {**defaults, **mqtt}}
-        pending = {paths.cert, paths.key}
-    return data, pending
-
-
-def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
-    if not line.endswith(": required key is missing"):
-        return line
-    if not any(f" {key}required" in line for key in _PROVISIONED_KEYS):
-        return line
-    if data.get("provision") is not None:
-        return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
-    return line + " (give it here, or add a 'provision:' block to obtain it from the cloud)"
+# -- what provisioning needs before the config is complete ---------------------------------
 
 
 class _BootstrapMqtt(BaseModel):
@@ -954,26 +595,11 @@ class ProvisionSetup(BaseModel):
 
     @property
     def credential_paths(self) -> tuple[Path, Path]:
-        from gateway.credstore import default_paths
-
-        default = default_paths(self.state_dir)
-        return (self.mqtt.cert or default.cert, self.mqtt.key or default.key)
+        cert, key = default_credential_paths(self.state_dir)
+        return (self.mqtt.cert or cert, self.mqtt.key or key)
 
     @property
     def needs_provisioning(self) -> bool:
         """A ``provision:`` block and no certificate yet."""
         cert, key = self.credential_paths
         return self.provision is not None and not (cert.is_file() and key.is_file())
-
-
-def load_provision_setup(path: Path) -> ProvisionSetup:
-    """The provisioning-related settings of ``path``; ``ConfigError`` with FILE:LINE:COL."""
-    document = load_yaml(path)
-    data = document.data
-    if not isinstance(data, dict):
-        raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
-    base_dir = path.resolve().parent
-    try:
-        return ProvisionSetup.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(document, exc)) from exc
