@@ -48,6 +48,7 @@ from gateway.renewal import (
 from gateway.sdnotify import Notifier, notify_loop
 from gateway.sensors import poll_sensors, read_all
 from gateway.shadow import ShadowSync
+from gateway.values import codec_for
 from gateway.wiring import (
     backoff_for,
     engine_options,
