@@ -3,7 +3,9 @@
 House rules kept here: the pin factory is always passed in (``pin_factory=`` on every device,
 never ``Device.pin_factory``); input callbacks reach the event loop only through
 ``loop.call_soon_threadsafe``; gpiozero errors leave as ``GpioError``/``DeviceValueError``.
-gpiozero is untyped, so its objects are ``Any`` and stay inside this module.
+gpiozero is untyped, so its objects are ``Any`` and stay inside this adapter. How each device
+kind is constructed, read and written is in ``gpio_devices.py``; here are the pin factories
+(with the simulated MCP3008) and ``GpiozeroBank``, which opens, drives and closes the devices.
 """
 
 from __future__ import annotations
@@ -11,29 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.adapters.gpio_devices import DeviceEntry, MockSensorFiles, create_device
 from gateway.config import (
     SPI0_CE,
-    AngularServoConfig,
-    BinaryOutputConfig,
     DeviceConfig,
     DigitalInputConfig,
     Mcp3008Config,
-    MotorConfig,
     PinFactoryName,
-    PwmOutputConfig,
-    RgbLedConfig,
-    ServoConfig,
     SystemSensorConfig,
 )
 from gateway.errors import DeviceValueError, GatewayError, GpioError
@@ -53,8 +46,6 @@ _FACTORIES = {
     "native": ("gpiozero.pins.native", "NativeFactory"),
 }
 MOCK_HISTORY_LIMIT = 1000  # changes kept per mock pin (tests read recent history only)
-MOCK_CPU_TEMPERATURE_C = 45.0
-MOCK_LOAD_AVERAGE = 0.5
 _ADC_CHANNELS = 8
 
 
@@ -162,14 +153,6 @@ def _mock_factory_class() -> Any:
     return GatewayMockFactory
 
 
-@dataclass(frozen=True)
-class _Entry:
-    config: DeviceConfig
-    device: Any
-    read: Callable[[], object]
-    write: Callable[[NativeValue], None] | None  # None: an input or sensor
-
-
 class GpiozeroBank:
     """The configured devices on one pin factory (implements ``gateway.ports.DeviceBank``)."""
 
@@ -188,10 +171,9 @@ class GpiozeroBank:
         self._factory = pin_factory
         self._loop = loop
         self._is_mock = is_mock
-        self._mock_dir = mock_dir
-        self._own_mock_dir: Path | None = None
+        self._sensor_files = MockSensorFiles(mock_dir)
         self._clock = clock
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, DeviceEntry] = {}
 
     @property
     def is_mock(self) -> bool:
@@ -212,7 +194,13 @@ class GpiozeroBank:
             raise GpioError("the GPIO devices are already open")
         try:
             for name, config in self._configs.items():
-                self._entries[name] = self._create(name, config)
+                self._entries[name] = create_device(
+                    name,
+                    config,
+                    self._factory,
+                    is_mock=self._is_mock,
+                    sensor_files=self._sensor_files,
+                )
                 if isinstance(config, DigitalInputConfig):
                     self._watch(name, self._entries[name].device, on_input)
         except BaseException:
@@ -270,9 +258,9 @@ class GpiozeroBank:
             self._trim_mock_history(config)
         elif isinstance(config, SystemSensorConfig) and config.type == "CPUTemperature":
             celsius = _number(name, value, -273.15, 1000.0, "degrees Celsius")
-            _replace_file(self._sensor_file(name), f"{round(celsius * 1000)}\n")
+            self._sensor_files.write_cpu_temperature(name, celsius)
         elif isinstance(config, SystemSensorConfig) and config.type == "LoadAverage":
-            _replace_file(self._sensor_file(name), _loadavg_line(_number(name, value, 0.0, 1e6)))
+            self._sensor_files.write_load_average(name, _number(name, value, 0.0, 1e6))
         elif isinstance(config, Mcp3008Config):
             level = _number(name, value, 0.0, 1.0)
             select = f"GPIO{SPI0_CE[config.spi_device]}"
@@ -297,9 +285,7 @@ class GpiozeroBank:
                 entry.device.close()
             except Exception as exc:
                 _log.warning("gpio_device_close_failed", device=name, error=str(exc))
-        if self._own_mock_dir is not None:
-            shutil.rmtree(self._own_mock_dir, ignore_errors=True)
-            self._own_mock_dir = self._mock_dir = None
+        self._sensor_files.remove_own()
 
     def _trim_mock_history(self, config: DeviceConfig) -> None:
         """gpiozero's mock pins log every change forever; a long demo or soak must stay flat."""
@@ -308,7 +294,7 @@ class GpiozeroBank:
             if isinstance(states, list) and len(states) > MOCK_HISTORY_LIMIT:
                 del states[: len(states) - MOCK_HISTORY_LIMIT]
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> DeviceEntry:
         try:
             return self._entries[name]
         except KeyError:
@@ -328,189 +314,6 @@ class GpiozeroBank:
         device.when_activated = lambda: deliver(True)
         device.when_deactivated = lambda: deliver(False)
 
-    def _sensor_file(self, name: str) -> Path:
-        if self._mock_dir is None:
-            self._own_mock_dir = Path(tempfile.mkdtemp(prefix="edge-gateway-mock-"))
-            self._mock_dir = self._own_mock_dir
-        self._mock_dir.mkdir(parents=True, exist_ok=True)
-        return self._mock_dir / f"{name}.sensor"
-
-    def _create(self, name: str, config: DeviceConfig) -> _Entry:
-        mock_adc = self._is_mock and isinstance(config, Mcp3008Config)
-        if mock_adc and not hasattr(self._factory, "adc_levels"):
-            raise GpioError(
-                f"cannot set up device {name!r} (MCP3008): on mock GPIO it needs the factory "
-                "from make_pin_factory('mock'), which simulates the chip"
-            )
-        try:
-            return self._build(name, config)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise GpioError(
-                f"cannot set up device {name!r} ({config.type} on {_where(config)}): {exc}"
-            ) from exc
-
-    def _build(self, name: str, config: DeviceConfig) -> _Entry:
-        import gpiozero
-
-        factory = self._factory
-        device: Any
-        match config:
-            case BinaryOutputConfig():
-                device = getattr(gpiozero, config.type)(
-                    config.pin,
-                    active_high=config.active_high,
-                    initial_value=config.initial,
-                    pin_factory=factory,
-                )
-                return _Entry(config, device, lambda: device.value, _switch_writer(device))
-            case PwmOutputConfig():
-                device = getattr(gpiozero, config.type)(
-                    config.pin,
-                    active_high=config.active_high,
-                    initial_value=config.initial,
-                    frequency=config.frequency_hz,
-                    pin_factory=factory,
-                )
-                return _Entry(config, device, lambda: device.value, _setter(device, "value"))
-            case RgbLedConfig():
-                device = gpiozero.RGBLED(
-                    config.red,
-                    config.green,
-                    config.blue,
-                    active_high=config.active_high,
-                    initial_value=config.initial,
-                    pwm=config.pwm,
-                    pin_factory=factory,
-                )
-                return _Entry(config, device, lambda: tuple(device.value), _rgb_writer(device))
-            case ServoConfig():
-                device = gpiozero.Servo(
-                    config.pin,
-                    initial_value=config.initial,
-                    pin_factory=factory,
-                    **_servo_timing_s(config),
-                )
-                return _Entry(config, device, lambda: device.value, _setter(device, "value"))
-            case AngularServoConfig():
-                device = gpiozero.AngularServo(
-                    config.pin,
-                    initial_angle=config.initial,
-                    min_angle=config.min_angle,
-                    max_angle=config.max_angle,
-                    pin_factory=factory,
-                    **_servo_timing_s(config),
-                )
-                return _Entry(config, device, lambda: device.angle, _setter(device, "angle"))
-            case MotorConfig():
-                device = gpiozero.Motor(
-                    config.forward,
-                    config.backward,
-                    enable=config.enable,
-                    pwm=config.pwm,
-                    pin_factory=factory,
-                )
-                return _Entry(config, device, lambda: device.value, _setter(device, "value"))
-            case DigitalInputConfig():
-                options: dict[str, Any] = {}
-                if config.type in ("Button", "DigitalInputDevice"):
-                    bounce = None if config.bounce_ms is None else config.bounce_ms / 1000
-                    options["bounce_time"] = bounce
-                elif config.bounce_ms is not None:
-                    _log.warning("gpio_bounce_unsupported", device=name, type=config.type)
-                device = getattr(gpiozero, config.type)(
-                    config.pin,
-                    pull_up=config.effective_pull_up,
-                    active_state=config.active_state,
-                    pin_factory=factory,
-                    **options,
-                )
-                _await_first_samples(device)
-                return _Entry(config, device, lambda: device.is_active, None)
-            case SystemSensorConfig(type="CPUTemperature"):
-                options = {}
-                if self._is_mock:
-                    path = self._sensor_file(name)
-                    _replace_file(path, f"{round(MOCK_CPU_TEMPERATURE_C * 1000)}\n")
-                    options["sensor_file"] = str(path)
-                device = gpiozero.CPUTemperature(pin_factory=factory, **options)
-                return _Entry(config, device, lambda: device.temperature, None)
-            case SystemSensorConfig(type="LoadAverage"):
-                options = {}
-                if self._is_mock:
-                    path = self._sensor_file(name)
-                    _replace_file(path, _loadavg_line(MOCK_LOAD_AVERAGE))
-                    options["load_average_file"] = str(path)
-                device = gpiozero.LoadAverage(pin_factory=factory, **options)
-                return _Entry(config, device, lambda: device.load_average, None)
-            case SystemSensorConfig():  # DiskUsage
-                device = gpiozero.DiskUsage(filesystem=config.filesystem, pin_factory=factory)
-                return _Entry(config, device, lambda: device.usage, None)
-            case Mcp3008Config():
-                # gpiozero 2.0 knows hardware SPI port 0 only; port 1 fails here, clearly.
-                device = gpiozero.MCP3008(
-                    channel=config.channel,
-                    differential=config.differential,
-                    port=config.spi_port,
-                    device=config.spi_device,
-                    pin_factory=factory,
-                )
-                return _Entry(config, device, lambda: device.value, None)
-        raise GpioError(f"device {name!r}: unsupported type {type(config).__name__}")
-
-
-def _await_first_samples(device: Any) -> None:
-    """Let a smoothed input (MotionSensor, LineSensor) fill its sample queue before we go on.
-
-    gpiozero samples these on a background thread and treats the first full sample as the
-    initial state, not an edge: until then they read inactive, and a change in that window
-    would never be reported. Waiting here (at start-up only, at most ~0.1 s with the defaults)
-    makes the first read() true and every later change an edge.
-    """
-    queue = getattr(device, "_queue", None)  # gpiozero's GPIOQueue; absent on plain inputs
-    if queue is not None and not queue.full.wait(timeout=2.0):
-        raise GpioError("the input did not produce a first sample within 2 s")
-
-
-def _switch_writer(device: Any) -> Callable[[NativeValue], None]:
-    def write(value: NativeValue) -> None:
-        if not isinstance(value, bool):
-            raise DeviceValueError(f"expected true or false, got {value!r}")
-        if value:
-            device.on()
-        else:
-            device.off()
-
-    return write
-
-
-def _servo_timing_s(config: ServoConfig | AngularServoConfig) -> dict[str, float]:
-    """gpiozero's pulse and frame widths (seconds) from the config's milliseconds."""
-    return {
-        "min_pulse_width": config.min_pulse_width_ms / 1000,
-        "max_pulse_width": config.max_pulse_width_ms / 1000,
-        "frame_width": config.frame_width_ms / 1000,
-    }
-
-
-def _setter(device: Any, attribute: str) -> Callable[[NativeValue], None]:
-    def write(value: NativeValue) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DeviceValueError(f"expected a number, got {value!r}")
-        setattr(device, attribute, float(value))
-
-    return write
-
-
-def _rgb_writer(device: Any) -> Callable[[NativeValue], None]:
-    def write(value: NativeValue) -> None:
-        if not isinstance(value, tuple) or len(value) != 3:
-            raise DeviceValueError(f"expected an (r, g, b) colour, got {value!r}")
-        device.value = tuple(float(channel) for channel in value)
-
-    return write
-
 
 def _number(name: str, value: JsonValue, low: float, high: float, unit: str = "") -> float:
     expected = f"a number from {low:g} to {high:g}{' ' + unit if unit else ''}"
@@ -519,23 +322,3 @@ def _number(name: str, value: JsonValue, low: float, high: float, unit: str = ""
     if not low <= value <= high:
         raise DeviceValueError(f"{name!r}: {value!r} is out of range; expected {expected}")
     return float(value)
-
-
-def _loadavg_line(load: float) -> str:
-    # /proc/loadavg: 1, 5 and 15 minute averages, running/total tasks, last PID.
-    return f"{load:.2f} {load:.2f} {load:.2f} 1/100 1000\n"
-
-
-def _replace_file(path: Path, text: str) -> None:
-    """Write atomically, so a concurrent sensor read never sees a half-written file."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="ascii")
-    os.replace(partial, path)
-
-
-def _where(config: DeviceConfig) -> str:
-    if isinstance(config, Mcp3008Config):
-        return f"SPI{config.spi_port} device {config.spi_device}, channel {config.channel}"
-    if isinstance(config, SystemSensorConfig):
-        return "the host" if config.type != "DiskUsage" else f"filesystem {config.filesystem}"
-    return ", ".join(f"{field}=GPIO{pin}" for field, pin in config.pins().items())
