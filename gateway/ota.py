@@ -37,7 +37,6 @@ from gateway.adapters.http import (
     HttpClient,
     HttpStatusError,
     HttpTransportError,
-    client_ssl_context,
 )
 from gateway.backoff import Backoff
 from gateway.checkin import (
@@ -56,7 +55,7 @@ from gateway.checkin import (
     should_apply,
 )
 from gateway.config import GatewayConfig, OtaConfig
-from gateway.errors import UpdateError
+from gateway.errors import TlsSetupError, UpdateError
 from gateway.otastate import (
     OtaPhase,
     OtaState,
@@ -76,6 +75,7 @@ from gateway.signing import (
     sha256_file,
     verify_manifest,
 )
+from gateway.tls import client_context
 
 log = structlog.get_logger()
 
@@ -311,7 +311,10 @@ class Updater:
         assert self.checkin is not None
         settings = self.checkin
         cert, key = self.tls_files if settings.client_cert else (None, None)
-        context = client_ssl_context(settings.ca, cert, key)
+        try:
+            context = client_context(settings.ca, cert, key)
+        except TlsSetupError as exc:
+            raise UpdateError(f"cannot set up TLS for check-in: {exc}") from exc
         if settings.token_file is None:
             return context, None
         try:

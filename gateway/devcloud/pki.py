@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import certs
-from gateway.errors import GatewayError
+from gateway import certs, tls
+from gateway.errors import GatewayError, TlsSetupError
 
 __all__ = [
     "Credentials",
@@ -56,14 +56,11 @@ class Credentials:
 
 
 def client_ssl_context(credentials: Credentials) -> ssl.SSLContext:
-    """Build a TLS >= 1.2 client context for mutual TLS (blocking: reads files)."""
+    """The dev cloud's mutual-TLS client context (``gateway.tls``; blocking: reads files)."""
     try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(credentials.ca))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(certfile=str(credentials.cert), keyfile=str(credentials.key))
-    except (OSError, ssl.SSLError) as exc:
+        return tls.client_context(credentials.ca, credentials.cert, credentials.key)
+    except TlsSetupError as exc:
         raise DevCloudError(f"cannot load TLS credentials {credentials.cert}: {exc}") from exc
-    return ctx
 
 
 def certificate_common_name(cert_path: Path) -> str:

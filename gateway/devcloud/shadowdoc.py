@@ -221,8 +221,6 @@ class ShadowRequestError(GatewayError):
         self.message = message
 
 
-
-
 def json_nesting(payload: bytes) -> int:
     """The deepest bracket nesting of a JSON text, found without parsing it."""
     return json_depth(payload)

@@ -224,10 +224,10 @@ async def _publish_as_admin(broker: MosquittoBroker, topic: str, payload: dict[s
 async def _publish_raw_as_admin(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
     import aiomqtt
 
-    from gateway.adapters.mqtt import build_tls_context
+    from gateway.tls import client_context
 
     creds = broker.credentials(broker.admin_identities[0])
-    tls = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    tls = client_context(creds.ca, creds.cert, creds.key)
     async with aiomqtt.Client(
         broker.host,
         broker.port,
