@@ -38,6 +38,7 @@ from gateway.adapters.http import (
     HttpStatusError,
     HttpTransportError,
 )
+from gateway.atomicfile import write_atomic
 from gateway.backoff import Backoff
 from gateway.checkin import (
     MAX_MANIFEST_BYTES,
@@ -134,14 +135,9 @@ def load_state(directory: Path) -> OtaState:
 
 
 def save_state(directory: Path, state: OtaState) -> None:
-    """Write state.json atomically (temporary file, fsync, rename) (blocking)."""
+    """Write state.json atomically (``gateway.atomicfile``) (blocking)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = directory / f".{STATE_FILE}.tmp"
-    with temporary.open("wb") as file:
-        file.write(state.dumps())
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, directory / STATE_FILE)
+    write_atomic(directory / STATE_FILE, state.dumps(), 0o644)
 
 
 def run_guard(config: GatewayConfig, now: float | None = None) -> str:

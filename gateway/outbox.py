@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import structlog
 
-from gateway.credstore import write_atomic
+from gateway.atomicfile import write_atomic
 from gateway.errors import GatewayError
 
 log = structlog.get_logger()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.atomicfile import write_atomic
 from gateway.config import (
     SPI0_CE,
     AngularServoConfig,
@@ -527,10 +527,9 @@ def _loadavg_line(load: float) -> str:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    """Write atomically, so a concurrent sensor read never sees a half-written file."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="ascii")
-    os.replace(partial, path)
+    """Write atomically, so a concurrent sensor read never sees a half-written file (no fsync:
+    a simulated sensor reading need not survive a power cut)."""
+    write_atomic(path, text.encode("ascii"), 0o644, sync=False)
 
 
 def _where(config: DeviceConfig) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
-import secrets
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway import certs, tls
+from gateway.atomicfile import write_atomic
 from gateway.errors import GatewayError, TlsSetupError
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "DevCloudError",
     "certificate_common_name",
     "client_ssl_context",
-    "write_atomic",
 ]
 
 _CA_CERT = "ca.pem"
@@ -95,21 +93,6 @@ def read_json_object(path: Path, error: type[DevCloudError] = DevCloudError) -> 
     if not isinstance(data, dict):
         raise error(f"{path} must hold a JSON object")
     return data
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file created with ``mode`` and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class DevCA:

@@ -34,7 +34,8 @@ import structlog
 from aiohttp import web
 
 from gateway import tls
-from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object, write_atomic
+from gateway.atomicfile import write_atomic
+from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object
 from gateway.errors import TlsSetupError
 
 __all__ = ["ProvisionError", "ProvisionService", "provision_app", "server_ssl_context"]

@@ -19,12 +19,12 @@ import aiomqtt
 import structlog
 from aiomqtt.types import PayloadType
 
+from gateway.atomicfile import write_atomic
 from gateway.devcloud.pki import (
     Credentials,
     DevCloudError,
     certificate_common_name,
     client_ssl_context,
-    write_atomic,
 )
 from gateway.devcloud.shadowdoc import (
     MAX_NESTING,
