@@ -89,9 +89,6 @@ class FleetResponder:
         # (e.g. {"thingName": "a/b"}); the broker's ACL still gets the template's real name.
         self.register_answer_overrides: dict[str, Any] = {}
 
-    def set_listener(self, listener: ProvisionListener | None) -> None:
-        self._listener = listener
-
     # -- state (blocking) ------------------------------------------------------------------------
 
     def prepare(self) -> None:

@@ -128,9 +128,6 @@ class ProvisionService:
     def artifacts_dir(self) -> Path:
         return self._dir / ARTIFACTS_DIR
 
-    def set_listener(self, listener: ProvisionListener | None) -> None:
-        self._listener = listener
-
     def prepare(self) -> None:
         """Create the state directory and write the claims given on the command line (blocking)."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)

@@ -336,10 +336,6 @@ class ShadowClient:
         """The shadow document (``get/accepted``), or None if there is no such shadow."""
         return await self._request_or_none(thing, shadow_name, "get")
 
-    async def delete(self, thing: str, shadow_name: str | None = None) -> dict[str, Any] | None:
-        """Delete the shadow; ``delete/accepted``, or None if there was no such shadow."""
-        return await self._request_or_none(thing, shadow_name, "delete")
-
     async def wait_for(
         self,
         thing: str,
