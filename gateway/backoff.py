@@ -26,6 +26,10 @@ class Backoff:
         self._rng = rng
         self.attempt = 0
 
+    def reset(self) -> None:
+        """Start the sequence over (a connection succeeded, for callers that do not time it)."""
+        self.attempt = 0
+
     def ceiling(self) -> float:
         return min(self.cap_s, self.base_s * 2.0**self.attempt)
 
