@@ -14,12 +14,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-# An update was installed: exit so systemd starts the new version (RestartForceExitStatus=75).
-EXIT_RESTART_FOR_UPDATE = 75
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
 
 

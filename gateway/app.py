@@ -47,6 +47,7 @@ from gateway.config import (
 from gateway.connection import ConnectionLoop, ReloadOutcome
 from gateway.engine import DeviceEngine
 from gateway.errors import ConfigError, GatewayError
+from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from gateway.metrics import certificate_expiry, serve_metrics
 from gateway.ota import Updater
 from gateway.outbox import Change, Outbox, OutboxWriter
@@ -73,8 +74,6 @@ STATUS_INTERVAL_S = 1.0  # how often the systemd STATUS= line is refreshed (sent
 MAY_FINISH = frozenset(
     {"sensor_poller", "metrics_http", "cert_renewal", "update_checker", "ota_health"}
 )
-# Exit code asking systemd to start the (new or rolled-back) version after an update.
-EXIT_RESTART_FOR_UPDATE = 75
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:
