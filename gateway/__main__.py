@@ -66,17 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
 
     setup = load_provision_setup(Path(args.config))
+    # Once, from the same logging section the full config has (provisioned.yaml adds none).
+    configure_logging(setup.logging.format, setup.logging.level)
     if setup.needs_provisioning:
         # First start with a provision: block: obtain the certificate, then load the config
         # (provisioned.yaml completes it with the thing, endpoint and credentials).
         from gateway.provision import provision_at_start
 
-        configure_logging(setup.logging.format, setup.logging.level)
         code = _run_async(provision_at_start(setup))
         if code != EXIT_OK:
             return code
     config = load_config(Path(args.config))
-    configure_logging(config.logging.format, config.logging.level)
     import structlog
 
     from gateway.app import run_gateway
