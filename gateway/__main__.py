@@ -1,5 +1,6 @@
-"""The ``edge-gateway`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage,
-75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts on 1 and 75."""
+"""The ``edge-gateway`` command line. Exit codes (``gateway.exitcodes``): 0 ok, 1 runtime failure,
+2 bad config or usage, 75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts
+on 1 and 75."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Reconnect timing: exponential backoff with full jitter, reset after a stable connection."""
+"""Reconnect timing: exponential backoff with full jitter, reset after a stable connection.
+
+The daemon's connection loop, its check-ins and the dev cloud's clients all use it."""
 
 from __future__ import annotations
 
