@@ -163,11 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--creds", type=Path, required=True, help="dir with ca/cert/privkey.pem")
     serve.add_argument("--max-section-bytes", type=int, help="raise the 8 KB section limit")
     args = parser.parse_args(argv)
-    import logging
+    from gateway.logs import configure_logging
 
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("auto", "warning")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
     return 0

@@ -14,7 +14,6 @@ import argparse
 import json
 import signal
 import socket
-import ssl
 import sys
 import uuid
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.tls import client_context
 
 
 class FloorDevice:
@@ -79,8 +80,7 @@ class FloorDevice:
         self.client.publish(f"{self.prefix}/update", json.dumps(body, separators=(",", ":")), qos=1)
 
     def run(self, host: str, port: int, creds: Path) -> None:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(creds / "ca.pem"))
-        context.load_cert_chain(str(creds / "cert.pem"), str(creds / "privkey.pem"))
+        context = client_context(creds / "ca.pem", creds / "cert.pem", creds / "privkey.pem")
         self.client.tls_set_context(context)
         self.client.connect(host, port, keepalive=60)
         signal.signal(signal.SIGTERM, lambda *_: self.client.disconnect())

@@ -488,10 +488,8 @@ class Bench:
     async def outbox_flush(self, count: int, tag: str) -> dict[str, Any]:
         """Fill a gateway's outbox with ``count`` events as an outage would, start the gateway,
         and time how fast the events reach the cloud."""
-        try:
-            from gateway.outbox import Change, Outbox
-        except ImportError:
-            return {"status": "not yet built", "detail": "gateway.outbox does not exist"}
+        from gateway.outbox import Change, Outbox
+
         thing = f"bench-outbox-{tag}"
         devices = EXAMPLE_DEVICES.replace("bounce_ms: 20}", "bounce_ms: 20, events: true}")
         state = self.workdir / thing / "state"

@@ -1,5 +1,6 @@
-"""The ``edge-gateway`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage,
-75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts on 1 and 75."""
+"""The ``edge-gateway`` command line. Exit codes (``gateway.exitcodes``): 0 ok, 1 runtime failure,
+2 bad config or usage, 75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts
+on 1 and 75."""
 
 from __future__ import annotations
 
@@ -14,12 +15,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-# An update was installed: exit so systemd starts the new version (RestartForceExitStatus=75).
-EXIT_RESTART_FOR_UPDATE = 75
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
 
 
@@ -72,17 +69,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.values import codec_for
 
     setup = load_provision_setup(Path(args.config))
+    # Once, from the same logging section the full config has (provisioned.yaml adds none).
+    configure_logging(setup.logging.format, setup.logging.level)
     if setup.needs_provisioning:
         # First start with a provision: block: obtain the certificate, then load the config
         # (provisioned.yaml completes it with the thing, endpoint and credentials).
         from gateway.provision import provision_at_start
 
-        configure_logging(setup.logging.format, setup.logging.level)
         code = _run_async(provision_at_start(setup))
         if code != EXIT_OK:
             return code
     config = load_config(Path(args.config), codec_for=codec_for)
-    configure_logging(config.logging.format, config.logging.level)
     import structlog
 
     from gateway.app import run_gateway

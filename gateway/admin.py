@@ -5,9 +5,11 @@ drives an input through it. It is a Unix socket (mode 0660), so only the service
 group can reach it, and nothing is exposed on the network.
 
 Whoever can reach it is still not trusted to behave: a request line is capped
-(``MAX_REQUEST_BYTES``) and must arrive within ``READ_TIMEOUT_S``; at most ``MAX_CLIENTS``
-connections are held, a newcomer replacing the one that has waited longest for its line; and
-running out of descriptors frees one instead of flooding the log.
+(``MAX_REQUEST_BYTES``) and must arrive within ``READ_TIMEOUT_S``, and a reply the client
+does not read is given up after ``WRITE_TIMEOUT_S``; at most ``MAX_CLIENTS`` connections are
+held, a newcomer replacing the one that has waited longest for its line; running out of
+descriptors frees one instead of flooding the log; and a request that fails is answered with
+an error, never ending the socket.
 """
 
 from __future__ import annotations

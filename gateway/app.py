@@ -33,6 +33,7 @@ from gateway.config import GatewayConfig
 from gateway.connection import ConnectionLoop
 from gateway.engine import DeviceEngine
 from gateway.errors import GatewayError
+from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from gateway.metrics import serve_metrics
 from gateway.ota import Updater
 from gateway.outbox import Change, Outbox, OutboxWriter
@@ -66,8 +67,6 @@ SHUTDOWN_TIMEOUT_S = 4.0  # inside the 5 s users (and systemd's stop job) are pr
 MAY_FINISH = frozenset(
     {"sensor_poller", "metrics_http", "cert_renewal", "update_checker", "ota_health"}
 )
-# Exit code asking systemd to start the (new or rolled-back) version after an update.
-EXIT_RESTART_FOR_UPDATE = 75
 
 
 class Gateway:

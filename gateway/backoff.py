@@ -1,4 +1,6 @@
-"""Reconnect timing: exponential backoff with full jitter, reset after a stable connection."""
+"""Reconnect timing: exponential backoff with full jitter, reset after a stable connection.
+
+The daemon's connection loop, its check-ins and the dev cloud's clients all use it."""
 
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ class Backoff:
         self.cap_s = cap_s
         self.reset_after_s = reset_after_s
         self._rng = rng
+        self.attempt = 0
+
+    def reset(self) -> None:
+        """Start the sequence over (a connection succeeded, for callers that do not time it)."""
         self.attempt = 0
 
     def ceiling(self) -> float:

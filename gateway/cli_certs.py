@@ -143,7 +143,7 @@ def _read(path: str) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int, *, force: bool = False) -> None:
-    from gateway.credstore import write_atomic
+    from gateway.atomicfile import write_atomic
 
     if path.exists() and not force:
         raise GatewayError(f"{path} exists already; use --force to replace it")

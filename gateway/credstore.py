@@ -3,10 +3,10 @@
 Provisioned credentials live in ``state_dir/certs/`` (``cert.pem``, ``privkey.pem``) and the
 endpoint, port and thing name the cloud assigned in ``state_dir/provisioned.yaml``, which the
 config loader merges under the explicit config. Every file is written through a temp file
-created with its final mode (0600 for keys) and ``os.replace``, so a reader (or a power cut)
-never sees a half-written or briefly world-readable key. A renewed pair replaces the current
-one only once both files are complete; the previous pair is kept as ``*.old`` until the new
-one has connected.
+created with its final mode (0600 for keys) and ``os.replace`` (``gateway.atomicfile``), so a
+reader (or a power cut) never sees a half-written or briefly world-readable key. A renewed pair
+replaces the current one only once both files are complete; the previous pair is kept as
+``*.old`` until the new one has connected.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import contextlib
 import grp
 import os
 import pwd
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway.atomicfile import AtomicWriteError, fsync_dir, stage, write_atomic
 from gateway.config import provisioned
 
 # The file names and provisioned_problems stay importable from here; the config owns them.
@@ -63,44 +63,6 @@ def default_paths(state_dir: Path) -> CredentialPaths:
     return CredentialPaths(*provisioned.default_credential_paths(state_dir))
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _stage(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a temp file next to ``path``, created with ``mode`` and synced."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except OSError as exc:
-        raise CredentialStoreError(f"cannot write {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CredentialStoreError(f"cannot write {path}: {exc.strerror}") from exc
-    return tmp
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` via a temp file created with ``mode`` and ``os.replace``."""
-    tmp = _stage(path, data, mode)
-    try:
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CredentialStoreError(f"cannot write {path}: {exc.strerror}") from exc
-    _fsync_dir(path.parent)
-
-
 def _make_dirs(paths: CredentialPaths) -> None:
     for folder in {paths.cert.parent, paths.key.parent}:
         try:
@@ -118,9 +80,9 @@ def install_pair(
     _make_dirs(paths)
     staged: list[Path] = []
     try:
-        key_tmp = _stage(paths.key, key_pem, 0o600)
+        key_tmp = stage(paths.key, key_pem, 0o600)
         staged.append(key_tmp)
-        cert_tmp = _stage(paths.cert, cert_pem, 0o644)
+        cert_tmp = stage(paths.cert, cert_pem, 0o644)
         staged.append(cert_tmp)
         if keep_old and paths.exists():
             old_key = read_credential_file(paths.key, "private key")
@@ -129,12 +91,14 @@ def install_pair(
         os.replace(key_tmp, paths.key)
         os.replace(cert_tmp, paths.cert)
         staged.clear()
+    except AtomicWriteError:
+        raise  # it names the file already
     except OSError as exc:
         raise CredentialStoreError(f"cannot install {paths.cert}: {exc.strerror}") from exc
     finally:
         for tmp in staged:
             tmp.unlink(missing_ok=True)
-    _fsync_dir(paths.cert.parent)
+    fsync_dir(paths.cert.parent)
 
 
 def has_old_pair(paths: CredentialPaths) -> bool:
@@ -150,7 +114,7 @@ def restore_old_pair(paths: CredentialPaths) -> None:
         os.replace(paths.old_cert, paths.cert)
     except OSError as exc:
         raise CredentialStoreError(f"cannot restore {paths.cert}: {exc.strerror}") from exc
-    _fsync_dir(paths.cert.parent)
+    fsync_dir(paths.cert.parent)
 
 
 def discard_old_pair(paths: CredentialPaths) -> None:

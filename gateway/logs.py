@@ -1,5 +1,8 @@
-"""structlog set-up, done once at start: console on a terminal, JSON lines otherwise.
+"""structlog set-up, done once per process: console on a terminal, JSON lines otherwise.
 
+Every entry point (``edge-gateway run``/``provision``/``demo``/``devcloud``, the benchmark's
+cloud) calls ``configure_logging``; it is idempotent, so a second call with the same settings
+changes nothing and one with other settings replaces the set-up (one handler, never two).
 Standard-library loggers (aiomqtt/paho log to "mqtt", gpiozero warns) go through the same
 processors, so every line has one shape. PEM private keys are scrubbed from every event.
 """
@@ -28,10 +31,19 @@ def redact_private_keys(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+# The settings in force (format, level, stream); empty until the first set-up.
+_configured: list[tuple[str, str, Any]] = []
+
+
 def configure_logging(
     fmt: Literal["auto", "console", "json"] = "auto", level: str = "info", *, stream: Any = None
-) -> None:
+) -> bool:
+    """Set up structlog and the root logger for this process; False if they already were,
+    with these very settings (nothing is done then)."""
     stream = stream if stream is not None else sys.stdout
+    settings = (fmt, level.lower(), stream)
+    if _configured and _configured[0][:2] == settings[:2] and _configured[0][2] is stream:
+        return False
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -69,3 +81,5 @@ def configure_logging(
     root.setLevel(numeric_level)
     # paho is chatty at debug; keep it one level quieter than ours.
     logging.getLogger("mqtt").setLevel(max(numeric_level, logging.INFO))
+    _configured[:] = [settings]
+    return True

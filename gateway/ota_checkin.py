@@ -15,12 +15,13 @@ from pathlib import Path
 
 import structlog
 
-from gateway.adapters.http import HttpClient, HttpStatusError, client_ssl_context
+from gateway.adapters.http import HttpClient, HttpStatusError
 from gateway.backoff import Backoff
 from gateway.checkin import Offer, OfferError, checkin_body, next_checkin_s, parse_offer
 from gateway.config import CheckinConfig
-from gateway.errors import UpdateError
+from gateway.errors import TlsSetupError, UpdateError
 from gateway.ota_record import MAX_ERROR_CHARS
+from gateway.tls import client_context
 
 log = structlog.get_logger()
 
@@ -114,7 +115,10 @@ class CheckinClient:
         """The TLS context (with the client certificate if configured) and the token (blocking)."""
         settings = self.settings
         cert, key = self.tls_files if settings.client_cert else (None, None)
-        context = client_ssl_context(settings.ca, cert, key)
+        try:
+            context = client_context(settings.ca, cert, key)
+        except TlsSetupError as exc:
+            raise UpdateError(f"cannot set up TLS for check-in: {exc}") from exc
         if settings.token_file is None:
             return context, None
         try:

@@ -8,13 +8,13 @@ the next ``OtaState`` (the transitions are pure, in ``otastate.py``) and sets th
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway.atomicfile import write_atomic
 from gateway.otastate import OtaPhase, OtaState, Outcome, record
 
 log = structlog.get_logger()
@@ -35,14 +35,9 @@ def load_state(directory: Path) -> OtaState:
 
 
 def save_state(directory: Path, state: OtaState) -> None:
-    """Write state.json atomically (temporary file, fsync, rename) (blocking)."""
+    """Write state.json atomically (``gateway.atomicfile``) (blocking)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = directory / f".{STATE_FILE}.tmp"
-    with temporary.open("wb") as file:
-        file.write(state.dumps())
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, directory / STATE_FILE)
+    write_atomic(directory / STATE_FILE, state.dumps(), 0o644)
 
 
 class UpdateRecord:

@@ -7,9 +7,12 @@ it is the most battle-tested embedded store there is). Two tables:
 - ``events``: every change of a device with ``events: true``, in order, with its observation
   time and an id that is never reused, bounded by ``max_events`` (oldest dropped, counted).
 
-Rows are deleted only once the broker acknowledged them. All calls block: the shadow service
-runs them through ``asyncio.to_thread``. If the disk fails (full, read-only, I/O error) the
-outbox keeps working in memory, says so in the log, and moves back to disk once writes succeed.
+Rows are deleted only once the broker acknowledged them. All calls block (the shadow service
+runs them through ``asyncio.to_thread``) except ``depth()``: the outbox counts the rows its own
+writes add and delete, so status and a metrics scrape read the cached figures on the event loop
+without waiting for the writer's lock or querying SQLite. If the disk fails (full, read-only,
+I/O error) the outbox keeps working in memory, says so in the log, and moves back to disk once
+writes succeed.
 
 A corrupt file (any ``sqlite3.DatabaseError`` that is not the disk's ``OperationalError``, at
 open or later, or a failed ``quick_check`` at open) never stops the gateway: the file and its
@@ -40,7 +43,7 @@ from typing import Any, Literal
 
 import structlog
 
-from gateway.credstore import write_atomic
+from gateway.atomicfile import write_atomic
 from gateway.errors import GatewayError
 
 log = structlog.get_logger()
@@ -126,15 +129,28 @@ class Outbox:
         self._abandoned = False  # a corrupt file could not be moved aside: memory only
         self._ids_known = False  # a database told the newest id (else: after the reserved ones)
         self.dropped_events = 0
+        # Rows in the open database, kept exact by every write of ours (counted at open).
+        self._disk_events = 0
+        self._disk_reported = 0
+        self._published: dict[str, int] = self._depth()
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The writer's lock; on release the depth figures are published for ``depth()``."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                self._published = self._depth()
 
     def open(self) -> None:
         """Open the file; a corrupt or emptied one is moved aside and replaced, a failing disk
         leaves the outbox in memory (retried like a full disk): neither stops the gateway."""
         if self.path is None:
             return
-        with self._lock:
+        with self._locked():
             self._meta = _read_meta(_meta_path(self.path))
             self._ids_reserved = self._meta.event_ids_reserved
             try:
@@ -162,15 +178,26 @@ class Outbox:
             row = db.execute("SELECT value FROM counters WHERE name='dropped_events'").fetchone()
             self.dropped_events = max(self.dropped_events, int(row[0]) if row else 0)
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            events, reported = self._count_rows(db)
         except BaseException:
             db.close()
             raise
+        self._disk_events, self._disk_reported = events, reported
         self._last_id = max(self._last_id, int(row[0]) if row else 0)
         if fresh and not self._ids_known:
             # Whatever counted the ids before is gone: continue after the reserved ones.
             self._last_id = max(self._last_id, self._ids_reserved)
         self._ids_known = True
         return db
+
+    @staticmethod
+    def _count_rows(db: sqlite3.Connection) -> tuple[int, int]:
+        """Events and reported rows in ``db``: counted only when a database is (re)opened or
+        filled by a salvage; afterwards every write of ours keeps the figures exact."""
+        events, reported = db.execute(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM reported)"
+        ).fetchone()
+        return int(events), int(reported)
 
     def _connect(self, path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +217,7 @@ class Outbox:
         return db
 
     def close(self) -> None:
-        with self._lock:
+        with self._locked():
             memory = self._memory
             if self.path is not None and (memory.events or memory.reported):
                 # The disk never came back: say what this stop loses instead of losing it quietly.
@@ -205,6 +232,7 @@ class Outbox:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                self._disk_events = self._disk_reported = 0
 
     # -- a corrupt or emptied file --------------------------------------------------------------
 
@@ -217,6 +245,7 @@ class Outbox:
             with suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+        self._disk_events = self._disk_reported = 0
         try:
             aside = _move_aside(self.path)
         except OSError as move_exc:
@@ -252,7 +281,9 @@ class Outbox:
             db = self._open_db(self.path)
             with _transaction(db):
                 self._store_salvage(db, salvage)
+            self._disk_events, self._disk_reported = self._count_rows(db)
         except (sqlite3.Error, OSError) as fresh_exc:
+            self._disk_events = self._disk_reported = 0
             for name, pending in salvage.reported.items():
                 self._memory.reported.setdefault(name, pending)
             self._memory.events = sorted(
@@ -319,7 +350,7 @@ class Outbox:
 
     def record(self, changes: Sequence[Change]) -> None:
         """Make ``changes`` durable (one transaction); returns once they are safe."""
-        with self._lock:
+        with self._locked():
             self._maybe_recover()
             for attempt in range(2):  # a corrupt file is replaced once, then tried again
                 if self._db is None or self.degraded:
@@ -341,35 +372,47 @@ class Outbox:
             self._degrade(exc)
 
     def _record_db(self, db: sqlite3.Connection, changes: Sequence[Change]) -> None:
+        # The counts change only once the transaction committed.
+        reported = self._disk_reported
         with _transaction(db):
             for change in changes:
                 text = json.dumps(change.value)
-                self._upsert_reported(db, change.device, text, change.observed_at)
+                reported += self._upsert_reported(db, change.device, text, change.observed_at)
                 if change.event:
                     db.execute(
                         "INSERT INTO events(id, device, value, observed_at) VALUES(?,?,?,?)",
                         (self._next_id(), change.device, text, change.observed_at),
                     )
-            self._enforce_bound_db(db)
+            events = self._enforce_bound_db(db)
+        self._disk_events, self._disk_reported = events, reported
 
     @staticmethod
-    def _upsert_reported(db: sqlite3.Connection, name: str, text: str, observed_at: float) -> None:
-        db.execute(
-            "INSERT INTO reported(name, value, observed_at) VALUES(?,?,?) "
-            "ON CONFLICT(name) DO UPDATE SET value=excluded.value, "
-            "observed_at=excluded.observed_at",
+    def _upsert_reported(db: sqlite3.Connection, name: str, text: str, observed_at: float) -> int:
+        """Store the value of ``name``; 1 if that added a row, 0 if it replaced one."""
+        added = db.execute(
+            "INSERT OR IGNORE INTO reported(name, value, observed_at) VALUES(?,?,?)",
             (name, text, observed_at),
+        ).rowcount
+        if added:
+            return 1
+        db.execute(
+            "UPDATE reported SET value=?, observed_at=? WHERE name=?", (text, observed_at, name)
         )
+        return 0
 
-    def _enforce_bound_db(self, db: sqlite3.Connection) -> None:
+    def _enforce_bound_db(self, db: sqlite3.Connection) -> int:
+        """Delete the oldest events beyond the bound; the events stored afterwards. (Counting
+        here, in the writer's thread, also meets a corrupt page at the write, not later.)"""
         (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
         excess = count - self.max_events
-        if excess > 0:
-            db.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                (excess,),
-            )
-            self._count_dropped(excess, db)
+        if excess <= 0:
+            return int(count)
+        db.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+            (excess,),
+        )
+        self._count_dropped(excess, db)
+        return self.max_events
 
     def _record_memory(self, changes: Sequence[Change]) -> None:
         memory = self._memory
@@ -379,19 +422,11 @@ class Outbox:
                 memory.events.append(
                     Event(self._next_id(), change.device, change.value, change.observed_at)
                 )
-        excess = self._disk_event_count() + len(memory.events) - self.max_events
+        excess = self._disk_events + len(memory.events) - self.max_events
         if excess > 0:
             dropped = min(excess, len(memory.events))
             del memory.events[:dropped]
             self._count_dropped(dropped, None)
-
-    def _disk_event_count(self) -> int:
-        if self._db is None:
-            return 0
-        try:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-        except sqlite3.DatabaseError:
-            return 0
 
     def _count_dropped(self, count: int, db: sqlite3.Connection | None) -> None:
         self.dropped_events += count
@@ -423,7 +458,7 @@ class Outbox:
 
     def retry_disk(self) -> None:
         """While degraded, try moving what waits in memory back to disk (the writer's timer)."""
-        with self._lock:
+        with self._locked():
             self._maybe_recover()
 
     def _maybe_recover(self) -> None:
@@ -436,14 +471,19 @@ class Outbox:
         try:
             if self._db is None:  # the file could not be opened at all so far
                 self._db = self._open_db(self.path)
+            reported = self._disk_reported
             with _transaction(self._db):
                 for name, (value, observed_at) in memory.reported.items():
-                    self._upsert_reported(self._db, name, json.dumps(value), observed_at)
+                    reported += self._upsert_reported(
+                        self._db, name, json.dumps(value), observed_at
+                    )
                 for event in memory.events:  # same ids: a redelivery stays recognisable
                     self._db.execute(
                         "INSERT INTO events(id, device, value, observed_at) VALUES(?,?,?,?)",
                         (event.id, event.device, json.dumps(event.value), event.observed_at),
                     )
+            self._disk_events += len(memory.events)
+            self._disk_reported = reported
         except (sqlite3.OperationalError, OSError):
             self._degraded_since = self._monotonic()
             return
@@ -459,7 +499,7 @@ class Outbox:
     # -- reading and acknowledging --------------------------------------------------------------
 
     def pending_reported(self) -> dict[str, tuple[Any, float]]:
-        with self._lock:
+        with self._locked():
             pending: dict[str, tuple[Any, float]] = {}
             unreadable = []
             for row in self._safe_query(_SELECT_REPORTED):
@@ -474,7 +514,7 @@ class Outbox:
 
     def ack_reported(self, delivered: dict[str, Any]) -> None:
         """Forget reported values the shadow accepted (unless a newer value replaced them)."""
-        with self._lock:
+        with self._locked():
             rows = []
             for name, value in delivered.items():
                 # A value acked from memory is newer than whatever the disk holds for it.
@@ -483,11 +523,12 @@ class Outbox:
                     del self._memory.reported[name]
                 rows.append((name, json.dumps(value), from_memory))
             if rows:
-                self._safe_write("DELETE FROM reported WHERE name=? AND (value=? OR ?)", rows)
+                sql = "DELETE FROM reported WHERE name=? AND (value=? OR ?)"
+                self._disk_reported -= self._safe_write(sql, rows)
 
     def next_events(self, limit: int) -> list[Event]:
         """The oldest undelivered events, in order (disk first: memory ones are newer)."""
-        with self._lock:
+        with self._locked():
             events = []
             unreadable = []
             for row in self._safe_query(f"{_SELECT_EVENTS} ORDER BY id LIMIT ?", (limit,)):
@@ -506,25 +547,20 @@ class Outbox:
     def ack_events(self, events: Iterable[Event]) -> None:
         """Delete events the broker acknowledged (PUBACK)."""
         ids = {event.id for event in events}
-        with self._lock:
+        with self._locked():
             self._memory.events = [e for e in self._memory.events if e.id not in ids]
             if ids:
-                self._safe_write("DELETE FROM events WHERE id=?", [(i,) for i in sorted(ids)])
+                rows = [(i,) for i in sorted(ids)]
+                self._disk_events -= self._safe_write("DELETE FROM events WHERE id=?", rows)
 
     def depth(self) -> dict[str, int]:
-        """How much is waiting: for status and metrics."""
-        with self._lock:
-            return self._depth()
+        """How much is waiting, for status and metrics: the figures published when the lock was
+        last released. Never waits for the writer and never queries SQLite (safe on the loop)."""
+        return dict(self._published)
 
     def _depth(self) -> dict[str, int]:
-        events = len(self._memory.events)
-        reported = len(self._memory.reported)
-        rows = self._safe_query(
-            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM reported)"
-        )
-        for disk_events, disk_reported in rows:
-            events += int(disk_events)
-            reported += int(disk_reported)
+        events = self._disk_events + len(self._memory.events)
+        reported = self._disk_reported + len(self._memory.reported)
         return {"events": events, "reported": reported, "dropped_events": self.dropped_events}
 
     def _safe_query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -540,21 +576,23 @@ class Outbox:
                 self._corrupt_or_degrade(exc, attempt)
         return []
 
-    def _safe_write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _safe_write(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Run a delete for each of ``rows`` in one transaction; the rows it deleted."""
         for attempt in range(2):
             if self._db is None:
-                return
+                return 0
             try:
                 with _transaction(self._db):
-                    self._db.executemany(sql, rows)
-                return
+                    deleted = self._db.executemany(sql, rows).rowcount
+                return max(deleted, 0)
             except sqlite3.OperationalError as exc:
                 # A delete that fails only means a redelivery later (at least once), never a
                 # loss.
                 log.warning("outbox_ack_not_stored", error=str(exc))
-                return
+                return 0
             except sqlite3.DatabaseError as exc:
                 self._corrupt_or_degrade(exc, attempt)
+        return 0
 
     def _drop_unreadable(
         self, table: Literal["events", "reported"], rowids: list[tuple[Any]]
@@ -564,7 +602,11 @@ class Outbox:
         if not rowids:
             return
         log.error("outbox_rows_unreadable", table=table, rows=len(rowids))
-        self._safe_write(f"DELETE FROM {table} WHERE rowid=?", rowids)
+        deleted = self._safe_write(f"DELETE FROM {table} WHERE rowid=?", rowids)
+        if table == "events":
+            self._disk_events -= deleted
+        else:
+            self._disk_reported -= deleted
 
 
 # Text is read as bytes and decoded here: a value whose bytes were changed on disk is then one

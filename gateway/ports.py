@@ -1,7 +1,9 @@
-"""The small interfaces the services use; adapters implement them around the libraries.
+"""The small interfaces between the daemon and its libraries; adapters implement them.
 
-Services depend on these protocols only, never on aiomqtt or gpiozero, so the reconcile and
-shadow logic can be tested with plain fakes and reused with any transport.
+The device bank (GPIO: ``adapters/gpio.py``), an MQTT session and the connector that opens one
+(``adapters/mqtt.py``), the input callback and the clock. The device core (``engine``), the
+connection loop, the shadow link, fleet provisioning and the timers depend on these protocols
+only, never on aiomqtt or gpiozero, so they are tested with plain fakes and a driven clock.
 """
 
 from __future__ import annotations

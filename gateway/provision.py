@@ -42,8 +42,6 @@ from gateway.fleet import FleetClient
 
 log = structlog.get_logger()
 
-DEFAULT_MQTT_PORT = 8883
-
 
 @dataclass(frozen=True)
 class NewCredentials:
@@ -297,7 +295,3 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
             f"renewal answered a certificate for thing {new.thing!r}, not {config.thing!r}"
         )
     return new
-
-
-def describe_assignment(new: NewCredentials) -> Mapping[str, Any]:
-    return {"thing": new.thing, "host": new.host, "port": new.port, "method": new.method}

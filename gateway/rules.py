@@ -1,4 +1,5 @@
-"""Local device rules, pure: interlocks and follows. No I/O; ShadowSync applies the results.
+"""Local device rules, pure: interlocks and follows. No I/O; the device core (``engine``)
+applies the results.
 
 Interlocks: outputs in a group are never active at the same time. A set of changes that would
 leave two of them active is refused for the outputs it would switch on (their pins stay as they
@@ -77,7 +78,7 @@ class FollowRules:
 
 @dataclass(frozen=True)
 class Behaviours:
-    """Everything beyond "pin = shadow value" that ShadowSync enforces, from the config."""
+    """Everything beyond "pin = desired value" that the device core enforces, from the config."""
 
     interlocks: Interlocks = Interlocks()
     follows: FollowRules = FollowRules()

@@ -1,10 +1,10 @@
 """The HTTPS Provision API client (aiohttp): ``POST /provision/getCerts`` with a claim id.
 
-TLS is always verified (the system's trust store, or the CA bundle given, size-checked before
-OpenSSL reads it). The answer is read with a size cap (``MAX_ANSWER_BYTES``, whatever
-Content-Length claims) and its nesting checked before it is parsed. Every failure leaves this
-module as a ``ProvisioningError`` that names the URL and says what went wrong without quoting
-the answer's key material.
+TLS is always verified (``gateway.tls``: the system's trust store, or the CA bundle given,
+size-checked before OpenSSL reads it). The answer is read with a size cap (``MAX_ANSWER_BYTES``,
+whatever Content-Length claims) and its nesting checked before it is parsed. Every failure
+leaves this module as a ``ProvisioningError`` that names the URL and says what went wrong
+without quoting the answer's key material.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from gateway.answers import MAX_ANSWER_BYTES, AnswerError, decode_object
-from gateway.credfiles import CredentialFileError, check_credential_file
-from gateway.errors import ProvisioningError
+from gateway.errors import ProvisioningError, TlsSetupError
+from gateway.tls import client_context
 
 GETCERTS_PATH = "provision/getCerts"
 _MAX_ERROR_CHARS = 200
@@ -36,15 +36,10 @@ def endpoint_url(base: str) -> str:
 
 def tls_context(ca: Path | None) -> ssl.SSLContext:
     """A verifying client context (blocking: reads the CA bundle)."""
-    if ca is not None:
-        try:
-            check_credential_file(ca, "CA bundle")
-        except CredentialFileError as exc:
-            raise ProvisioningError(str(exc)) from exc
     try:
-        return ssl.create_default_context(cafile=str(ca) if ca is not None else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ProvisioningError(f"cannot load CA bundle {ca}: {exc}") from exc
+        return client_context(ca, ca_label="CA bundle")
+    except TlsSetupError as exc:
+        raise ProvisioningError(str(exc)) from exc
 
 
 async def get_certs(

@@ -7,7 +7,6 @@ gpiozero is untyped, so its objects are ``Any`` and stay inside the GPIO adapter
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.atomicfile import write_atomic
 from gateway.config import (
     AngularServoConfig,
     BinaryOutputConfig,
@@ -275,10 +275,9 @@ def _loadavg_line(load: float) -> str:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    """Write atomically, so a concurrent sensor read never sees a half-written file."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="ascii")
-    os.replace(partial, path)
+    """Write atomically, so a concurrent sensor read never sees a half-written file (no fsync:
+    a simulated sensor reading need not survive a power cut)."""
+    write_atomic(path, text.encode("ascii"), 0o644, sync=False)
 
 
 def _where(config: DeviceConfig) -> str:

@@ -1,12 +1,12 @@
 """HTTP(S) for check-in and artifact downloads: the only module importing aiohttp's client.
 
-One ``ClientSession`` per ``HttpClient``; TLS is always verified (the system trust store or the
-configured CA), optionally with the device's client certificate (mutual TLS). The bearer token
-goes only to the check-in server's origin, never to an artifact host elsewhere. Redirects are
-followed only to https on the same origin (scheme, host and port), a few hops at most; any
-other is refused. Answers are read up to a cap (never whole into memory) and JSON is decoded
-within a nesting bound. Downloads stream to disk in chunks, check free space as they go,
-resume with ``Range`` after a cut link and stop at a size cap.
+One ``ClientSession`` per ``HttpClient``, on a TLS context from ``gateway.tls`` (always
+verified: the system trust store or the configured CA, optionally with the device's client
+certificate). The bearer token goes only to the check-in server's origin, never to an artifact
+host elsewhere. Redirects are followed only to https on the same origin (scheme, host and port),
+a few hops at most; any other is refused. Answers are read up to a cap (never whole into memory)
+and JSON is decoded within a nesting bound. Downloads stream to disk in chunks, check free space
+as they go, resume with ``Range`` after a cut link and stop at a size cap.
 """
 
 from __future__ import annotations
@@ -79,20 +79,6 @@ def _safe(url: str) -> str:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
-def client_ssl_context(
-    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
-) -> ssl.SSLContext:
-    """A verifying TLS >= 1.2 client context; with ``cert``/``key`` for mutual TLS (blocking)."""
-    try:
-        context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if cert is not None and key is not None:
-            context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise UpdateError(f"cannot set up TLS for check-in: {exc}") from exc
-    return context
 
 
 @dataclass(frozen=True)

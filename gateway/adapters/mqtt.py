@@ -1,9 +1,9 @@
 """MQTT 3.1.1 over mutual TLS with aiomqtt: the only module that imports it.
 
-The TLS context is built off the event loop (loading keys blocks; every file is size-checked
-first), ``TCP_NODELAY`` is set so a quiet link does not wait on Nagle/delayed ACK, and every
-aiomqtt/paho error leaves this module as a ``GatewayError`` that says whether the broker
-refused our certificate, the two sides share no TLS version or cipher (logged here as
+The TLS context (``gateway.tls``) is built off the event loop (loading keys blocks; every file
+is size-checked first), ``TCP_NODELAY`` is set so a quiet link does not wait on Nagle/delayed
+ACK, and every aiomqtt/paho error leaves this module as a ``GatewayError`` that says whether
+the broker refused our certificate, the two sides share no TLS version or cipher (logged here as
 ``mqtt_tls_protocol_failed`` with OpenSSL's reason), or the network failed.
 """
 
@@ -22,14 +22,13 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
-from gateway.credfiles import CredentialFileError, check_credential_file
 from gateway.errors import (
     CertificateRejectedError,
     MqttConnectionError,
     TlsProtocolError,
-    TlsSetupError,
 )
 from gateway.ports import InboundMessage
+from gateway.tls import client_context
 
 log = structlog.get_logger()
 
@@ -55,46 +54,6 @@ class MqttSettings:
     keepalive_s: int = 60
     connect_timeout_s: float = 10.0
     will: Will | None = None
-
-
-def build_tls_context(ca: Path, cert: Path, key: Path, *, alpn: bool) -> ssl.SSLContext:
-    """A client context that verifies the broker and presents our certificate (blocking)."""
-    # Only the configured CA is trusted (not the system store): the broker must present a
-    # certificate from it. PROTOCOL_TLS_CLIENT checks the host name and the chain by default.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        # OpenSSL would read whatever the paths hold, however large: check them first.
-        for path, what in (
-            (ca, "CA certificate"),
-            (cert, "client certificate"),
-            (key, "private key"),
-        ):
-            check_credential_file(path, what)
-    except CredentialFileError as exc:
-        raise TlsSetupError(str(exc)) from exc
-    try:
-        context.load_verify_locations(cafile=str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"cannot load CA certificate {ca}: {_reason(exc)}") from exc
-    try:
-        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except (OSError, ssl.SSLError) as exc:
-        # Never include key material: only the file names and the library's reason.
-        raise TlsSetupError(
-            f"cannot load client certificate {cert} with key {key}: {_reason(exc)}"
-        ) from exc
-    if alpn:
-        context.set_alpn_protocols([AWS_ALPN_PROTOCOL])
-    return context
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
 
 
 # OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
@@ -244,9 +203,8 @@ class AiomqttConnector:
     async def tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
             s = self.settings
-            self._tls = await asyncio.to_thread(
-                build_tls_context, s.ca, s.cert, s.key, alpn=s.port == AWS_ALPN_PORT
-            )
+            alpn = [AWS_ALPN_PROTOCOL] if s.port == AWS_ALPN_PORT else []
+            self._tls = await asyncio.to_thread(client_context, s.ca, s.cert, s.key, alpn=alpn)
         return self._tls
 
     @asynccontextmanager

@@ -34,6 +34,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.atomicfile import write_atomic
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.pki import (
     Credentials,
@@ -41,7 +42,6 @@ from gateway.devcloud.pki import (
     DevCloudError,
     client_ssl_context,
     read_json_object,
-    write_atomic,
 )
 from gateway.devcloud.provision import ProvisionListener
 
@@ -88,9 +88,6 @@ class FleetResponder:
         # Fields laid over every RegisterThing answer: tests play a misbehaving cloud with it
         # (e.g. {"thingName": "a/b"}); the broker's ACL still gets the template's real name.
         self.register_answer_overrides: dict[str, Any] = {}
-
-    def set_listener(self, listener: ProvisionListener | None) -> None:
-        self._listener = listener
 
     # -- state (blocking) ------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
-import secrets
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import certs
-from gateway.errors import GatewayError
+from gateway import certs, tls
+from gateway.atomicfile import write_atomic
+from gateway.errors import GatewayError, TlsSetupError
 
 __all__ = [
     "Credentials",
@@ -30,7 +29,6 @@ __all__ = [
     "DevCloudError",
     "certificate_common_name",
     "client_ssl_context",
-    "write_atomic",
 ]
 
 _CA_CERT = "ca.pem"
@@ -56,14 +54,11 @@ class Credentials:
 
 
 def client_ssl_context(credentials: Credentials) -> ssl.SSLContext:
-    """Build a TLS >= 1.2 client context for mutual TLS (blocking: reads files)."""
+    """The dev cloud's mutual-TLS client context (``gateway.tls``; blocking: reads files)."""
     try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(credentials.ca))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(certfile=str(credentials.cert), keyfile=str(credentials.key))
-    except (OSError, ssl.SSLError) as exc:
+        return tls.client_context(credentials.ca, credentials.cert, credentials.key)
+    except TlsSetupError as exc:
         raise DevCloudError(f"cannot load TLS credentials {credentials.cert}: {exc}") from exc
-    return ctx
 
 
 def certificate_common_name(cert_path: Path) -> str:
@@ -98,21 +93,6 @@ def read_json_object(path: Path, error: type[DevCloudError] = DevCloudError) -> 
     if not isinstance(data, dict):
         raise error(f"{path} must hold a JSON object")
     return data
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file created with ``mode`` and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class DevCA:

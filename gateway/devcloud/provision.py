@@ -33,7 +33,10 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object, write_atomic
+from gateway import tls
+from gateway.atomicfile import write_atomic
+from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object
+from gateway.errors import TlsSetupError
 
 __all__ = ["ProvisionError", "ProvisionService", "provision_app", "server_ssl_context"]
 
@@ -74,14 +77,11 @@ class Misbehaviour:
 
 
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
-    """A TLS >= 1.2 server context for a DevCA server certificate (blocking: reads files)."""
+    """A TLS >= 1.2 server context for a DevCA server certificate (``gateway.tls``; blocking)."""
     try:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(certfile=str(credentials.cert), keyfile=str(credentials.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ProvisionError(f"cannot load server certificate {credentials.cert}: {exc}") from exc
-    return ctx
+        return tls.server_context(credentials.cert, credentials.key)
+    except TlsSetupError as exc:
+        raise ProvisionError(str(exc)) from exc
 
 
 def _corrupt_signature(data: bytes) -> bytes:
@@ -127,9 +127,6 @@ class ProvisionService:
     @property
     def artifacts_dir(self) -> Path:
         return self._dir / ARTIFACTS_DIR
-
-    def set_listener(self, listener: ProvisionListener | None) -> None:
-        self._listener = listener
 
     def prepare(self) -> None:
         """Create the state directory and write the claims given on the command line (blocking)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import socket
 import ssl
 import threading
@@ -19,12 +18,13 @@ import aiomqtt
 import structlog
 from aiomqtt.types import PayloadType
 
+from gateway.atomicfile import write_atomic
+from gateway.backoff import Backoff
 from gateway.devcloud.pki import (
     Credentials,
     DevCloudError,
     certificate_common_name,
     client_ssl_context,
-    write_atomic,
 )
 from gateway.devcloud.shadowdoc import (
     MAX_NESTING,
@@ -57,7 +57,8 @@ _REPLY_FILTERS: Final = (
 _SOCKET_OPTIONS: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _KEEPALIVE: Final = 30
 _SAVE_INTERVAL: Final = 0.5
-_BACKOFF_MIN: Final = 0.2
+# Reconnect delays to the local broker: full jitter under a ceiling of 0.4, 0.8, 1.6, 2 s, ...
+_BACKOFF_BASE: Final = 0.4
 _BACKOFF_MAX: Final = 2.0
 _MUTATING_REPLIES: Final = ("/update/accepted", "/delete/accepted")
 _DOCUMENTS_SUFFIX: Final = "/update/documents"
@@ -99,6 +100,11 @@ def _payload_bytes(payload: PayloadType) -> bytes:
 def _encode(payload: dict[str, Any]) -> bytes:
     # allow_nan=False: "Infinity"/"NaN" would make the reply unreadable to every JSON parser.
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def reconnect_backoff() -> Backoff:
+    """The dev cloud's clients' reconnect delays (``reset()`` once a connection is up)."""
+    return Backoff(_BACKOFF_BASE, _BACKOFF_MAX)
 
 
 def _new_client(host: str, port: int, identifier: str, tls: ssl.SSLContext) -> aiomqtt.Client:
@@ -186,22 +192,20 @@ class ShadowService:
                 log.info("shadow_state_restored", shadows=len(snapshot.get("shadows", ())))
         tls = await asyncio.to_thread(client_ssl_context, self._credentials)
         identity = await asyncio.to_thread(certificate_common_name, self._credentials.cert)
-        failures = 0
+        backoff = reconnect_backoff()
         try:
             while True:
                 try:
                     async with _new_client(self._host, self._port, identity, tls) as client:
                         await client.subscribe([(topic, 1) for topic in _REQUEST_FILTERS])
                         log.info("shadow_service_ready", host=self._host, port=self._port)
-                        failures = 0
+                        backoff.reset()
                         if ready is not None:
                             ready.set()
                         async for message in client.messages:
                             self._dispatch(client, message)
                 except aiomqtt.MqttError as exc:
-                    failures += 1
-                    ceiling = min(_BACKOFF_MAX, _BACKOFF_MIN * 2**failures)
-                    delay = random.uniform(_BACKOFF_MIN, ceiling)
+                    delay = backoff.next_delay()
                     log.warning("shadow_service_disconnected", error=str(exc), retry_in=delay)
                     await asyncio.sleep(delay)
         finally:
@@ -335,10 +339,6 @@ class ShadowClient:
     async def get(self, thing: str, shadow_name: str | None = None) -> dict[str, Any] | None:
         """The shadow document (``get/accepted``), or None if there is no such shadow."""
         return await self._request_or_none(thing, shadow_name, "get")
-
-    async def delete(self, thing: str, shadow_name: str | None = None) -> dict[str, Any] | None:
-        """Delete the shadow; ``delete/accepted``, or None if there was no such shadow."""
-        return await self._request_or_none(thing, shadow_name, "delete")
 
     async def wait_for(
         self,

@@ -18,10 +18,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.adapters.mqtt import build_tls_context
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.shadowdoc import MAX_SECTION_BYTES
 from gateway.shadow_protocol import MAX_QUEUED_REQUESTS
+from gateway.tls import client_context
 from tests.integration.harness import reported
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ async def admin_client(broker: MosquittoBroker) -> AsyncIterator[aiomqtt.Client]
     """A client with the dev cloud's own identity: it may publish on any shadow topic, as an
     attacker holding such a credential (or a misbehaving cloud) could."""
     creds = broker.credentials(broker.admin_identities[0])
-    tls = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    tls = client_context(creds.ca, creds.cert, creds.key)
     async with aiomqtt.Client(
         broker.host,
         broker.port,

@@ -29,10 +29,10 @@ import gateway.ota_download
 from gateway import __version__
 from gateway.__main__ import main as cli
 from gateway.adapters.mqtt import AiomqttSession
-from gateway.app import EXIT_RESTART_FOR_UPDATE
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
+from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from gateway.signing import generate_keypair, sign_file, sign_release
 from tests.integration.harness import RunningGateway, running_config
 from tests.integration.test_devcloud_web import running_devcloud

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -179,36 +177,17 @@ async def test_key_material_never_appears_in_logs(
     assert any(entry["event"] == "mqtt_connected" for entry in logs)
 
 
-async def test_delta_to_reported_round_trip_latency(
-    shadow_service: ShadowService,
-    shadow_client: ShadowClient,
-    start_gateway: Any,
-    thing: str,
-    record_property: Any,
+async def test_a_run_of_deltas_each_drives_the_pin_and_is_reported(
+    shadow_service: ShadowService, shadow_client: ShadowClient, start_gateway: Any, thing: str
 ) -> None:
-    """Measures desired -> pin -> reported over 120 round trips; the figure is information,
-    written to the test report, and the assertions are about correctness of every trip.
-
-    Rounds start 60 ms apart: the gateway keeps to AWS's 20 shadow requests per second per
-    thing, so back-to-back rounds would measure that rate limit instead of the latency.
-    """
-    rounds = 120
-    samples = []
+    """Every delta of a run lands: desired -> pin -> reported, one after another. (How long a
+    round trip takes is the benchmark's to measure: ``python -m bench``, BENCHMARKS.md.)"""
     async with start_gateway(thing) as running:
-        next_start = time.perf_counter()
-        for index in range(rounds):
-            await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
-            next_start += 0.06
+        for index in range(40):
             level = round((index % 100) / 100 + 0.005, 3)
-            started = time.perf_counter()
             await shadow_client.update(thing, {"desired": {"fan": level}})
             await shadow_client.wait_for(thing, reported("fan", level), timeout=5)
-            samples.append(time.perf_counter() - started)
             assert running.pin(18).state == pytest.approx(level)
-    median_ms = statistics.median(samples) * 1000
-    record_property("delta_to_reported_median_ms", round(median_ms, 2))
-    print(f"\ndesired->reported round trip: median {median_ms:.2f} ms over {rounds} trips")
-    assert len(samples) == rounds
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -224,10 +203,10 @@ async def _publish_as_admin(broker: MosquittoBroker, topic: str, payload: dict[s
 async def _publish_raw_as_admin(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
     import aiomqtt
 
-    from gateway.adapters.mqtt import build_tls_context
+    from gateway.tls import client_context
 
     creds = broker.credentials(broker.admin_identities[0])
-    tls = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    tls = client_context(creds.ca, creds.cert, creds.key)
     async with aiomqtt.Client(
         broker.host,
         broker.port,

@@ -25,10 +25,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway import __version__
-from gateway.app import EXIT_RESTART_FOR_UPDATE, Gateway
+from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
+from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from gateway.signing import build_bundle, bundle_name, generate_keypair, sign_release
 from tests.integration.harness import running_config
 from tests.integration.test_devcloud_web import running_devcloud

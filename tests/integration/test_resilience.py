@@ -19,13 +19,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.adapters.gpio import make_pin_factory
-from gateway.adapters.mqtt import build_tls_context
 from gateway.admin import request
 from gateway.app import build_gateway
 from gateway.config import load_config
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
 from gateway.devcloud.events import EventCollector, collect_events
 from gateway.devcloud.faultproxy import FaultProxy
+from gateway.tls import client_context
 from tests.integration.harness import (
     FAST_RECONNECT,
     RunningGateway,
@@ -448,6 +448,6 @@ def test_tls_context_trusts_only_the_configured_ca(dev_ca: Any, tmp_path: Path) 
     import ssl
 
     creds = dev_ca.issue("pi-ca-check", tmp_path / "pi")
-    context = build_tls_context(creds.ca, creds.cert, creds.key, alpn=False)
+    context = client_context(creds.ca, creds.cert, creds.key)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1  # no system CA store

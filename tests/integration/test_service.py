@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from gateway.__main__ import EXIT_RESTART_FOR_UPDATE
 from gateway.admin import request
 from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
+from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from tests.integration.harness import reported, write_config
 
 pytestmark = pytest.mark.integration

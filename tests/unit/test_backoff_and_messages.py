@@ -39,6 +39,25 @@ def test_backoff_keeps_growing_after_a_short_lived_connection() -> None:
     assert backoff.next_delay(connected_for_s=5) == 2
 
 
+def test_backoff_reset_starts_over_once_connected() -> None:
+    backoff = Backoff(base_s=1, cap_s=120, rng=upper_bound)
+    for _ in range(4):
+        backoff.next_delay()
+    backoff.reset()
+    assert backoff.next_delay() == 1
+
+
+def test_dev_cloud_reconnects_on_the_shared_backoff() -> None:
+    from gateway.devcloud.service import reconnect_backoff
+
+    backoff = reconnect_backoff()
+    ceilings = []
+    for _ in range(5):
+        ceilings.append(backoff.ceiling())
+        backoff.next_delay()
+    assert ceilings == [0.4, 0.8, 1.6, 2.0, 2.0]
+
+
 def test_backoff_jitter_stays_within_zero_and_the_ceiling() -> None:
     backoff = Backoff(base_s=1, cap_s=120)
     for _ in range(50):

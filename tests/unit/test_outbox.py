@@ -411,3 +411,104 @@ def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     Outbox(tmp_path / "outbox.db").open()
     mode = sqlite3.connect(tmp_path / "outbox.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+# --- depth: cached by the writer, read without the lock or SQLite --------------------------------
+
+
+def counted(path: Path) -> dict[str, int]:
+    """The depth as the file itself says (a separate connection)."""
+    db = sqlite3.connect(path)
+    try:
+        events, reported = db.execute(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM reported)"
+        ).fetchone()
+    finally:
+        db.close()
+    return {"events": events, "reported": reported}
+
+
+def test_depth_is_read_without_the_lock_or_a_query(tmp_path: Path) -> None:
+    """Was: depth() took the writer's lock and ran COUNT(*) queries: on the event loop, a
+    status request or a metrics scrape waited for whatever transaction the writer was in."""
+    import threading
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("button", n % 2 == 0, float(n), event=True) for n in range(5)])
+    assert outbox._db is not None
+    statements: list[str] = []
+    outbox._db.set_trace_callback(statements.append)
+    answers: list[dict[str, int]] = []
+    with outbox._lock:  # the writer is in a long transaction
+        reader = threading.Thread(target=lambda: answers.append(outbox.depth()))
+        reader.start()
+        reader.join(timeout=2.0)
+    assert answers == [{"events": 5, "reported": 1, "dropped_events": 0}]
+    assert statements == []
+    outbox.close()
+
+
+def test_cached_depth_follows_every_write_of_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, max_events=10)
+    outbox.open()
+    assert outbox.depth() == {"events": 0, "reported": 0, "dropped_events": 0}
+    outbox.record([Change(f"d{n % 3}", n, float(n), event=n % 2 == 0) for n in range(8)])
+    assert (
+        outbox.depth()
+        == {**counted(path), "dropped_events": 0}
+        == {
+            "events": 4,
+            "reported": 3,
+            "dropped_events": 0,
+        }
+    )
+    outbox.record([Change("d0", n, float(n), event=True) for n in range(10)])  # bound: 4 drop
+    assert outbox.depth() == {**counted(path), "dropped_events": 4}
+    outbox.ack_events(outbox.next_events(3))
+    outbox.ack_events(outbox.next_events(1) * 2)  # the same event twice: deleted once
+    assert outbox.depth() == {**counted(path), "dropped_events": 4}
+    pending = outbox.pending_reported()
+    outbox.ack_reported({"d1": pending["d1"][0], "d2": "superseded"})  # d2 stays
+    assert outbox.depth() == {**counted(path), "dropped_events": 4}
+    assert outbox.depth()["reported"] == 2 and outbox.depth()["events"] == 6
+    outbox.close()
+    reopened = Outbox(path, max_events=10)
+    reopened.open()
+    assert reopened.depth() == {"events": 6, "reported": 2, "dropped_events": 4}
+    reopened.close()
+
+
+def test_cached_depth_counts_memory_while_degraded_and_after_recovery(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, max_bytes=64 * 1024, monotonic=clock)
+    outbox.open()
+    fill_until_degraded(outbox)
+    waiting = len(outbox.next_events(10**6))
+    assert outbox.depth()["events"] == waiting
+    assert outbox.depth()["events"] > counted(path)["events"]  # some wait in memory
+    outbox.ack_events(outbox.next_events(waiting - 2))
+    clock.now = 10.0
+    outbox.retry_disk()
+    assert not outbox.degraded
+    assert outbox.depth() == {**counted(path), "dropped_events": 0}
+    assert outbox.depth()["events"] == 2
+    outbox.close()
+
+
+def test_cached_depth_after_a_corrupt_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    outbox.open()
+    outbox.record([Change("button", n % 2 == 0, float(n), event=True) for n in range(400)])
+    assert outbox._db is not None
+    outbox._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    corrupt_page(path, 2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("INSERT INTO counters(name, value) VALUES('x', 1)")
+    other.close()
+    outbox.record([Change("button", True, 999.0, event=True)])
+    assert outbox.depth()["events"] == len(outbox.next_events(10**6)) == counted(path)["events"]
+    outbox.close()

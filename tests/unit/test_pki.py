@@ -19,7 +19,6 @@ from gateway.devcloud.pki import (
     DevCloudError,
     certificate_common_name,
     client_ssl_context,
-    write_atomic,
 )
 
 
@@ -135,12 +134,3 @@ def test_client_ssl_context_reports_missing_files(tmp_path: Path) -> None:
 
 def test_certificate_common_name_reads_cn(ca: DevCA, tmp_path: Path) -> None:
     assert certificate_common_name(ca.issue("lamp-9", tmp_path).cert) == "lamp-9"
-
-
-def test_write_atomic_replaces_content_with_mode(tmp_path: Path) -> None:
-    target = tmp_path / "secret"
-    target.write_bytes(b"old")
-    write_atomic(target, b"new", 0o600)
-    assert target.read_bytes() == b"new"
-    assert mode(target) == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == ["secret"]

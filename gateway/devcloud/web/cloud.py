@@ -21,10 +21,11 @@ from typing import Any, Final, Self, TypeVar
 import structlog
 from aiohttp import web
 
+from gateway.atomicfile import write_atomic
 from gateway.config import GatewayConfig, load_config
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.fleet import FleetResponder
-from gateway.devcloud.pki import DevCA, DevCloudError, write_atomic
+from gateway.devcloud.pki import DevCA, DevCloudError
 from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
 from gateway.devcloud.service import ShadowService

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 import uuid
 from collections import deque
@@ -32,6 +31,7 @@ from gateway.devcloud.service import (
     ShadowRejectedError,
     _new_client,
     _payload_bytes,
+    reconnect_backoff,
 )
 from gateway.devcloud.shadowdoc import (
     ShadowRequestError,
@@ -58,8 +58,6 @@ _FILTERS: Final = (
 )
 _LOG_LENGTH: Final = 200
 _QUEUE_SIZE: Final = 1000
-_BACKOFF_MIN: Final = 0.2
-_BACKOFF_MAX: Final = 2.0
 _REQUEST_TIMEOUT: Final = 5.0
 _STATUSES: Final = ("online", "offline")
 _MAX_STATUS_BYTES: Final = 4096
@@ -243,7 +241,7 @@ class DashboardHub:
         self._seed()
         tls = await asyncio.to_thread(client_ssl_context, self._credentials)
         identity = await asyncio.to_thread(certificate_common_name, self._credentials.cert)
-        failures = 0
+        backoff = reconnect_backoff()
         while True:
             client_id = f"{identity}-dashboard-{uuid.uuid4().hex[:8]}"
             try:
@@ -251,15 +249,14 @@ class DashboardHub:
                     await client.subscribe([(topic, 1) for topic in _FILTERS])
                     self._client = client
                     self.connected.set()
-                    failures = 0
+                    backoff.reset()
                     log.info("dashboard_feed_connected", host=self._host, port=self._port)
                     if ready is not None:
                         ready.set()
                     async for message in client.messages:
                         self._receive(message.topic.value, _payload_bytes(message.payload))
             except aiomqtt.MqttError as exc:
-                failures += 1
-                delay = random.uniform(_BACKOFF_MIN, min(_BACKOFF_MAX, _BACKOFF_MIN * 2**failures))
+                delay = backoff.next_delay()
                 log.warning("dashboard_feed_disconnected", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
             finally:

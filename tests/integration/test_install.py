@@ -14,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install.sh"
 
+# Not a unit test: it runs install.sh, pip and the systemd tools into a throwaway root.
+pytestmark = pytest.mark.integration
+
 
 def install(root: Path, *options: str) -> subprocess.CompletedProcess[str]:
     command = [str(SCRIPT), "--root", str(root), "--python", sys.executable]
