@@ -97,7 +97,6 @@ class Gateway:
         self.engine = DeviceEngine(bank=bank, **engine_options(config))
         self.writer = OutboxWriter(self.outbox, self._on_persisted)
         self.shadow = ShadowSync(
-            bank=bank,
             outbox=self.outbox,
             writer=self.writer,
             engine=self.engine,

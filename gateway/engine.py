@@ -12,40 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.ports import Clock, DeviceBank
+from gateway.ports import Clock, DeviceBank, EngineListener, Outcome
 from gateway.rules import Behaviours
 from gateway.timers import Sleep, Timers
 from gateway.values import Blink, JsonValue, NativeValue, ValueCodec, is_active
 
 log = structlog.get_logger()
-
-
-class EngineListener(Protocol):
-    """What a cloud link hears from the device core (all on the loop's thread)."""
-
-    def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed, or the engine changed an output by itself."""
-
-    def on_deferred_applied(self, name: str, value: JsonValue) -> None:
-        """A value held back by the output's minimum interval has now been applied."""
-
-    def on_failsafe(self, name: str) -> None:
-        """The output was driven to its fail-safe value (no link is up)."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one "set these values": applied (read back), refused, or held back."""
-
-    applied: dict[str, JsonValue] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)  # name -> reason
-    deferred: frozenset[str] = frozenset()
 
 
 class DeviceEngine:

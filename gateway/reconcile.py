@@ -383,13 +383,3 @@ class ClientTokens:
     def is_ours(self, token: str | None) -> bool:
         """Whether ``token`` came from this process (AWS echoes it in the replies it causes)."""
         return token is not None and token.startswith(f"eg-{self._prefix}-")
-
-
-def sensor_changed(previous: JsonValue, current: JsonValue, min_change: float) -> bool:
-    """Whether a polled sensor value is worth reporting (first value, or moved by min_change)."""
-    if previous is None or current is None:
-        return previous != current
-    if isinstance(previous, int | float) and isinstance(current, int | float):
-        delta = abs(float(current) - float(previous))
-        return delta > 0 and delta >= min_change
-    return previous != current

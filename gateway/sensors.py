@@ -16,7 +16,6 @@ from gateway.config import SENSOR_CONFIGS, DeviceConfig, Mcp3008Config, SystemSe
 from gateway.engine import DeviceEngine
 from gateway.errors import GatewayError
 from gateway.ports import DeviceBank
-from gateway.reconcile import sensor_changed
 from gateway.values import JsonValue
 
 log = structlog.get_logger()
@@ -56,3 +55,13 @@ async def poll_sensors(
             continue
         if sensor_changed(engine.values.get(name), value, device.min_change):
             engine.on_input(name, value, time.time())
+
+
+def sensor_changed(previous: JsonValue, current: JsonValue, min_change: float) -> bool:
+    """Whether a polled sensor value is worth reporting (first value, or moved by min_change)."""
+    if previous is None or current is None:
+        return previous != current
+    if isinstance(previous, int | float) and isinstance(current, int | float):
+        delta = abs(float(current) - float(previous))
+        return delta > 0 and delta >= min_change
+    return previous != current

@@ -17,7 +17,6 @@ from typing import Any
 import structlog
 
 from gateway.config import ShadowConfig
-from gateway.engine import DeviceEngine
 from gateway.messages import (
     DeltaMessage,
     ErrorReply,
@@ -27,7 +26,7 @@ from gateway.messages import (
     parse_reply,
 )
 from gateway.outbox import Change, Outbox, OutboxWriter
-from gateway.ports import Clock, DeviceBank, InboundMessage, MqttSession
+from gateway.ports import Clock, DeviceCore, InboundMessage, MqttSession
 from gateway.reconcile import (
     GATEWAY_KEY,
     MAX_ERROR_REASON_CHARS,
@@ -36,7 +35,6 @@ from gateway.reconcile import (
     Reconciler,
     ShadowUpdate,
 )
-from gateway.rules import Behaviours
 from gateway.shadow_protocol import ShadowProtocol, ShadowRequest
 from gateway.shadow_report import (
     EventPublisher,
@@ -62,7 +60,7 @@ class ShadowSync:
         *,
         thing: str,
         shadow: ShadowConfig,
-        bank: DeviceBank,
+        engine: DeviceCore,
         codecs: Mapping[str, ValueCodec],
         restore: frozenset[str] = frozenset(),
         outbox: Outbox | None = None,
@@ -70,22 +68,12 @@ class ShadowSync:
         event_devices: frozenset[str] = frozenset(),
         events_topic: str | None = None,
         status_topic: str | None = None,
-        min_intervals_s: Mapping[str, float] | None = None,
-        behaviours: Behaviours | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
-        engine: DeviceEngine | None = None,
         error_reason_chars: int = MAX_ERROR_REASON_CHARS,
     ) -> None:
-        # The device core; built here only when the caller (a unit test) did not pass one.
-        self.engine = engine or DeviceEngine(
-            bank=bank,
-            codecs=codecs,
-            behaviours=behaviours,
-            min_intervals_s=min_intervals_s,
-            clock=clock,
-            monotonic=monotonic,
-        )
+        # The device core: this link sets values through it and hears about every change.
+        self.engine = engine
         self.engine.add_listener(self)
         self._clock = clock
         self._monotonic = monotonic

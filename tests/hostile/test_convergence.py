@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from gateway import shadow_protocol
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig, ShadowConfig
 from gateway.devcloud.shadowdoc import ShadowStore
+from gateway.engine import DeviceEngine
 from gateway.errors import MqttConnectionError
 from gateway.ports import InboundMessage
 from gateway.shadow import ShadowSync
@@ -89,11 +90,12 @@ class World:
     def __init__(self) -> None:
         self.store = ShadowStore(clock=lambda: 1_700_000_000.0)
         self.bank = Bank()
+        codecs = {name: codec_for(device) for name, device in DEVICES.items()}
         self.sync = ShadowSync(
             thing=THING,
             shadow=ShadowConfig(),
-            bank=self.bank,
-            codecs={name: codec_for(device) for name, device in DEVICES.items()},
+            engine=DeviceEngine(bank=self.bank, codecs=codecs),
+            codecs=codecs,
         )
         self.sync.prime(dict(self.bank.pins))
         self.held: deque[InboundMessage] = deque()

@@ -15,8 +15,8 @@ from gateway.reconcile import (
     Coalescer,
     RateLimiter,
     Reconciler,
-    sensor_changed,
 )
+from gateway.sensors import sensor_changed
 from gateway.values import codec_for
 
 CODECS = {

@@ -88,11 +88,12 @@ def make_sync(bank: FakeBank, **shadow: Any) -> ShadowSync:
         "led": BinaryOutputConfig(type="LED", pin=17),
         "button": DigitalInputConfig(type="Button", pin=4),
     }
+    codecs = {name: codec_for(device) for name, device in devices.items()}
     sync = ShadowSync(
         thing=THING,
         shadow=ShadowConfig(**shadow),
-        bank=bank,
-        codecs={name: codec_for(device) for name, device in devices.items()},
+        engine=DeviceEngine(bank=bank, codecs=codecs, clock=lambda: 1700000000.0),
+        codecs=codecs,
         clock=lambda: 1700000000.0,
     )
     sync.prime(dict(bank.pins))
@@ -285,7 +286,7 @@ async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
         monotonic=clock.monotonic,
         sleep=clock.sleep,
     )
-    sync = ShadowSync(thing=THING, shadow=ShadowConfig(), bank=bank, codecs=codecs, engine=engine)
+    sync = ShadowSync(thing=THING, shadow=ShadowConfig(), codecs=codecs, engine=engine)
     timers = asyncio.create_task(engine.run())
     task = asyncio.create_task(sync.run_session(session, stop))
     await session.wait_publishes(1)
