@@ -22,13 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadow-limit-bytes", type=int)
     args = parser.parse_args(argv[:split])
     if args.max_requests_per_s:
-        import gateway.shadow
+        from gateway import shadow_protocol
 
-        gateway.shadow.MAX_REQUESTS_PER_S = args.max_requests_per_s  # type: ignore[misc]
+        shadow_protocol.MAX_REQUESTS_PER_S = args.max_requests_per_s  # type: ignore[misc]
     if args.shadow_limit_bytes:
-        import gateway.config.checks
+        from gateway.config import checks
 
-        gateway.config.checks.SHADOW_DOCUMENT_LIMIT_BYTES = args.shadow_limit_bytes
+        checks.SHADOW_DOCUMENT_LIMIT_BYTES = args.shadow_limit_bytes
     from gateway.__main__ import main as gateway_main
 
     return gateway_main(argv[split + 1 :])

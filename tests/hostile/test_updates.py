@@ -25,8 +25,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-import gateway.ota_download
-from gateway import __version__
+from gateway import __version__, ota_download
 from gateway.__main__ import main as cli
 from gateway.adapters.mqtt import AiomqttSession
 from gateway.config import load_config
@@ -429,7 +428,7 @@ async def test_artifact_without_length_stops_at_min_free_bytes_and_part_is_remov
             return 0
         return 3 * mib - used
 
-    monkeypatch.setattr(gateway.ota_download, "disk_free", free_bytes)
+    monkeypatch.setattr(ota_download, "disk_free", free_bytes)
     offer(devcloud, "fw-2.0.bin", firmware, "fw-2.0")
     devcloud.provision.misbehaviour.artifact_chunked = True
     ota = command_ota(folder) + f"  min_free_bytes: {mib}\n"

@@ -236,9 +236,9 @@ async def test_full_outbox_disk_keeps_running_in_memory_and_recovers(
     thing: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import gateway.outbox
+    from gateway import outbox as outbox_module
 
-    monkeypatch.setattr(gateway.outbox, "RETRY_DISK_AFTER_S", 0.2)
+    monkeypatch.setattr(outbox_module, "RETRY_DISK_AFTER_S", 0.2)
     presses = 1500  # 3000 events: far more than a 64 KB outbox file holds
     with capture_logs() as logs:
         async with watched_gateway(

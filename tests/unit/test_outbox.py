@@ -160,9 +160,9 @@ async def test_writer_moves_memory_back_to_disk_without_waiting_for_a_change(
 ) -> None:
     import asyncio
 
-    import gateway.outbox
+    from gateway import outbox as outbox_module
 
-    monkeypatch.setattr(gateway.outbox, "RETRY_DISK_AFTER_S", 0.05)
+    monkeypatch.setattr(outbox_module, "RETRY_DISK_AFTER_S", 0.05)
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024)
     outbox.open()
     writer = OutboxWriter(outbox, on_persisted=lambda changes: None)

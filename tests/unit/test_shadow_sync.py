@@ -150,9 +150,9 @@ async def test_version_conflict_fetches_the_document_again(running: Any) -> None
 
 
 async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.shadow_protocol
+    from gateway import shadow_protocol
 
-    monkeypatch.setattr(gateway.shadow_protocol, "THROTTLE_RETRY_S", 0.01)
+    monkeypatch.setattr(shadow_protocol, "THROTTLE_RETRY_S", 0.01)
     _sync, session, _bank = running
     await answer_initial_get(session)
     _, report = (await session.wait_publishes(2))[1]
