@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--creds", type=Path, required=True, help="dir with ca/cert/privkey.pem")
     serve.add_argument("--max-section-bytes", type=int, help="raise the 8 KB section limit")
     args = parser.parse_args(argv)
-    from gateway.logs import configure_logging
+    from gateway.ops.logs import configure_logging
 
     configure_logging("auto", "warning")
     with contextlib.suppress(KeyboardInterrupt):

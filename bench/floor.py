@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.tls import client_context
+from gateway.core.tls import client_context
 
 
 class FloorDevice:

@@ -22,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadow-limit-bytes", type=int)
     args = parser.parse_args(argv[:split])
     if args.max_requests_per_s:
-        from gateway import shadow_protocol
+        from gateway.links.shadow import protocol as shadow_protocol
 
         shadow_protocol.MAX_REQUESTS_PER_S = args.max_requests_per_s  # type: ignore[misc]
     if args.shadow_limit_bytes:
         from gateway.config import checks
 
         checks.SHADOW_DOCUMENT_LIMIT_BYTES = args.shadow_limit_bytes
-    from gateway.__main__ import main as gateway_main
+    from gateway.cli.main import main as gateway_main
 
     return gateway_main(argv[split + 1 :])
 

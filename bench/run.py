@@ -319,9 +319,9 @@ class Bench:
     async def input_latency(self, rounds: int, warmup: int) -> dict[str, list[float]]:
         """Mock input edge -> reported seen by the cloud, for an in-process gateway, next to a
         floor that publishes the same reported update straight from its own client."""
-        from gateway.adapters.gpio import make_pin_factory
         from gateway.app import build_gateway
         from gateway.config import load_config
+        from gateway.devices.gpio import make_pin_factory
 
         thing = "bench-input-gateway"
         config = load_config(self.gateway_yaml(thing, EXAMPLE_DEVICES))
@@ -488,7 +488,7 @@ class Bench:
     async def outbox_flush(self, count: int, tag: str) -> dict[str, Any]:
         """Fill a gateway's outbox with ``count`` events as an outage would, start the gateway,
         and time how fast the events reach the cloud."""
-        from gateway.outbox import Change, Outbox
+        from gateway.core.outbox import Change, Outbox
 
         thing = f"bench-outbox-{tag}"
         devices = EXAMPLE_DEVICES.replace("bounce_ms: 20}", "bounce_ms: 20, events: true}")
@@ -634,7 +634,7 @@ async def _main(plan: Plan, out: Path, workdir: Path, publish: bool, command: st
 
     import structlog
 
-    from gateway.logs import configure_logging
+    from gateway.ops.logs import configure_logging
 
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.admin import request
 from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
 from gateway.devcloud.events import EventCollector, EventOrderError, collect_events
 from gateway.devcloud.faultproxy import FaultProxy
+from gateway.ops.admin import request
 
 THING = "soak-pi"
 DEVICES = """\

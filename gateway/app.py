@@ -25,31 +25,31 @@ from typing import Any
 import structlog
 
 from gateway import __version__
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
-from gateway.adapters.mqtt import AiomqttConnector
-from gateway.admin import serve_admin
-from gateway.backoff import Backoff
 from gateway.config import GatewayConfig
-from gateway.connection import ConnectionLoop
-from gateway.engine import DeviceEngine
+from gateway.core.backoff import Backoff
+from gateway.core.outbox import Change, Outbox, OutboxWriter
+from gateway.core.ports import DeviceBank, MqttConnector
+from gateway.core.values import codec_for
+from gateway.devices.engine import DeviceEngine
+from gateway.devices.gpio import GpiozeroBank, make_pin_factory
+from gateway.devices.sensors import poll_sensors, read_all
 from gateway.errors import GatewayError
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
-from gateway.metrics import serve_metrics
-from gateway.ota import Updater
-from gateway.outbox import Change, Outbox, OutboxWriter
-from gateway.ports import DeviceBank, MqttConnector
-from gateway.reloading import ConfigReloader, Rewiring
-from gateway.renewal import (
+from gateway.links.connection import ConnectionLoop
+from gateway.links.mqtt import AiomqttConnector
+from gateway.links.shadow.sync import ShadowSync
+from gateway.ops.admin import serve_admin
+from gateway.ops.metrics import serve_metrics
+from gateway.ops.sdnotify import Notifier, notify_loop
+from gateway.provisioning.renewal import (
     CERT_EXPIRES_KEY,
     RenewalHooks,
     Renewer,
     check_credentials,
     warn_if_expiring,
 )
-from gateway.sdnotify import Notifier, notify_loop
-from gateway.sensors import poll_sensors, read_all
-from gateway.shadow import ShadowSync
-from gateway.values import codec_for
+from gateway.reloading import ConfigReloader, Rewiring
+from gateway.updates.ota import Updater
 from gateway.wiring import (
     backoff_for,
     engine_options,

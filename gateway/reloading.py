@@ -18,15 +18,15 @@ from typing import Protocol
 import structlog
 
 from gateway.config import GatewayConfig, is_output
-from gateway.connection import ConnectionLoop, ReloadOutcome
-from gateway.engine import DeviceEngine
+from gateway.core.ports import DeviceBank, MqttConnector
+from gateway.core.values import JsonValue, codec_for
+from gateway.devices.engine import DeviceEngine
+from gateway.devices.sensors import read_all
 from gateway.errors import ConfigError, GatewayError
-from gateway.ports import DeviceBank, MqttConnector
-from gateway.reload import ReloadPlan, keep_restart_only, plan_reload
-from gateway.sdnotify import Notifier
-from gateway.sensors import read_all
-from gateway.shadow import ShadowSync
-from gateway.values import JsonValue, codec_for
+from gateway.links.connection import ConnectionLoop, ReloadOutcome
+from gateway.links.shadow.sync import ShadowSync
+from gateway.ops.reload import ReloadPlan, keep_restart_only, plan_reload
+from gateway.ops.sdnotify import Notifier
 from gateway.wiring import engine_options, shadow_options, tls_facts
 
 log = structlog.get_logger()

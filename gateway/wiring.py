@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.adapters.mqtt import MqttSettings, Will
-from gateway.backoff import Backoff
 from gateway.config import (
     OUTPUT_CONFIGS,
     BinaryOutputConfig,
@@ -18,11 +16,13 @@ from gateway.config import (
     error_reason_chars,
     is_output,
 )
-from gateway.metrics import certificate_expiry
-from gateway.outbox import Outbox
-from gateway.reload import files_digest, tls_files
-from gateway.rules import Behaviours, Follow, FollowRules, Interlocks
-from gateway.values import NativeValue, ValueCodec, codec_for, initial_value
+from gateway.core.backoff import Backoff
+from gateway.core.outbox import Outbox
+from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
+from gateway.core.values import NativeValue, ValueCodec, codec_for, initial_value
+from gateway.links.mqtt import MqttSettings, Will
+from gateway.ops.metrics import certificate_expiry
+from gateway.ops.reload import files_digest, tls_files
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:

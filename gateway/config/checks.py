@@ -42,7 +42,7 @@ Problem = tuple[KeyPath, str]
 
 
 class Codec(Protocol):
-    """The part of a device's value codec the checks use (``gateway.values.ValueCodec``)."""
+    """The part of a device's value codec the checks use (``gateway.core.values.ValueCodec``)."""
 
     def parse_desired(self, value: object) -> object: ...
 

@@ -1,7 +1,7 @@
 """The text formats config values take (pure): URLs, listen addresses, maintenance windows.
 
 They live here so the config can check them without importing the modules that use them
-(``gateway.checkin`` re-exports ``url_problem``, ``is_loopback_host`` and ``Window``).
+(``gateway.updates.checkin`` re-exports ``url_problem``, ``is_loopback_host`` and ``Window``).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def load_config(
 
     ``overrides`` are merged over the file (used by the demo to point at its own broker);
     ``check_files=False`` skips the file checks. ``codec_for`` gives each device's value codec
-    (``gateway.values.codec_for``) so fail-safe values are checked against the device; without
+    (``gateway.core.values.codec_for``) so fail-safe values are checked against the device; without
     it they are left to the engine. The CLI, the demo and the daemon's reload pass it.
     """
     document = load_yaml(path)

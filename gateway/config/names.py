@@ -1,8 +1,8 @@
 """What AWS IoT allows for the values the cloud assigns (pure): thing names, hosts, ports.
 
 A getCerts answer, a fleet-provisioning reply and ``provisioned.yaml`` all carry them; they end
-up in the MQTT client id, in shadow topics and in the config. ``gateway.answers`` re-exports
-these checks for the provisioning code.
+up in the MQTT client id, in shadow topics and in the config.
+``gateway.provisioning.answers`` re-exports these checks for the provisioning code.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``state_dir/provisioned.yaml``: what provisioning assigned (thing, endpoint, port, credential
 paths), read and checked when the config is loaded; and where provisioning keeps the pair.
 
-``gateway.credstore`` writes the file and re-exports these names; reading it here keeps the
-config free of the provisioning code.
+``gateway.provisioning.credstore`` writes the file and re-exports these names; reading it
+here keeps the config free of the provisioning code.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.atomicfile import write_atomic
+from gateway.core.atomicfile import write_atomic
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.pki import (
     Credentials,

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import certs, tls
-from gateway.atomicfile import write_atomic
+from gateway.core import tls
+from gateway.core.atomicfile import write_atomic
 from gateway.errors import GatewayError, TlsSetupError
+from gateway.provisioning import certs
 
 __all__ = [
     "Credentials",
@@ -54,7 +55,7 @@ class Credentials:
 
 
 def client_ssl_context(credentials: Credentials) -> ssl.SSLContext:
-    """The dev cloud's mutual-TLS client context (``gateway.tls``; blocking: reads files)."""
+    """The dev cloud's mutual-TLS client context (``gateway.core.tls``; blocking: reads files)."""
     try:
         return tls.client_context(credentials.ca, credentials.cert, credentials.key)
     except TlsSetupError as exc:

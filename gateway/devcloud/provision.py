@@ -33,8 +33,8 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from gateway import tls
-from gateway.atomicfile import write_atomic
+from gateway.core import tls
+from gateway.core.atomicfile import write_atomic
 from gateway.devcloud.pki import Credentials, DevCA, DevCloudError, read_json_object
 from gateway.errors import TlsSetupError
 
@@ -77,7 +77,7 @@ class Misbehaviour:
 
 
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
-    """A TLS >= 1.2 server context for a DevCA server certificate (``gateway.tls``; blocking)."""
+    """A TLS >= 1.2 server context for a DevCA server certificate (blocking)."""
     try:
         return tls.server_context(credentials.cert, credentials.key)
     except TlsSetupError as exc:
@@ -199,8 +199,8 @@ class ProvisionService:
         self, product: str, offer: Mapping[str, Any], data: bytes
     ) -> dict[str, str]:
         """``manifest`` and ``manifestSignature`` for an artifact, signed with ``signing_key``."""
-        from gateway.checkin import Manifest
-        from gateway.signing import sign_manifest
+        from gateway.updates.checkin import Manifest
+        from gateway.updates.signing import sign_manifest
 
         assert self.signing_key is not None
         manifest = Manifest(

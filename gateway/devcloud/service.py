@@ -18,8 +18,8 @@ import aiomqtt
 import structlog
 from aiomqtt.types import PayloadType
 
-from gateway.atomicfile import write_atomic
-from gateway.backoff import Backoff
+from gateway.core.atomicfile import write_atomic
+from gateway.core.backoff import Backoff
 from gateway.devcloud.pki import (
     Credentials,
     DevCloudError,

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from gateway.core.jsonlimits import json_depth, nests_deeper_than
 from gateway.errors import GatewayError
-from gateway.jsonlimits import json_depth, nests_deeper_than
 
 __all__ = [
     "MAX_CLIENT_TOKEN_BYTES",

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.admin import MAX_CLIENTS, MAX_REQUEST_BYTES, request, serve_admin
 from gateway.devcloud import MosquittoBroker
 from gateway.errors import GatewayError
+from gateway.ops.admin import MAX_CLIENTS, MAX_REQUEST_BYTES, request, serve_admin
 from tests.integration.harness import until, write_config
 
 pytestmark = pytest.mark.integration

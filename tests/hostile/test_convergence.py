@@ -22,15 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import shadow_protocol
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig, ShadowConfig
+from gateway.core.ports import InboundMessage
+from gateway.core.values import JsonValue, NativeValue, codec_for
 from gateway.devcloud.shadowdoc import ShadowStore
-from gateway.engine import DeviceEngine
+from gateway.devices.engine import DeviceEngine
 from gateway.errors import MqttConnectionError
-from gateway.ports import InboundMessage
-from gateway.shadow import ShadowSync
-from gateway.topics import ShadowTopics
-from gateway.values import JsonValue, NativeValue, codec_for
+from gateway.links.shadow import protocol as shadow_protocol
+from gateway.links.shadow.sync import ShadowSync
+from gateway.links.shadow.topics import ShadowTopics
 
 THING = "pi-conv"
 TOPICS = ShadowTopics(THING)

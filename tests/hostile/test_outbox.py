@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.core.outbox import Change, Outbox
 from gateway.devcloud import MosquittoBroker, ShadowService
 from gateway.devcloud.events import collect_events
-from gateway.outbox import Change, Outbox
 from tests.integration.harness import until, write_config
 
 pytestmark = pytest.mark.integration

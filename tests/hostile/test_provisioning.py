@@ -29,14 +29,14 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gateway.__main__ import main
-from gateway.adapters.gpio import make_pin_factory
 from gateway.app import build_gateway
+from gateway.cli.main import main
 from gateway.config import load_config, load_provision_setup
 from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.provision import server_ssl_context
+from gateway.devices.gpio import make_pin_factory
 from gateway.errors import ConfigError, ProvisioningError
-from gateway.provision import provision
+from gateway.provisioning.provision import provision
 from tests.integration.harness import FAST_RECONNECT, reported, running_config, write_config
 from tests.integration.test_devcloud_web import running_devcloud
 

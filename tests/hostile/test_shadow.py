@@ -18,10 +18,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from gateway.core.tls import client_context
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.shadowdoc import MAX_SECTION_BYTES
-from gateway.shadow_protocol import MAX_QUEUED_REQUESTS
-from gateway.tls import client_context
+from gateway.links.shadow.protocol import MAX_QUEUED_REQUESTS
 from tests.integration.harness import reported
 
 pytestmark = pytest.mark.integration

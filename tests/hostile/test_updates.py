@@ -25,14 +25,15 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from gateway import __version__, ota_download
-from gateway.__main__ import main as cli
-from gateway.adapters.mqtt import AiomqttSession
+from gateway import __version__
+from gateway.cli.main import main as cli
 from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
-from gateway.signing import generate_keypair, sign_file, sign_release
+from gateway.links.mqtt import AiomqttSession
+from gateway.updates import ota_download
+from gateway.updates.signing import generate_keypair, sign_file, sign_release
 from tests.integration.harness import RunningGateway, running_config
 from tests.integration.test_devcloud_web import running_devcloud
 from tests.integration.test_ota import (
@@ -603,7 +604,7 @@ async def test_bundle_with_an_unpinned_or_foreign_member_is_refused(tmp_path: Pa
     import tarfile
 
     from gateway.errors import UpdateError
-    from gateway.signing import extract_bundle
+    from gateway.updates.signing import extract_bundle
 
     def bundle(members: dict[str, bytes], *, link: bool = False) -> Path:
         path = tmp_path / f"b{len(list(tmp_path.iterdir()))}.tar"

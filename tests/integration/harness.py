@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.adapters.gpio import make_pin_factory
 from gateway.app import Gateway, build_gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.devcloud import MosquittoBroker
 from gateway.devcloud.faultproxy import FaultProxy
+from gateway.devices.gpio import make_pin_factory
 
 FAST_RECONNECT = "  reconnect: {min_s: 0.05, max_s: 0.5, reset_after_s: 60}\n"
 

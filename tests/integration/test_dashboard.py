@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from gateway.admin import request
 from gateway.app import Gateway, build_gateway
 from gateway.config import load_config
 from gateway.devcloud.web import DevCloud
+from gateway.ops.admin import request
 from tests.integration.test_devcloud_web import running_devcloud
 
 pytestmark = pytest.mark.integration

@@ -203,7 +203,7 @@ async def _publish_as_admin(broker: MosquittoBroker, topic: str, payload: dict[s
 async def _publish_raw_as_admin(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
     import aiomqtt
 
-    from gateway.tls import client_context
+    from gateway.core.tls import client_context
 
     creds = broker.credentials(broker.admin_identities[0])
     tls = client_context(creds.ca, creds.cert, creds.key)

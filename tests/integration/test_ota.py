@@ -30,7 +30,7 @@ from gateway.config import load_config
 from gateway.devcloud import ShadowClient
 from gateway.devcloud.web import DevCloud
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
-from gateway.signing import build_bundle, bundle_name, generate_keypair, sign_release
+from gateway.updates.signing import build_bundle, bundle_name, generate_keypair, sign_release
 from tests.integration.harness import running_config
 from tests.integration.test_devcloud_web import running_devcloud
 

@@ -24,7 +24,6 @@ from aiohttp import web
 from cryptography import x509
 from structlog.testing import capture_logs
 
-from gateway import certs
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config, load_provision_setup
 from gateway.devcloud import ShadowClient
@@ -32,7 +31,8 @@ from gateway.devcloud.pki import client_ssl_context
 from gateway.devcloud.provision import server_ssl_context
 from gateway.devcloud.web import DevCloud
 from gateway.errors import ProvisioningError
-from gateway.provision import provision, provision_at_start
+from gateway.provisioning import certs
+from gateway.provisioning.provision import provision, provision_at_start
 from tests.integration.harness import reported, running_config
 from tests.integration.test_devcloud_web import running_devcloud
 

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.adapters.gpio import make_pin_factory
-from gateway.admin import request
 from gateway.app import build_gateway
 from gateway.config import load_config
+from gateway.core.tls import client_context
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService, ShadowTimeoutError
 from gateway.devcloud.events import EventCollector, collect_events
 from gateway.devcloud.faultproxy import FaultProxy
-from gateway.tls import client_context
+from gateway.devices.gpio import make_pin_factory
+from gateway.ops.admin import request
 from tests.integration.harness import (
     FAST_RECONNECT,
     RunningGateway,
@@ -236,7 +236,7 @@ async def test_full_outbox_disk_keeps_running_in_memory_and_recovers(
     thing: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway import outbox as outbox_module
+    from gateway.core import outbox as outbox_module
 
     monkeypatch.setattr(outbox_module, "RETRY_DISK_AFTER_S", 0.2)
     presses = 1500  # 3000 events: far more than a 64 KB outbox file holds

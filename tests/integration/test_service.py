@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from gateway.admin import request
 from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
+from gateway.ops.admin import request
 from tests.integration.harness import reported, write_config
 
 pytestmark = pytest.mark.integration
@@ -214,7 +214,7 @@ async def run(*args, **kwargs):
     loop.add_signal_handler(signal.SIGUSR1, time.sleep, float(sys.argv[1]))
     await original(*args, **kwargs)
 app.run_gateway = run
-from gateway.__main__ import main
+from gateway.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.atomicfile import AtomicWriteError, stage, write_atomic
+from gateway.core.atomicfile import AtomicWriteError, stage, write_atomic
 from gateway.errors import GatewayError
 
 

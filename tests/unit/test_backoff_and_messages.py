@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from gateway.backoff import Backoff
-from gateway.messages import (
+from gateway.core.backoff import Backoff
+from gateway.links.shadow.messages import (
     MAX_PAYLOAD_BYTES,
     DeltaMessage,
     PayloadError,
     ShadowDocument,
     parse_reply,
 )
-from gateway.topics import Reply, ShadowTopics
+from gateway.links.shadow.topics import Reply, ShadowTopics
 
 
 def upper_bound(_: float, high: float) -> float:

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import load_config
+from gateway.core.rules import Follow, FollowRules, Interlocks
+from gateway.core.values import Blink, codec_for, is_active
 from gateway.errors import ConfigError, DeviceValueError
-from gateway.rules import Follow, FollowRules, Interlocks
-from gateway.values import Blink, codec_for, is_active
 
 HEAD = """\
 thing: pi
@@ -152,7 +152,7 @@ def test_check_config_checks_fail_safe_values_with_the_value_codecs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The config takes the codecs as data: the CLI must hand them over."""
-    from gateway.__main__ import main
+    from gateway.cli.main import main
 
     with pytest.raises(ConfigError):
         load(tmp_path, "pump: {type: OutputDevice, pin: 5, on_shutdown: 0.5}\n")

@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway import certs
-from gateway.__main__ import main
+from gateway.cli.main import main
 from gateway.config import load_config, load_provision_setup
-from gateway.credstore import CredentialPaths, has_old_pair, install_pair, write_provisioned
 from gateway.errors import ConfigError, ProvisioningError
-from gateway.provision import NewCredentials
-from gateway.renewal import RenewalHooks, Renewer, check_credentials
+from gateway.provisioning import certs
+from gateway.provisioning.credstore import (
+    CredentialPaths,
+    has_old_pair,
+    install_pair,
+    write_provisioned,
+)
+from gateway.provisioning.provision import NewCredentials
+from gateway.provisioning.renewal import RenewalHooks, Renewer, check_credentials
 
 CA_CERT_PEM, CA_KEY_PEM = certs.create_ca("test CA")
 CA_CERT = certs.load_certificate(CA_CERT_PEM, "ca")
@@ -449,7 +454,7 @@ async def test_renewal_whose_new_certificate_is_still_due_backs_off_and_warns_on
 
 
 async def test_renewal_backoff_is_capped_and_resets_once_a_renewal_takes(tmp_path: Path) -> None:
-    from gateway.renewal import MAX_RETRY_S, MAX_SLEEP_S
+    from gateway.provisioning.renewal import MAX_RETRY_S, MAX_SLEEP_S
 
     paths = write_pair(tmp_path, days=30)
     config = gateway_config(tmp_path, paths, PROVISION + "certs: {retry_s: 30000}\n")
@@ -495,7 +500,7 @@ async def test_failed_renewals_back_off_too(tmp_path: Path) -> None:
     ],
 )
 def test_nesting_is_measured_without_parsing(raw: bytes, deep: bool) -> None:
-    from gateway.answers import nests_deeper_than
+    from gateway.provisioning.answers import nests_deeper_than
 
     assert nests_deeper_than(raw, 8) is deep
 
@@ -527,7 +532,7 @@ def test_nesting_is_measured_without_parsing(raw: bytes, deep: bool) -> None:
     ],
 )
 def test_answer_field_rules(check: str, value: Any, ok: bool) -> None:
-    from gateway import answers
+    from gateway.provisioning import answers
 
     if ok:
         assert getattr(answers, check)(value) == value
@@ -537,7 +542,7 @@ def test_answer_field_rules(check: str, value: Any, ok: bool) -> None:
 
 
 def test_provisioned_problems_lists_every_bad_value_without_echoing_big_ones() -> None:
-    from gateway.credstore import provisioned_problems
+    from gateway.provisioning.credstore import provisioned_problems
 
     assert provisioned_problems({"thing": "pi-1", "mqtt": {"host": "h", "port": 8883}}) == []
     problems = provisioned_problems(
@@ -550,7 +555,7 @@ def test_provisioned_problems_lists_every_bad_value_without_echoing_big_ones() -
 
 
 def test_a_huge_credential_file_is_refused_by_name_without_reading(tmp_path: Path) -> None:
-    from gateway.credfiles import (
+    from gateway.core.credfiles import (
         CredentialFileError,
         check_credential_file,
         read_credential_file,
@@ -572,7 +577,7 @@ def test_a_huge_credential_file_is_refused_by_name_without_reading(tmp_path: Pat
 def test_a_fifo_in_place_of_a_certificate_is_refused_without_blocking(tmp_path: Path) -> None:
     import os
 
-    from gateway.credfiles import CredentialFileError, read_credential_file
+    from gateway.core.credfiles import CredentialFileError, read_credential_file
 
     fifo = tmp_path / "cert.pem"
     os.mkfifo(fifo)
@@ -602,6 +607,6 @@ def test_a_fifo_in_place_of_a_certificate_is_refused_without_blocking(tmp_path: 
     ],
 )
 def test_tls_failures_are_told_apart(reason: str, kind: str | None) -> None:
-    from gateway.adapters.mqtt import tls_failure
+    from gateway.links.mqtt import tls_failure
 
     assert tls_failure(reason) == kind

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.http import redirect_problem
-from gateway.checkin import (
+from gateway.updates.checkin import (
     JITTER,
     Attempt,
     Manifest,
@@ -31,6 +30,7 @@ from gateway.checkin import (
     url_problem,
     version_problem,
 )
+from gateway.updates.http import redirect_problem
 
 SUM = "ab" * 32
 times = st.times().map(lambda t: t.replace(tzinfo=None))

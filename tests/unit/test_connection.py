@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.backoff import Backoff
-from gateway.connection import ConnectionLoop, ReloadOutcome
+from gateway.core.backoff import Backoff
 from gateway.errors import MqttConnectionError
+from gateway.links.connection import ConnectionLoop, ReloadOutcome
 
 
 class FakeConnector:

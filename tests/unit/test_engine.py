@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
-from gateway.engine import DeviceEngine
-from gateway.rules import Behaviours, Follow, FollowRules, Interlocks
-from gateway.values import Blink, JsonValue, NativeValue, codec_for
+from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
+from gateway.core.values import Blink, JsonValue, NativeValue, codec_for
+from gateway.devices.engine import DeviceEngine
 from tests.clock import ManualClock
 
 DEVICES = {

@@ -14,7 +14,6 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from structlog.testing import capture_logs
 
-from gateway.adapters.gpio import GpiozeroBank, make_pin_factory
 from gateway.config import (
     AngularServoConfig,
     BinaryOutputConfig,
@@ -27,8 +26,9 @@ from gateway.config import (
     ServoConfig,
     SystemSensorConfig,
 )
+from gateway.core.ports import DeviceBank, InputCallback
+from gateway.devices.gpio import GpiozeroBank, make_pin_factory
 from gateway.errors import DeviceValueError, GpioError
-from gateway.ports import DeviceBank, InputCallback
 
 MakeBank = Callable[..., GpiozeroBank]
 
@@ -422,8 +422,8 @@ async def test_motion_sensor_change_right_after_open_is_an_edge(make_bank: MakeB
 
 
 async def test_mock_pin_history_stays_bounded_on_a_long_run() -> None:
-    from gateway.adapters.gpio import MOCK_HISTORY_LIMIT, GpiozeroBank, make_pin_factory
     from gateway.config import BinaryOutputConfig
+    from gateway.devices.gpio import MOCK_HISTORY_LIMIT, GpiozeroBank, make_pin_factory
 
     factory = make_pin_factory("mock")
     bank = GpiozeroBank(

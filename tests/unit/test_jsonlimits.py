@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.jsonlimits import json_depth, nests_deeper_than
+from gateway.core.jsonlimits import json_depth, nests_deeper_than
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),

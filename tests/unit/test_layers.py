@@ -116,9 +116,9 @@ def test_gateway_config_imports_nothing_of_gateway_but_errors() -> None:
 
 
 def test_the_value_codecs_do_not_import_the_config() -> None:
-    """``gateway.values`` matches device kinds by their ``type``: config and values form no
+    """``gateway.core.values`` matches device kinds by their ``type``: config and values form no
     cycle however the modules are regrouped."""
-    assert import_graph()["gateway.values"] == {"gateway.errors"}
+    assert import_graph()["gateway.core.values"] == {"gateway.errors"}
 
 
 def test_config_validation_never_touches_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway import logs
+from gateway.ops import logs
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.adapters.http import JsonReply
 from gateway.config import GatewayConfig
 from gateway.errors import UpdateError
-from gateway.ota import Updater, artifact_name, read_slot, run_guard, switch_slot
-from gateway.otastate import MAX_STARTS, OtaState, begin
-from gateway.signing import decode_signature, generate_keypair, sign_file, verify_digest
+from gateway.updates.http import JsonReply
+from gateway.updates.ota import Updater, artifact_name, read_slot, run_guard, switch_slot
+from gateway.updates.otastate import MAX_STARTS, OtaState, begin
+from gateway.updates.signing import decode_signature, generate_keypair, sign_file, verify_digest
 
 ARTIFACT = b"firmware " * 1000
 SUM = hashlib.sha256(ARTIFACT).hexdigest()
@@ -237,7 +237,7 @@ async def test_an_offer_for_a_rolled_back_artifact_is_skipped(tmp_path: Path) ->
     root = tmp_path / "opt"
     updater = Updater(config_for(tmp_path, mode="wheel", root=root))
     state = begin(OtaState(), slot="b", previous="a", version="fw-2", checksum=SUM, now=0)
-    from gateway.otastate import roll_back
+    from gateway.updates.otastate import roll_back
 
     (tmp_path / "state" / "ota").mkdir(parents=True)
     (tmp_path / "state" / "ota" / "state.json").write_bytes(roll_back(state, "x").dumps())
@@ -251,7 +251,7 @@ async def test_an_offer_for_a_rolled_back_artifact_is_skipped(tmp_path: Path) ->
 def test_cli_keygen_and_sign_make_a_signature_the_gateway_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.__main__ import main
+    from gateway.cli.main import main
 
     key = tmp_path / "ota.pem"
     assert main(["ota", "keygen", "--key", str(key)]) == 0
@@ -270,9 +270,9 @@ def test_cli_keygen_and_sign_make_a_signature_the_gateway_accepts(
 def test_cli_sign_with_a_product_writes_a_manifest_the_gateway_verifies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.__main__ import main
-    from gateway.checkin import parse_manifest
-    from gateway.signing import verify_manifest
+    from gateway.cli.main import main
+    from gateway.updates.checkin import parse_manifest
+    from gateway.updates.signing import verify_manifest
 
     key = tmp_path / "ota.pem"
     assert main(["ota", "keygen", "--key", str(key)]) == 0
@@ -301,8 +301,8 @@ def test_cli_sign_with_a_product_writes_a_manifest_the_gateway_verifies(
 
 def test_manifests_signed_with_openssl_verify(tmp_path: Path) -> None:
     """The README's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
-    from gateway.checkin import Manifest
-    from gateway.signing import verify_manifest
+    from gateway.updates.checkin import Manifest
+    from gateway.updates.signing import verify_manifest
 
     manifest = tmp_path / "fw.bin.manifest"
     manifest.write_bytes(Manifest("gw", "2.0", SUM, len(ARTIFACT)).dumps())
@@ -334,7 +334,7 @@ def test_manifests_signed_with_openssl_verify(tmp_path: Path) -> None:
 
 
 def test_a_bundle_round_trips_with_every_wheel_hash_pinned(tmp_path: Path) -> None:
-    from gateway.signing import build_bundle, extract_bundle
+    from gateway.updates.signing import build_bundle, extract_bundle
 
     deps = tmp_path / "deps"
     deps.mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.checkin import Attempt
-from gateway.otastate import (
+from gateway.updates.checkin import Attempt
+from gateway.updates.otastate import (
     MAX_STARTS,
     ROLLED_BACK_KEPT,
     OtaState,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from structlog.testing import capture_logs
 
-from gateway.outbox import Change, Outbox, OutboxWriter
+from gateway.core.outbox import Change, Outbox, OutboxWriter
 
 
 def events_of(outbox: Outbox) -> list[tuple[str, Any]]:
@@ -160,7 +160,7 @@ async def test_writer_moves_memory_back_to_disk_without_waiting_for_a_change(
 ) -> None:
     import asyncio
 
-    from gateway import outbox as outbox_module
+    from gateway.core import outbox as outbox_module
 
     monkeypatch.setattr(outbox_module, "RETRY_DISK_AFTER_S", 0.05)
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=64 * 1024)

@@ -9,15 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
-from gateway.reconcile import (
+from gateway.core.values import codec_for
+from gateway.devices.sensors import sensor_changed
+from gateway.links.shadow.reconcile import (
     GATEWAY_KEY,
     ClientTokens,
     Coalescer,
     RateLimiter,
     Reconciler,
 )
-from gateway.sensors import sensor_changed
-from gateway.values import codec_for
 
 CODECS = {
     "led": codec_for(BinaryOutputConfig(type="LED", pin=17)),

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
-from gateway.metrics import render_prometheus
-from gateway.reload import files_digest, keep_restart_only, plan_reload
+from gateway.ops.metrics import render_prometheus
+from gateway.ops.reload import files_digest, keep_restart_only, plan_reload
 
 
 def config(**changes: Any) -> GatewayConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.sdnotify import Notifier, socket_address, status_line, watchdog_interval_s
+from gateway.ops.sdnotify import Notifier, socket_address, status_line, watchdog_interval_s
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, ShadowConfig
-from gateway.engine import DeviceEngine
-from gateway.ports import InboundMessage
-from gateway.shadow import ShadowSync
-from gateway.shadow_protocol import MAX_IN_FLIGHT
-from gateway.topics import Reply, ShadowTopics
-from gateway.values import JsonValue, NativeValue, codec_for
+from gateway.core.ports import InboundMessage
+from gateway.core.values import JsonValue, NativeValue, codec_for
+from gateway.devices.engine import DeviceEngine
+from gateway.links.shadow.protocol import MAX_IN_FLIGHT
+from gateway.links.shadow.sync import ShadowSync
+from gateway.links.shadow.topics import Reply, ShadowTopics
 from tests.clock import ManualClock
 
 THING = "pi"
@@ -150,7 +150,7 @@ async def test_version_conflict_fetches_the_document_again(running: Any) -> None
 
 
 async def test_throttled_update_is_retried(running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import shadow_protocol
+    from gateway.links.shadow import protocol as shadow_protocol
 
     monkeypatch.setattr(shadow_protocol, "THROTTLE_RETRY_S", 0.01)
     _sync, session, _bank = running

@@ -17,8 +17,8 @@ from gateway.config import (
     ServoConfig,
     SystemSensorConfig,
 )
+from gateway.core.values import codec_for, initial_value
 from gateway.errors import DeviceValueError
-from gateway.values import codec_for, initial_value
 
 LED = codec_for(BinaryOutputConfig(type="LED", pin=17))
 FAN = codec_for(PwmOutputConfig(type="PWMLED", pin=18))

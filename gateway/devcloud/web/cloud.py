@@ -21,8 +21,9 @@ from typing import Any, Final, Self, TypeVar
 import structlog
 from aiohttp import web
 
-from gateway.atomicfile import write_atomic
 from gateway.config import GatewayConfig, load_config
+from gateway.core.atomicfile import write_atomic
+from gateway.core.values import codec_for
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.fleet import FleetResponder
 from gateway.devcloud.pki import DevCA, DevCloudError
@@ -31,7 +32,6 @@ from gateway.devcloud.provision import ProvisionService, provision_app, server_s
 from gateway.devcloud.service import ShadowService
 from gateway.devcloud.web.dashboard import DashboardGuard, dashboard_app
 from gateway.devcloud.web.hub import DashboardHub
-from gateway.values import codec_for
 
 __all__ = ["BatchThing", "DevCloud", "controls_for", "create_thing_batch", "parse_address"]
 

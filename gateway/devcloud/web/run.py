@@ -11,7 +11,7 @@ import structlog
 
 from gateway.devcloud.web.cloud import BatchThing, DevCloud
 from gateway.errors import GatewayError
-from gateway.logs import configure_logging
+from gateway.ops.logs import configure_logging
 
 __all__ = ["parse_claims", "run_devcloud"]
 

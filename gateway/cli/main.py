@@ -1,0 +1,427 @@
+"""The ``edge-gateway`` command line. Exit codes (``gateway.exitcodes``): 0 ok, 1 runtime failure,
+2 bad config or usage, 75 (EX_TEMPFAIL) "restart me" after an update; the systemd unit restarts
+on 1 and 75."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+
+SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
+
+
+def demo_dir() -> Path:
+    """Where ``edge-gateway demo`` keeps its dev cloud, certificates and admin socket."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "edge-gateway" / "demo"
+
+
+def _default_demo_config() -> Path:
+    """config/demo.yaml of the checkout (the README runs the demo from there)."""
+    local = Path("config/demo.yaml")
+    return local if local.exists() else Path(__file__).resolve().parent.parent / local
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    """The admin socket: --socket, then -c's config, then $EDGE_GATEWAY_SOCKET, then the
+    system service's socket, then the demo's; the first one that exists wins."""
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        from gateway.config import load_config
+
+        return load_config(Path(args.config), check_files=False).admin_socket
+    candidates = [Path(p) for p in [os.environ.get("EDGE_GATEWAY_SOCKET")] if p]
+    candidates += [SYSTEM_SOCKET, demo_dir() / "admin.sock"]
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value as JSON (true, 0.5, [1,0,0]) or else as a plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.core.values import codec_for
+
+    config = load_config(Path(args.config), codec_for=codec_for)
+    print(f"{args.config}: OK (thing {config.thing!r}, {len(config.devices)} devices)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import load_config, load_provision_setup
+    from gateway.core.values import codec_for
+    from gateway.ops.logs import configure_logging
+
+    setup = load_provision_setup(Path(args.config))
+    # Once, from the same logging section the full config has (provisioned.yaml adds none).
+    configure_logging(setup.logging.format, setup.logging.level)
+    if setup.needs_provisioning:
+        # First start with a provision: block: obtain the certificate, then load the config
+        # (provisioned.yaml completes it with the thing, endpoint and credentials).
+        from gateway.provisioning.provision import provision_at_start
+
+        code = _run_async(provision_at_start(setup))
+        if code != EXIT_OK:
+            return code
+    config = load_config(Path(args.config), codec_for=codec_for)
+    import structlog
+
+    from gateway.app import run_gateway
+
+    # Bound here, outside the loop, so even the last line after asyncio.run names the thing.
+    structlog.contextvars.bind_contextvars(thing=config.thing)
+
+    return _run_async(
+        run_gateway(config, mock_gpio=args.mock_gpio, config_path=Path(args.config).resolve())
+    )
+
+
+def _run_async(coro: Any) -> int:
+    import structlog
+
+    code = EXIT_OK
+    try:
+        result = asyncio.run(coro)
+        if isinstance(result, int):
+            code = result  # run_gateway: EXIT_RESTART_FOR_UPDATE after an update
+    except* GatewayError as group:
+        for exc in group.exceptions:
+            structlog.get_logger().error("gateway_failed", error=str(exc))
+            print(f"edge-gateway: {exc}", file=sys.stderr)
+        code = EXIT_RUNTIME
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.ops.admin import request
+
+    reply = request(_socket_path(args), {"cmd": "status"})
+    reply.pop("ok", None)
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return EXIT_OK
+    state = "connected" if reply.get("connected") else "disconnected"
+    synced = ", synced" if reply.get("synced") else ""
+    print(
+        f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
+    )
+    print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    print(_health_line(reply))
+    ota = reply.get("ota") or {}
+    if ota.get("state") not in (None, "idle"):
+        error = f": {ota['error']}" if ota.get("error") else ""
+        print(f"update {ota.get('version')}: {ota['state']}{error}")
+    for name, value in sorted(reply.get("devices", {}).items()):
+        error = reply.get("errors", {}).get(name)
+        print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
+    return EXIT_OK
+
+
+def _health_line(reply: dict[str, Any]) -> str:
+    """The figures the metrics endpoint exports, on one line."""
+    counters = reply.get("counters", {})
+    parts = [
+        "healthy" if reply.get("healthy") else "UNHEALTHY",
+        f"reconnects {reply.get('reconnects', 0)}",
+        f"deltas applied {counters.get('deltas_applied', 0)}"
+        f" / rejected {counters.get('deltas_rejected', 0)}",
+    ]
+    for key, label in (("outbox_depth", "outbox"), ("last_checkin", "last check-in")):
+        if reply.get(key) is not None:
+            parts.append(f"{label} {reply[key]}")
+    days = reply.get("certificate_days_left")
+    parts.append("certificate unreadable" if days is None else f"certificate {days:.0f} days left")
+    return ", ".join(parts)
+
+
+def cmd_mock_set(args: argparse.Namespace) -> int:
+    from gateway.ops.admin import request
+
+    value = _parse_value(args.value)
+    request(_socket_path(args), {"cmd": "mock_set", "name": args.name, "value": value})
+    print(f"{args.name} = {json.dumps(value)}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.cli.demo import run_demo
+
+    return run_demo(
+        workdir=Path(args.workdir) if args.workdir else demo_dir(),
+        config=Path(args.config),
+        http=_address(args.http, 8080) if args.http else None,
+    )
+
+
+def devcloud_dir() -> Path:
+    """Where ``edge-gateway devcloud`` keeps its state unless ``--state-dir`` says otherwise."""
+    return demo_dir().parent / "devcloud"
+
+
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    from gateway.devcloud.web.cloud import parse_address
+
+    try:
+        return parse_address(text, default_port)
+    except ValueError as exc:
+        raise GatewayError(f"invalid address {text!r}: expected HOST:PORT") from exc
+
+
+def cmd_devcloud(args: argparse.Namespace) -> int:
+    from gateway.devcloud.web.run import parse_claims, run_devcloud
+
+    return run_devcloud(
+        state_dir=Path(args.state_dir) if args.state_dir else devcloud_dir(),
+        things=args.things,
+        http=_address(args.http, 8080),
+        https=_address(args.https, 8443),
+        mqtt_port=args.mqtt_port,
+        claims=parse_claims(args.claim),
+        fleet_templates=parse_claims(args.fleet_template),
+        fleet_claims=args.fleet_claim,
+    )
+
+
+def cmd_desired(args: argparse.Namespace) -> int:
+    from gateway.cli.demo import set_desired
+
+    workdir = Path(args.workdir) if args.workdir else demo_dir()
+    return set_desired(workdir, args.assignments, show=args.show)
+
+
+def _add_socket_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="the daemon's config file (to find its socket)")
+    parser.add_argument("--socket", help="path of the daemon's admin socket")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Keep Raspberry Pi GPIO devices in sync with an AWS IoT Device Shadow.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument("--mock-gpio", action="store_true", help="use gpiozero's mock pins")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.set_defaults(handler=cmd_check_config)
+
+    status = commands.add_parser("status", help="show the state of a running gateway")
+    _add_socket_options(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_status)
+
+    mock = commands.add_parser("mock", help="drive mock inputs of a gateway on mock GPIO")
+    mock_commands = mock.add_subparsers(dest="mock_command", required=True, metavar="ACTION")
+    mock_set = mock_commands.add_parser("set", help="set a mock input, e.g. 'mock set button true'")
+    mock_set.add_argument("name", help="device name from the config")
+    mock_set.add_argument("value", help="value as JSON: true, false, 0.5, 42.0")
+    _add_socket_options(mock_set)
+    mock_set.set_defaults(handler=cmd_mock_set)
+
+    demo = commands.add_parser(
+        "demo", help="run the local dev cloud and a mock-GPIO gateway (needs mosquitto)"
+    )
+    demo.add_argument("-c", "--config", default=str(_default_demo_config()), help="gateway config")
+    demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
+    demo.add_argument(
+        "--http", help="dashboard address HOST:PORT (default 127.0.0.1:8080, or a free port)"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    devcloud = commands.add_parser(
+        "devcloud",
+        help="run the local dev cloud: broker, shadows, dashboard, Provision API (needs mosquitto)",
+    )
+    devcloud.add_argument(
+        "--things", type=int, default=0, metavar="N", help="create a batch of N things"
+    )
+    devcloud.add_argument(
+        "--http", default="127.0.0.1:8080", help="dashboard address (plain HTTP; keep it loopback)"
+    )
+    devcloud.add_argument("--https", default="127.0.0.1:8443", help="Provision API address")
+    devcloud.add_argument("--mqtt-port", type=int, default=8883, help="broker port (0: any free)")
+    devcloud.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="ID[=THING]",
+        help="a claim id /provision/getCerts accepts (repeatable; also claims.json)",
+    )
+    devcloud.add_argument(
+        "--fleet-template",
+        action="append",
+        default=[],
+        metavar="NAME=THING",
+        help="a fleet-provisioning template, e.g. pi=pi-{SerialNumber} (also templates.json)",
+    )
+    devcloud.add_argument(
+        "--fleet-claim",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="issue a claim certificate into DIR/claims/NAME/ for fleet provisioning",
+    )
+    devcloud.add_argument("--state-dir", help=f"state folder (default {devcloud_dir()})")
+    devcloud.set_defaults(handler=cmd_devcloud)
+
+    desired = commands.add_parser(
+        "desired", help="set desired state of the demo's thing (as the cloud app would)"
+    )
+    desired.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. led=true")
+    desired.add_argument("--show", action="store_true", help="print the shadow document")
+    desired.add_argument("--workdir", help=f"the demo's state folder (default {demo_dir()})")
+    desired.set_defaults(handler=cmd_desired)
+    _add_ota_commands(commands)
+    from gateway.cli.certs import add_certs_parser, add_provision_parser
+
+    add_provision_parser(commands)
+    add_certs_parser(commands)
+    return parser
+
+
+def cmd_ota_keygen(args: argparse.Namespace) -> int:
+    from gateway.updates.signing import generate_keypair
+
+    private = Path(args.key)
+    public = Path(args.public) if args.public else private.with_suffix(".pub.pem")
+    generate_keypair(private, public)
+    print(f"private key {private} (0600, keep it off the devices); public key {public}")
+    print(f"devices: ota.public_key: {public}")
+    return EXIT_OK
+
+
+def cmd_ota_sign(args: argparse.Namespace) -> int:
+    from gateway.updates.checkin import version_problem
+    from gateway.updates.signing import (
+        build_bundle,
+        bundle_name,
+        sign_file,
+        sign_release,
+        wheel_project,
+    )
+
+    artifact = Path(args.artifact)
+    is_wheel = artifact.name.endswith(".whl")
+    if args.product is None:
+        if args.deps or args.version or args.min_version or args.downgrade:
+            raise GatewayError("--deps, --version, --min-version and --downgrade need --product")
+        try:  # the digest-only signature of gateways from before manifests
+            signature = sign_file(Path(args.key).read_bytes(), artifact)
+        except OSError as exc:
+            raise GatewayError(f"cannot sign {artifact}: {exc.strerror or exc}") from exc
+        output = Path(args.output) if args.output else artifact.with_name(artifact.name + ".sig")
+        output.write_bytes(signature)
+        print(f"{output}: {signature.decode().strip()}")
+        print("note: gateways from this version on need a signed manifest: add --product")
+        return EXIT_OK
+    if args.output:
+        raise GatewayError("--output applies only without --product (a digest signature)")
+    if args.deps and not is_wheel:
+        raise GatewayError("--deps applies only to a wheel")
+    try:
+        version = args.version or (wheel_project(artifact.name)[1] if is_wheel else None)
+        if version is None:
+            raise GatewayError("--version is needed for an artifact that is not a wheel")
+        for name, value in (("--version", version), ("--min-version", args.min_version)):
+            if value is not None and (problem := version_problem(value)) is not None:
+                raise GatewayError(f"{name} {value!r}: {problem}")
+        key = Path(args.key).read_bytes()
+        if is_wheel:  # mode wheel installs a bundle: the wheel and every dependency, pinned
+            deps = Path(args.deps) if args.deps else None
+            artifact = build_bundle(artifact, deps, artifact.with_name(bundle_name(artifact)))
+        release = sign_release(
+            key,
+            artifact,
+            product=args.product,
+            version=version,
+            min_version=args.min_version,
+            downgrade=args.downgrade,
+        )
+    except OSError as exc:
+        raise GatewayError(f"cannot sign {artifact}: {exc.strerror or exc}") from exc
+    print(f"artifact  {release.artifact} ({release.content.size} bytes)")
+    print(f"manifest  {release.manifest}: {release.manifest.read_text().strip()}")
+    print(f"signature {release.signature}")
+    return EXIT_OK
+
+
+def cmd_ota_guard(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.updates.ota import run_guard
+
+    action = run_guard(load_config(Path(args.config), check_files=False))
+    print(f"ota guard: {action}")
+    return EXIT_OK
+
+
+def _add_ota_commands(commands: Any) -> None:
+    ota = commands.add_parser("ota", help="update helpers: sign artifacts, keys, start guard")
+    actions = ota.add_subparsers(dest="ota_command", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="make an Ed25519 signing key pair")
+    keygen.add_argument("--key", required=True, help="private key file to create (0600)")
+    keygen.add_argument("--public", help="public key file (default KEY with .pub.pem)")
+    keygen.set_defaults(handler=cmd_ota_keygen)
+    sign = actions.add_parser(
+        "sign",
+        help="with --product: write the signed manifest (and for a wheel the bundle); "
+        "without: ARTIFACT.sig, the digest signature of older gateways",
+    )
+    sign.add_argument("artifact", help="the file devices will download (a .whl: its bundle)")
+    sign.add_argument("--key", required=True, help="Ed25519 or ECDSA P-256 private key (PEM)")
+    sign.add_argument("-o", "--output", help="signature file (default ARTIFACT.sig)")
+    sign.add_argument("--product", help="checkin.product_id of the devices this release is for")
+    sign.add_argument("--version", help="the release's version (default: the wheel's)")
+    sign.add_argument("--min-version", help="the oldest running version it may replace")
+    sign.add_argument(
+        "--downgrade", action="store_true", help="allow it to replace a newer version"
+    )
+    sign.add_argument(
+        "--deps", help="a folder of dependency wheels to bundle (e.g. from 'pip download')"
+    )
+    sign.set_defaults(handler=cmd_ota_sign)
+    guard = actions.add_parser(
+        "guard", help="before a start: roll back a pending update that cannot get healthy"
+    )
+    guard.add_argument("-c", "--config", required=True, help="YAML config file")
+    guard.set_defaults(handler=cmd_ota_guard)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The small interfaces between the daemon and its libraries; adapters implement them.
+
+The device bank (GPIO), an MQTT session and the connector that opens one, the input callback
+and the clock; and the device core as a cloud link sees it (``DeviceCore``, what it tells its
+listeners, ``EngineListener``, and what became of a change, ``Outcome``). The device core, the
+connection loop, the cloud links, fleet provisioning and the timers depend on these protocols
+only, never on aiomqtt, gpiozero or each other, so they are tested with plain fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.core.values import JsonValue, NativeValue
+
+# Called on the event loop's thread with (device name, reported value, wall-clock epoch seconds
+# at which the change was observed).
+InputCallback = Callable[[str, JsonValue, float], None]
+Clock = Callable[[], float]
+
+
+class DeviceBank(Protocol):
+    """The configured devices on one pin factory."""
+
+    @property
+    def is_mock(self) -> bool: ...
+
+    def open(self, on_input: InputCallback) -> None:
+        """Create every device (outputs at their initial value) and start input callbacks."""
+
+    def write(self, name: str, value: NativeValue) -> JsonValue:
+        """Drive an output to an already validated value; returns the value read back."""
+
+    def read(self, name: str) -> JsonValue:
+        """The current reported value of any device (a sensor read may block briefly)."""
+
+    def drive_mock_input(self, name: str, value: JsonValue) -> None:
+        """Simulate an input or sensor value; only on mock GPIO."""
+
+    def close(self) -> None:
+        """Release every pin."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+
+
+class MqttSession(Protocol):
+    """One live MQTT connection."""
+
+    async def subscribe(self, topics: Sequence[str]) -> None: ...
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+    def messages(self) -> AsyncIterator[InboundMessage]:
+        """Inbound messages until the connection drops (then ``MqttConnectionError``)."""
+        ...
+
+
+class EngineListener(Protocol):
+    """What a cloud link hears from the device core (all on the loop's thread)."""
+
+    def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
+        """An input or sensor changed, or the engine changed an output by itself."""
+
+    def on_deferred_applied(self, name: str, value: JsonValue) -> None:
+        """A value held back by the output's minimum interval has now been applied."""
+
+    def on_failsafe(self, name: str) -> None:
+        """The output was driven to its fail-safe value (no link is up)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one "set these values": applied (read back), refused, or held back."""
+
+    applied: dict[str, JsonValue] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # name -> reason
+    deferred: frozenset[str] = frozenset()
+
+
+class DeviceCore(Protocol):
+    """The device core as a cloud link sees it: set values, hear about changes."""
+
+    @property
+    def values(self) -> dict[str, JsonValue]:
+        """Every device's current value."""
+        ...
+
+    def add_listener(self, listener: EngineListener) -> None: ...
+
+    def prime(self, values: Mapping[str, JsonValue]) -> None: ...
+
+    def on_input(self, name: str, value: JsonValue, observed_at: float) -> None: ...
+
+    def apply(self, changes: Mapping[str, NativeValue]) -> Outcome:
+        """Set validated values (interlocks, minimum intervals and follows applied)."""
+        ...
+
+    def restore(self, values: Mapping[str, NativeValue]) -> None: ...
+
+    def link_up(self) -> None: ...
+
+    def link_down(self, *, failsafe: bool = True) -> None: ...
+
+
+class MqttConnector(Protocol):
+    """Makes connections; each ``connect()`` is one session, closed on exit."""
+
+    async def prepare(self) -> None:
+        """Load credentials up front, so bad ones fail before any pin is touched."""
+
+    def connect(self) -> AbstractAsyncContextManager[MqttSession]: ...

@@ -1,0 +1,267 @@
+"""MQTT 3.1.1 over mutual TLS with aiomqtt: the only module that imports it.
+
+The TLS context (``gateway.core.tls``) is built off the event loop (loading keys blocks; every file
+is size-checked first), ``TCP_NODELAY`` is set so a quiet link does not wait on Nagle/delayed
+ACK, and every aiomqtt/paho error leaves this module as a ``GatewayError`` that says whether
+the broker refused our certificate, the two sides share no TLS version or cipher (logged here as
+``mqtt_tls_protocol_failed`` with OpenSSL's reason), or the network failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import structlog
+
+from gateway.core.ports import InboundMessage
+from gateway.core.tls import client_context
+from gateway.errors import (
+    CertificateRejectedError,
+    MqttConnectionError,
+    TlsProtocolError,
+)
+
+log = structlog.get_logger()
+
+AWS_ALPN_PORT = 443
+AWS_ALPN_PROTOCOL = "x-amzn-mqtt-ca"  # AWS IoT's ALPN name for MQTT on port 443
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int
+    client_id: str
+    ca: Path
+    cert: Path
+    key: Path
+    keepalive_s: int = 60
+    connect_timeout_s: float = 10.0
+    will: Will | None = None
+
+
+# OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
+# agree on a protocol version, cipher or extension: nothing to do with either certificate.
+_PROTOCOL_REASONS = (
+    "UNSUPPORTED_PROTOCOL",
+    "WRONG_VERSION_NUMBER",
+    "ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE",
+    "VERSION_TOO_LOW",
+    "VERSION_TOO_HIGH",
+    "WRONG_SSL_VERSION",
+    "UNKNOWN_PROTOCOL",
+    "NO_SHARED_CIPHER",
+    "NO_CIPHERS_AVAILABLE",
+    "NO_CIPHER_MATCH",
+    "INAPPROPRIATE_FALLBACK",
+    "NO_APPLICATION_PROTOCOL",
+    "ALERT_HANDSHAKE_FAILURE",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM",
+)
+# Reasons about a certificate (ours refused, theirs not trusted) or its key.
+_CERTIFICATE_WORDS = ("CERTIFICATE", "UNKNOWN_CA", "BAD_CERT", "ACCESS_DENIED", "DECRYPT_ERROR")
+
+
+def tls_failure(reason: str) -> str | None:
+    """``"certificate"``, ``"protocol"`` or None (not a TLS handshake problem) for an OpenSSL
+    reason or a message quoting one (``[SSL: TLSV1_ALERT_PROTOCOL_VERSION] ...``)."""
+    text = reason.upper()
+    if any(word in text for word in _CERTIFICATE_WORDS):
+        return "certificate"
+    if any(word in text for word in _PROTOCOL_REASONS):
+        return "protocol"
+    if "HANDSHAKE" in text or "ALERT" in text:
+        return "certificate"  # another alert while shaking hands: most likely a refusal
+    return None
+
+
+def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
+    """(kind, reason) of the first TLS certificate or protocol failure in a failure chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return "certificate", current.reason or "CERTIFICATE_VERIFY_FAILED"
+        if isinstance(current, ssl.SSLError) and current.reason:
+            kind = tls_failure(current.reason)
+            if kind is not None:
+                return kind, current.reason
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class _TlsAlertRecorder(logging.Handler):
+    """Keeps the TLS alert paho logs while connecting.
+
+    With TLS 1.3 the broker checks our certificate after the client's side of the handshake
+    is done; its refusal arrives as an alert that paho only logs ("failed to receive on
+    socket: [SSL: TLSV1_ALERT_UNKNOWN_CA] ...") while aiomqtt reports a timeout.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.alert: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "SSL" in message and "ALERT" in message.upper():
+            self.alert = message
+
+
+def _convert(exc: BaseException, action: str) -> MqttConnectionError:
+    problem = _tls_problem(exc)
+    if problem is None:
+        return MqttConnectionError(f"{action}: {exc}")
+    kind, reason = problem
+    if kind == "certificate":
+        return CertificateRejectedError(f"{action}: TLS certificate rejected ({exc})")
+    return TlsProtocolError(
+        f"{action}: TLS handshake failed on the protocol, not a certificate ({reason}): "
+        "the broker and this gateway share no TLS version (1.2 or later) or cipher",
+        reason,
+    )
+
+
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _raise_swallowed_cancel(before: int) -> None:
+    """Re-raise a cancellation that aiomqtt's ``asyncio.wait_for`` swallowed.
+
+    On Python 3.11 ``wait_for`` returns the result when the awaited acknowledgement arrives
+    just as its task is cancelled, dropping the cancellation: a shadow sender cancelled at
+    shutdown then went back to waiting on its queue, and the gateway ignored SIGTERM."""
+    if _cancels() > before:
+        raise asyncio.CancelledError
+
+
+class AiomqttSession:
+    """An open aiomqtt client behind the ``MqttSession`` port."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        before = _cancels()
+        try:
+            await self._client.subscribe([(topic, 1) for topic in topics])
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "subscribe failed") from exc
+        _raise_swallowed_cancel(before)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        before = _cancels()
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "publish failed") from exc
+        _raise_swallowed_cancel(before)
+
+    async def messages(self) -> AsyncIterator[InboundMessage]:
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = b"" if payload is None else str(payload).encode()
+                yield InboundMessage(message.topic.value, bytes(payload))
+        except aiomqtt.MqttError as exc:
+            raise _convert(exc, "connection lost") from exc
+
+
+class AiomqttConnector:
+    """Opens sessions to one broker with one identity; the TLS context is built once."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self._tls: ssl.SSLContext | None = None
+
+    async def prepare(self) -> None:
+        await self.tls_context()
+
+    async def tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            s = self.settings
+            alpn = [AWS_ALPN_PROTOCOL] if s.port == AWS_ALPN_PORT else []
+            self._tls = await asyncio.to_thread(client_context, s.ca, s.cert, s.key, alpn=alpn)
+        return self._tls
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AiomqttSession]:
+        s = self.settings
+        tls = await self.tls_context()
+        will = None
+        if s.will is not None:
+            will = aiomqtt.Will(s.will.topic, s.will.payload, qos=1, retain=s.will.retain)
+        paho_logger = logging.getLogger(f"mqtt.{s.client_id}")  # propagates to "mqtt"
+        alerts = _TlsAlertRecorder()
+        paho_logger.addHandler(alerts)
+        client = aiomqtt.Client(
+            logger=paho_logger,
+            hostname=s.host,
+            port=s.port,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            tls_context=tls,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            clean_session=True,
+            will=will,
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        before = _cancels()
+        try:
+            await client.__aenter__()
+        except (aiomqtt.MqttError, OSError) as exc:
+            error = _convert(exc, f"cannot connect to {s.host}:{s.port}")
+            if alerts.alert is not None and not isinstance(error, TlsProtocolError):
+                if tls_failure(alerts.alert) == "protocol":
+                    error = TlsProtocolError(
+                        f"cannot connect to {s.host}:{s.port}: TLS handshake failed on the "
+                        f"protocol, not a certificate ({alerts.alert})",
+                        alerts.alert,
+                    )
+                else:
+                    error = CertificateRejectedError(
+                        f"cannot connect to {s.host}:{s.port}: the broker refused our TLS "
+                        f"certificate ({alerts.alert})"
+                    )
+            if isinstance(error, TlsProtocolError):
+                log.error("mqtt_tls_protocol_failed", host=s.host, port=s.port, reason=error.reason)
+            raise error from exc
+        finally:
+            paho_logger.removeHandler(alerts)
+        if _cancels() > before:  # cancelled as the CONNACK arrived (see _raise_swallowed_cancel)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+            raise asyncio.CancelledError
+        log.info("mqtt_connected", host=s.host, port=s.port, client_id=s.client_id)
+        try:
+            yield AiomqttSession(client)
+        finally:
+            try:
+                await client.__aexit__(None, None, None)
+            except aiomqtt.MqttError as exc:
+                log.debug("mqtt_disconnect_unclean", error=str(exc))
+            log.info("mqtt_disconnected", host=s.host, port=s.port)

@@ -1,0 +1,317 @@
+"""HTTP(S) for check-in and artifact downloads: the only module importing aiohttp's client.
+
+One ``ClientSession`` per ``HttpClient``, on a TLS context from ``gateway.core.tls`` (always
+verified: the system trust store or the configured CA, optionally with the device's client
+certificate). The bearer token goes only to the check-in server's origin, never to an artifact
+host elsewhere. Redirects are followed only to https on the same origin (scheme, host and port),
+a few hops at most; any other is refused. Answers are read up to a cap (never whole into memory)
+and JSON is decoded within a nesting bound. Downloads stream to disk in chunks, check free space
+as they go, resume with ``Range`` after a cut link and stop at a size cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Self
+from urllib.parse import urljoin, urlsplit
+
+from gateway.errors import UpdateError
+from gateway.updates.checkin import MAX_ANSWER_BYTES, OfferError, decode_json
+
+if TYPE_CHECKING:  # imported on first use instead: aiohttp costs ~20 MB of RSS
+    import aiohttp
+
+CHUNK = 64 * 1024
+READ_TIMEOUT_S = 60.0  # no byte for this long ends a download (it resumes next time)
+SPACE_CHECK_BYTES = 1024 * 1024  # free disk space is checked again after this many bytes
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class HttpStatusError(UpdateError):
+    """The server answered with an error status."""
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(f"{_safe(url)} answered {status} {reason}".rstrip())
+
+    @property
+    def is_auth(self) -> bool:
+        return self.status in (401, 403)
+
+
+class HttpTransportError(UpdateError):
+    """No answer: connection refused or cut, TLS failure, timeout, truncated body."""
+
+
+class HttpRedirectError(UpdateError):
+    """A redirect that is not followed: to another origin, to plain http, or too many."""
+
+
+def redirect_problem(start: str, target: str, *, method: str, status: int) -> str | None:
+    """Why a ``status`` redirect of a request to ``start`` must not go to ``target``, or None.
+
+    Only https to ``start``'s own origin is followed: a hop to plain http or to another host
+    could hand the device an offer or an artifact from someone else. A POST is followed only
+    by 307/308, which keep the method and body."""
+    if urlsplit(target).scheme != "https":
+        return "only https redirects are followed"
+    if _origin(target) != _origin(start):
+        return "only redirects to the same origin (scheme, host, port) are followed"
+    if method == "POST" and status not in (307, 308):
+        return f"a {status} would turn the POST into a GET"
+    return None
+
+
+def _safe(url: str) -> str:
+    """A URL for logs: without its query (presigned URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    status: int
+    body: Any
+
+
+class HttpClient:
+    """``async with HttpClient(...) as http:`` then ``post_json``, ``fetch``, ``download``."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        timeout_s: float,
+        token: str | None = None,
+        token_origin: str | None = None,
+        user_agent: str = "edge-gateway",
+    ) -> None:
+        self._ssl = ssl_context
+        self._timeout_s = timeout_s
+        self._token = token
+        self._token_origin = _origin(token_origin) if token_origin else None
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ssl),
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            headers={"User-Agent": self._user_agent},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise UpdateError("HTTP client used outside 'async with'")
+        return self._session
+
+    def _headers(self, url: str) -> dict[str, str]:
+        if self._token and self._token_origin == _origin(url):
+            return {"Authorization": f"Bearer {self._token}"}
+        return {}
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The final response to ``method url``, following only same-origin https redirects;
+        a 3xx/4xx/5xx that is not followed raises HttpStatusError or HttpRedirectError."""
+        current = url
+        # None would mean "no timeout" to aiohttp: only pass one that is given.
+        options: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.session.request(
+                method,
+                current,
+                json=json_body,
+                headers={**self._headers(current), **(headers or {})},
+                allow_redirects=False,
+                **options,
+            ) as response:
+                if response.status in REDIRECT_STATUSES:
+                    location = response.headers.get("Location", "")
+                    target = urljoin(current, location)
+                    problem = "no Location" if not location else None
+                    problem = problem or redirect_problem(
+                        url, target, method=method, status=response.status
+                    )
+                    if problem is not None:
+                        raise HttpRedirectError(  # the target is the server's text: bounded
+                            f"{_safe(current)} redirected ({response.status}) to "
+                            f"{_safe(target)[:120]}; refused: {problem}"
+                        )
+                    current = target
+                    continue
+                if response.status >= 300:
+                    raise HttpStatusError(current, response.status, response.reason or "")
+                yield response
+                return
+        raise HttpRedirectError(f"{_safe(url)}: more than {MAX_REDIRECTS} redirects")
+
+    async def post_json(self, url: str, body: dict[str, Any]) -> JsonReply:
+        """POST ``body``; a 2xx answer's JSON (``None`` when empty), else HttpStatusError.
+        The answer is read up to ``MAX_ANSWER_BYTES`` and decoded within a nesting bound."""
+        import aiohttp
+
+        try:
+            async with self._request("POST", url, json_body=body) as response:
+                data = await _read_capped(response, MAX_ANSWER_BYTES, url)
+                status = response.status
+        except aiohttp.ClientError as exc:
+            raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{_safe(url)}: no answer in {self._timeout_s} s") from exc
+        try:
+            return JsonReply(status, decode_json(data, what="the answer"))
+        except OfferError as exc:
+            raise UpdateError(f"{_safe(url)}: {exc}") from exc
+
+    async def fetch(self, url: str, *, max_bytes: int) -> bytes:
+        """A small file (a signature, a manifest) into memory, at most ``max_bytes``."""
+        import aiohttp
+
+        try:
+            async with self._request("GET", url) as response:
+                return await _read_capped(response, max_bytes, url)
+        except aiohttp.ClientError as exc:
+            raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{_safe(url)}: no answer in {self._timeout_s} s") from exc
+
+    async def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        check_space: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream ``url`` into ``dest``, resuming a partial ``dest`` with a Range request.
+
+        Returns the file's final size. ``check_space(bytes_still_to_come)`` runs (in a thread)
+        before anything is written and again after every ``SPACE_CHECK_BYTES`` (bytes still to
+        come: 0 when the server did not say), and may raise. A cut link leaves the part written
+        so far; the caller decides what other failures leave.
+        """
+        import aiohttp
+
+        offset = await asyncio.to_thread(_size, dest)
+        if offset > max_bytes:
+            offset = 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=min(READ_TIMEOUT_S, timeout_s))
+        try:
+            async with self._request(
+                "GET", url, headers=headers, client_timeout=timeout
+            ) as response:
+                if response.status != 206 or not _resumes_at(response, offset):
+                    offset = 0  # the server sent the whole file
+                length = response.content_length
+                if length is not None and offset + length > max_bytes:
+                    raise UpdateError(
+                        f"artifact is {offset + length} bytes; the limit is {max_bytes}"
+                    )
+                if check_space is not None:
+                    await asyncio.to_thread(check_space, length or 0)
+                size = offset
+                checked = 0
+                file = await asyncio.to_thread(_open, dest, append=offset > 0)
+                try:
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise UpdateError(f"artifact is larger than the limit {max_bytes}")
+                        await asyncio.to_thread(file.write, chunk)
+                        checked += len(chunk)
+                        if check_space is not None and checked >= SPACE_CHECK_BYTES:
+                            checked = 0
+                            to_come = 0 if length is None else max(0, offset + length - size)
+                            await asyncio.to_thread(check_space, to_come)
+                finally:
+                    await asyncio.to_thread(_close, file)
+        except HttpStatusError as exc:
+            if exc.status == 416 and offset:
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
+                message = f"{_safe(url)} refused to resume; starting over next time"
+                raise UpdateError(message) from exc
+            raise
+        except aiohttp.ClientError as exc:
+            raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{_safe(url)}: download timed out") from exc
+        return size
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:
+    """The body, at most ``max_bytes``: a longer one is refused as soon as it shows (by its
+    Content-Length, or once ``max_bytes`` + 1 bytes arrived) and the connection dropped."""
+    length = response.content_length
+    if length is not None and length > max_bytes:
+        raise UpdateError(f"{_safe(url)} answered {length} bytes; the limit is {max_bytes}")
+    data = bytearray()
+    while len(data) <= max_bytes:
+        chunk = await response.content.read(max_bytes + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    response.close()  # do not drain the rest of a hostile answer
+    raise UpdateError(f"{_safe(url)} answered more than {max_bytes} bytes")
+
+
+def _resumes_at(response: aiohttp.ClientResponse, offset: int) -> bool:
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {offset}-")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _open(path: Path, *, append: bool) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("ab" if append else "wb")
+
+
+def _close(file: BinaryIO) -> None:
+    file.flush()
+    try:
+        os.fsync(file.fileno())
+    finally:
+        file.close()
