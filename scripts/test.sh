@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole check: ruff, mypy (strict on gateway/), then pytest (unit + real-mosquitto
+# The whole check: ruff, mypy (strict on gateway/), import-linter, then pytest (unit + real-mosquitto
 # integration tests). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,5 +12,7 @@ echo "==> ruff"
 "$bin/ruff" format --check gateway tests bench
 echo "==> mypy (strict)"
 "$bin/mypy" gateway
+echo "==> import-linter (the layers in pyproject.toml)"
+"$bin/lint-imports"
 echo "==> pytest"
 exec "$bin/pytest" "$@"
