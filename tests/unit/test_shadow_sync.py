@@ -324,4 +324,4 @@ async def test_gateway_status_entries_are_reported_now_and_in_full_reports(runni
     sync.report_gateway_status("ota", {"state": "idle"})  # unchanged: nothing sent
     await asyncio.sleep(0.05)
     assert len(session.published) == 3
-    assert sync._full_reported()["gateway"]["ota"] == {"state": "idle"}  # type: ignore[index]
+    assert sync.full_reported()["gateway"]["ota"] == {"state": "idle"}  # type: ignore[index]

@@ -20,30 +20,18 @@ from gateway.config import ShadowConfig
 from gateway.core.outbox import Change, Outbox, OutboxWriter
 from gateway.core.ports import Clock, DeviceCore, InboundMessage, MqttSession
 from gateway.core.values import JsonValue, ValueCodec
-from gateway.links.shadow.messages import (
-    DeltaMessage,
-    ErrorReply,
-    PayloadError,
-    ShadowDocument,
-    UpdateAccepted,
-    parse_reply,
-)
+from gateway.links.shadow.desired import DesiredSync
 from gateway.links.shadow.protocol import ShadowProtocol, ShadowRequest
 from gateway.links.shadow.reconcile import (
     GATEWAY_KEY,
     MAX_ERROR_REASON_CHARS,
-    DeltaPlan,
-    FailsafeMemory,
     Reconciler,
     ShadowUpdate,
 )
 from gateway.links.shadow.report import (
     EventPublisher,
     Reporter,
-    drift,
-    error_names,
     full_reported,
-    has_unknown_summary,
 )
 from gateway.links.shadow.topics import ShadowTopics
 
@@ -86,15 +74,16 @@ class ShadowSync:
             "deltas_stale": 0,
             "messages_dropped": 0,
         }
-        self._stopping = False
-        self._first_get_in_session = True
+        self.stopping = False
+        self.first_get_in_session = True
         self._outbox = outbox if outbox is not None else Outbox(None)
         self.events = EventPublisher(self._outbox)
         # Accepted input changes reach the reporter only once the writer has them on disk.
-        self._writer = writer
+        self.writer = writer
         # Extra entries of reported.gateway (e.g. ota, cert_expires), set by other services.
         self.gateway_status: dict[str, JsonValue] = {}
-        self._last_cloud_time: float | None = None  # the shadow service's clock, from replies
+        # Replies and deltas in, device values and updates out.
+        self.desired = DesiredSync(self, clock)
         self.configure(
             thing=thing,
             shadow=shadow,
@@ -123,15 +112,13 @@ class ShadowSync:
         self.thing = thing
         self.topics = ShadowTopics(thing, shadow.name)
         self.protocol = ShadowProtocol(self.topics, self, monotonic=self._monotonic)
-        self._shadow = shadow
-        self._restore = restore
+        self.settings = shadow
+        self.restore_names = restore
         self.reconciler = Reconciler(codecs, reason_chars=error_reason_chars)
-        self._restored = False  # outputs to restore are restored from the next document
         self._event_devices = event_devices
         self._events_topic = events_topic or f"things/{thing}/events"
         self._status_topic = status_topic or f"things/{thing}/status"
-        self._deferred_versions: dict[str, int] = {}  # held back by min_interval: its version
-        self._failsafed = FailsafeMemory()
+        self.desired.reset()
         self.synced.clear()  # until a document of the new configuration is reconciled
 
     # -- inputs from the device side (all on the loop thread) --------------------------------
@@ -154,42 +141,28 @@ class ShadowSync:
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
         """A device value changed: persist it, then schedule a coalesced report."""
         change = Change(name, value, observed_at, event=name in self._event_devices)
-        if self._writer is not None:
-            self._writer.accept(change)
+        if self.writer is not None:
+            self.writer.accept(change)
         else:
             self.on_persisted([change])
         log.debug("input_changed", device=name, value=value)
 
     def on_failsafe(self, name: str) -> None:
-        """Desired values set before now (cloud clock) are not applied again after the outage."""
-        cutoff = self._last_cloud_time if self._last_cloud_time is not None else self._clock()
-        self._failsafed.remember(name, cutoff)
+        self.desired.on_failsafe(name)
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
-        """A desired value held back by min_interval is on the device now: report (and clear)
-        it like any applied desired value; without a session the next fetch reconciles it."""
-        version = self._deferred_versions.pop(name, self.reconciler.newest_version)
-        if self._stopping or not self.connected:
-            return
-        log.info("desired_applied", device=name, value=value, version=version)
-        self.counters["deltas_applied"] += 1
-        plan = DeltaPlan(version=version, apply={name: True})  # only the key counts here
-        update = self.reconciler.build_update(
-            plan,
-            {name: value},
-            clear_desired=self._shadow.clear_desired,
-            timestamp_ms=self._timestamp(None),
-        )
-        if update is not None:
-            self._enqueue_update(update)
+        self.desired.on_deferred_applied(name, value)
+
+    def handle_message(self, message: InboundMessage) -> None:
+        self.desired.handle_message(message)
 
     def report_gateway_status(self, key: str, value: JsonValue) -> None:
         """Set ``reported.gateway.<key>`` now (if connected) and in every full report."""
         if self.gateway_status.get(key) == value and key in self.gateway_status:
             return
         self.gateway_status[key] = value
-        if self.connected and not self._stopping:
-            self._enqueue_update(ShadowUpdate(reported={GATEWAY_KEY: {key: value}}))
+        if self.connected and not self.stopping:
+            self.enqueue_update(ShadowUpdate(reported={GATEWAY_KEY: {key: value}}))
 
     def on_persisted(self, changes: list[Change]) -> None:
         """Changes are durable: report them (coalesced) and publish their events."""
@@ -235,11 +208,11 @@ class ShadowSync:
         finally:
             self.connected = False
             self._abandon_requests()
-            self.engine.link_down(failsafe=not self._stopping)
+            self.engine.link_down(failsafe=not self.stopping)
 
     def _reset_session(self) -> None:
-        self._stopping = False
-        self._first_get_in_session = True
+        self.stopping = False
+        self.first_get_in_session = True
         self.protocol.start_session()
         self.reporter.start_session()
 
@@ -250,10 +223,10 @@ class ShadowSync:
 
     async def _final_report(self) -> None:
         """On shutdown: stop taking deltas, report the final state and wait briefly for it."""
-        self._stopping = True
+        self.stopping = True
         batch, observed_at = self.reporter.take()
-        request = self._enqueue_update(
-            ShadowUpdate(reported=self._full_reported(), timestamp_ms=self._timestamp(observed_at)),
+        request = self.enqueue_update(
+            ShadowUpdate(reported=self.full_reported(), timestamp_ms=self.timestamp(observed_at)),
             batch=batch,
             observed_at=observed_at,
         )
@@ -280,134 +253,20 @@ class ShadowSync:
                     detail=str(exc)[:200],
                 )
 
-    def handle_message(self, message: InboundMessage) -> None:
-        kind = self.topics.classify(message.topic)
-        if kind is None:
-            return
-        try:
-            reply = parse_reply(kind, message.payload)
-        except PayloadError as exc:
-            self.counters["messages_dropped"] += 1
-            log.warning("payload_dropped", topic=message.topic, reason=exc.reason, shape=exc.shape)
-            return
-        if isinstance(reply.timestamp, int | float):
-            self._last_cloud_time = float(reply.timestamp)
-        if isinstance(reply, DeltaMessage):
-            self._on_delta(reply)
-        elif isinstance(reply, ShadowDocument):
-            self._on_document(reply)
-        elif isinstance(reply, UpdateAccepted):
-            self._on_update_accepted(reply)
-        elif isinstance(reply, ErrorReply):
-            self.protocol.on_rejected(kind, reply)
-
-    def _on_delta(self, delta: DeltaMessage) -> None:
-        if self._stopping:
-            return
-        plan = self.reconciler.plan(delta.state, delta.version)
-        if plan.stale:
-            self.counters["deltas_stale"] += 1
-            log.info(
-                "delta_ignored_stale", version=delta.version, newest=self.reconciler.newest_version
-            )
-            # The document decides: it resets the version floor (should a forged or replayed
-            # delta have raised it) and carries whatever this delta wanted, if still desired.
-            self.protocol.request_get()
-            return
-        if self._failsafed:
-            caused_by_us = self.protocol.is_ours(delta.client_token)
-            plan, held = self._failsafed.filter_delta(plan, caused_by_us=caused_by_us)
-            _log_held(held)
-        self._apply_and_report(plan, extra_reported=None)
-
-    def _on_document(self, document: ShadowDocument) -> None:
-        if self.protocol.answered(document.client_token) is None:
-            return  # somebody else's get: not ours to trust
-        self.reconciler.observe_document(document.version)
-        if self._stopping:
-            return
-        reported = document.state.reported or {}
-        if not self._restored:
-            self._restore_outputs(reported, document.state.delta or {})
-        plan = self.reconciler.plan(
-            document.state.delta or {}, document.version, from_document=True
-        )
-        if self._failsafed:
-            plan, held = self._failsafed.filter_document(plan, document.desired_timestamp)
-            _log_held(held)
-        if self._first_get_in_session:
-            # After every connect, report everything: changes made while offline catch up.
-            self._first_get_in_session = False
-            extra = self._full_reported(
-                stale_errors=error_names(reported), stale_unknown=has_unknown_summary(reported)
-            )
-        else:
-            extra = drift(self.values, self.reconciler, reported)
-            if extra:
-                log.info("reported_drift_corrected", keys=sorted(extra))
-        self._apply_and_report(plan, extra_reported=extra or None)
-        self.synced.set()
-
-    def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
-        self._restored = True
-        # A pending desired value wins over restoring the old reported one.
-        names = [name for name in self._restore if name not in delta]
-        self.engine.restore(self.reconciler.restore_plan(reported, names))
-
-    def _apply_and_report(
-        self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
-    ) -> None:
-        outcome = self.engine.apply(plan.apply)
-        for name in outcome.deferred:
-            self._deferred_versions[name] = plan.version
-        applied = outcome.applied
-        refused = {name: self.reconciler.reason(why) for name, why in outcome.refused.items()}
-        plan = plan.outcome(applied, refused)
-        for name, shown in applied.items():
-            log.info("desired_applied", device=name, value=shown, version=plan.version)
-        for name, reason in plan.rejected.items():
-            log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
-        if plan.unknown:
-            # One line however many keys: a desired document full of junk must not flood logs.
-            log.warning(
-                "desired_unknown_keys",
-                count=len(plan.unknown),
-                names=[name[:64] for name in plan.unknown[:10]],
-                version=plan.version,
-            )
-        self.counters["deltas_applied"] += len(applied)
-        self.counters["deltas_rejected"] += len(plan.rejected) + len(plan.unknown)
-        update = self.reconciler.build_update(
-            plan,
-            applied,
-            clear_desired=self._shadow.clear_desired,
-            timestamp_ms=self._timestamp(None),
-            extra_reported=extra_reported,
-        )
-        if update is not None:
-            self._enqueue_update(update)
-
-    def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
-        request = self.protocol.answered(accepted.client_token)
-        if request is not None:
-            self.reconciler.observe_version(accepted.version)  # only our own: trusted
-            if request.batch and self._writer is not None:
-                self._writer.delivered(request.batch)  # the outbox may forget these now
-
     # -- what the protocol tells the sync ---------------------------------------------------------
 
     def on_no_shadow(self) -> None:
         """No shadow yet: create it by reporting the devices' current state."""
         log.info("shadow_created", reason="get returned 404")
-        self._first_get_in_session = False
-        self._enqueue_update(ShadowUpdate(reported=self._full_reported()))
+        self.first_get_in_session = False
+        self.enqueue_update(ShadowUpdate(reported=self.full_reported()))
         self.synced.set()
 
     def on_not_accepted(self, request: ShadowRequest) -> None:
         """An update that will not be retried as it is: its input changes go out again."""
         self.reporter.put_back(request.batch, request.observed_at)
 
-    def _enqueue_update(
+    def enqueue_update(
         self,
         update: ShadowUpdate,
         *,
@@ -417,10 +276,10 @@ class ShadowSync:
         return self.protocol.enqueue_update(update, batch=batch, observed_at=observed_at)
 
     def _send_batch(self, batch: dict[str, JsonValue], observed_at: float | None) -> None:
-        update = ShadowUpdate(reported=dict(batch), timestamp_ms=self._timestamp(observed_at))
-        self._enqueue_update(update, batch=batch, observed_at=observed_at)
+        update = ShadowUpdate(reported=dict(batch), timestamp_ms=self.timestamp(observed_at))
+        self.enqueue_update(update, batch=batch, observed_at=observed_at)
 
-    def _full_reported(
+    def full_reported(
         self, stale_errors: frozenset[str] = frozenset(), *, stale_unknown: bool = False
     ) -> dict[str, JsonValue]:
         return full_reported(
@@ -431,8 +290,8 @@ class ShadowSync:
             stale_unknown=stale_unknown,
         )
 
-    def _timestamp(self, observed_at: float | None) -> int | None:
-        if not self._shadow.send_timestamp:
+    def timestamp(self, observed_at: float | None) -> int | None:
+        if not self.settings.send_timestamp:
             return None
         return int((observed_at if observed_at is not None else self._clock()) * 1000)
 
@@ -441,7 +300,7 @@ class ShadowSync:
             "connected": self.connected,
             "synced": self.synced.is_set(),
             "thing": self.thing,
-            "shadow": self._shadow.name,
+            "shadow": self.settings.name,
             "shadow_version": self.reconciler.newest_version
             if self.reconciler.newest_version >= 0
             else None,
@@ -452,8 +311,3 @@ class ShadowSync:
             "queued": self.protocol.queued,
             "outbox": self._outbox.depth(),
         }
-
-
-def _log_held(names: list[str]) -> None:
-    for name in names:
-        log.info("stale_desired_not_reapplied", device=name, reason="fail-safe value kept")
