@@ -28,8 +28,8 @@ from gateway import __version__
 from gateway.config import GatewayConfig
 from gateway.core.backoff import Backoff
 from gateway.core.outbox import Change, Outbox, OutboxWriter
-from gateway.core.ports import DeviceBank, MqttConnector
-from gateway.core.values import codec_for
+from gateway.core.ports import CloudLink, DeviceBank, MqttConnector
+from gateway.core.values import JsonValue, codec_for
 from gateway.devices.engine import DeviceEngine
 from gateway.devices.gpio import GpiozeroBank, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
@@ -102,6 +102,8 @@ class Gateway:
             engine=self.engine,
             **shadow_options(config),
         )
+        # The cloud links (the shadow today), each on its own connection loop.
+        self.links: dict[str, CloudLink] = {"shadow": self.shadow}
         # MQTT sessions one at a time; reloads, renewed credentials and stop are its commands.
         self.connection = ConnectionLoop(
             connector, backoff or backoff_for(config), self.shadow.run_session
@@ -116,7 +118,7 @@ class Gateway:
         self.exit_code = 0  # EXIT_RESTART_FOR_UPDATE after an update switched slots
         self.updater = Updater(
             config,
-            report=partial(self.shadow.report_gateway_status, "ota"),
+            report=partial(self.report_gateway_status, "ota"),
             healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
             restart=self._restart_for_update,
         )
@@ -141,6 +143,11 @@ class Gateway:
     @property
     def reload_counts(self) -> dict[str, int]:
         return self.reloader.counts
+
+    def report_gateway_status(self, key: str, value: JsonValue) -> None:
+        """One entry of the gateway's own status (OTA, certificate expiry), told every link."""
+        for link in self.links.values():
+            link.report_gateway_status(key, value)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -197,7 +204,7 @@ class Gateway:
         health = await asyncio.to_thread(check_credentials, self.config)
         expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
         if expiring is not None:
-            self.shadow.report_gateway_status(CERT_EXPIRES_KEY, expiring)
+            self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
         self.shadow.recover()
@@ -296,7 +303,7 @@ class Gateway:
             RenewalHooks(
                 config=lambda: self.config,
                 reconnect=self.reconnect_with_current_files,
-                report=self.shadow.report_gateway_status,
+                report=self.report_gateway_status,
                 renewed=renewed,
             )
         )

@@ -9,10 +9,11 @@ only, never on aiomqtt, gpiozero or each other, so they are tested with plain fa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core.values import JsonValue, NativeValue
 
@@ -109,6 +110,24 @@ class DeviceCore(Protocol):
     def link_up(self) -> None: ...
 
     def link_down(self, *, failsafe: bool = True) -> None: ...
+
+
+class CloudLink(Protocol):
+    """One cloud behind the device core: the AWS IoT shadow today, THiNX and MindConnect
+    beside it. A link listens to the device core (``DeviceCore.add_listener``), sets values
+    through it, and runs one session at a time on a connection its ``ConnectionLoop`` opens;
+    several links run at once, each with its own loop. It reaches no other link."""
+
+    connected: bool
+
+    async def run_session(self, session: MqttSession, stop: asyncio.Event) -> None:
+        """Sync over ``session`` until ``stop`` is set (then report and return) or it drops."""
+
+    def report_gateway_status(self, key: str, value: JsonValue) -> None:
+        """Show one entry of the gateway's own status (OTA, certificate expiry) to the cloud."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``edge-gateway status`` and the metrics show of this link."""
 
 
 class MqttConnector(Protocol):
