@@ -275,3 +275,33 @@ def test_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"thing: caf\xe9\n")
     [line] = problems(path)
     assert line == f"{path}: not UTF-8 text (byte 10): expected a YAML config"
+
+
+@pytest.mark.parametrize("count", [1, 20, 35, 45, 50, 60, 120])
+def test_every_device_refused_at_once_still_fits_the_shadow_limit(
+    cfg_dir: Path, count: int
+) -> None:
+    """The worst error report (every device refused, reasons as long as allowed) fits the
+    shadow's 8 KB for any config the size check accepts."""
+    import json
+
+    from gateway.config import SHADOW_DOCUMENT_LIMIT_BYTES, error_reason_chars
+
+    devices = "".join(
+        f"  sensor_{index:03d}_{'x' * 40}: {{type: LoadAverage}}\n" for index in range(count)
+    )
+    text = GOOD.replace("devices:\n  led: {type: LED, pin: 17}\n", "devices:\n" + devices)
+    path = write(cfg_dir, text)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        assert any("would be about" in line for line in exc.problems)  # too big: refused
+        return
+    chars = error_reason_chars(config)
+    reported = {name: -123456.123456 for name in config.devices}
+    reported["gateway"] = {  # type: ignore[assignment]
+        "version": "0.1.0",
+        "errors": {name: "x" * chars for name in config.devices},
+    }
+    size = len(json.dumps({"state": {"reported": reported}}, separators=(",", ":")))
+    assert size <= SHADOW_DOCUMENT_LIMIT_BYTES
