@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig, ShadowConfig
 from gateway.core.ports import InboundMessage
-from gateway.core.values import JsonValue, NativeValue, codec_for
+from gateway.core.values import codec_for
 from gateway.devcloud.shadowdoc import ShadowStore
 from gateway.devices.engine import DeviceEngine
 from gateway.errors import MqttConnectionError
 from gateway.links.shadow import protocol as shadow_protocol
 from gateway.links.shadow.sync import ShadowSync
 from gateway.links.shadow.topics import ShadowTopics
+from tests.fakes import FakeBank
 
 THING = "pi-conv"
 TOPICS = ShadowTopics(THING)
@@ -41,24 +42,6 @@ DEVICES = {
 }
 VALID = {"led": [True, False], "fan": [0.0, 0.25, 1.0]}
 INVALID = {"led": [1, "on"], "fan": [7, -1, 10**401]}
-
-
-class Bank:
-    is_mock = True
-
-    def __init__(self) -> None:
-        self.pins: dict[str, JsonValue] = {"led": False, "fan": 0.0, "button": False}
-
-    def write(self, name: str, value: NativeValue) -> JsonValue:
-        self.pins[name] = value  # type: ignore[assignment]
-        return self.pins[name]
-
-    def read(self, name: str) -> JsonValue:
-        return self.pins[name]
-
-    def open(self, on_input: Any) -> None: ...
-    def drive_mock_input(self, name: str, value: JsonValue) -> None: ...
-    def close(self) -> None: ...
 
 
 class StoreSession:
@@ -89,7 +72,7 @@ class StoreSession:
 class World:
     def __init__(self) -> None:
         self.store = ShadowStore(clock=lambda: 1_700_000_000.0)
-        self.bank = Bank()
+        self.bank = FakeBank({"led": False, "fan": 0.0, "button": False})
         codecs = {name: codec_for(device) for name, device in DEVICES.items()}
         self.sync = ShadowSync(
             thing=THING,

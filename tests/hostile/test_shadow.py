@@ -10,46 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
-import aiomqtt
 import pytest
 
-from gateway.core.tls import client_context
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.devcloud.shadowdoc import MAX_SECTION_BYTES
 from gateway.links.shadow.protocol import MAX_QUEUED_REQUESTS
-from tests.integration.harness import reported
+from tests.integration.harness import admin_client, reported, until
 
 pytestmark = pytest.mark.integration
 
 FAN_PIN = 18
 LED_PIN = 17
-
-
-@asynccontextmanager
-async def admin_client(broker: MosquittoBroker) -> AsyncIterator[aiomqtt.Client]:
-    """A client with the dev cloud's own identity: it may publish on any shadow topic, as an
-    attacker holding such a credential (or a misbehaving cloud) could."""
-    creds = broker.credentials(broker.admin_identities[0])
-    tls = client_context(creds.ca, creds.cert, creds.key)
-    async with aiomqtt.Client(
-        broker.host,
-        broker.port,
-        identifier=f"attacker-{uuid.uuid4().hex[:8]}",
-        tls_context=tls,
-        protocol=aiomqtt.ProtocolVersion.V311,
-    ) as client:
-        yield client
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def errors_of(doc: dict[str, Any]) -> dict[str, Any]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+
 from gateway.app import Gateway, build_gateway
 from gateway.config import GatewayConfig, load_config
+from gateway.core.tls import client_context
 from gateway.devcloud import MosquittoBroker
 from gateway.devcloud.faultproxy import FaultProxy
 from gateway.devices.gpio import make_pin_factory
@@ -115,3 +119,19 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def admin_client(broker: MosquittoBroker) -> AsyncIterator[aiomqtt.Client]:
+    """A client with the dev cloud's own identity: it may publish on any shadow topic (as the
+    cloud does, or an attacker holding such a credential could)."""
+    creds = broker.credentials(broker.admin_identities[0])
+    tls = client_context(creds.ca, creds.cert, creds.key)
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"admin-{uuid.uuid4().hex[:8]}",
+        tls_context=tls,
+        protocol=aiomqtt.ProtocolVersion.V311,
+    ) as client:
+        yield client

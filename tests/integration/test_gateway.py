@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
-from tests.integration.harness import reported
+from tests.integration.harness import admin_client, reported
 
 pytestmark = pytest.mark.integration
 
@@ -201,17 +200,5 @@ async def _publish_as_admin(broker: MosquittoBroker, topic: str, payload: dict[s
 
 
 async def _publish_raw_as_admin(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
-    import aiomqtt
-
-    from gateway.core.tls import client_context
-
-    creds = broker.credentials(broker.admin_identities[0])
-    tls = client_context(creds.ca, creds.cert, creds.key)
-    async with aiomqtt.Client(
-        broker.host,
-        broker.port,
-        identifier=f"test-{uuid.uuid4().hex[:8]}",
-        tls_context=tls,
-        protocol=aiomqtt.ProtocolVersion.V311,
-    ) as client:
+    async with admin_client(broker) as client:
         await client.publish(topic, payload, qos=1)

@@ -11,9 +11,10 @@ import pytest
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
 from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
-from gateway.core.values import Blink, JsonValue, NativeValue, codec_for
+from gateway.core.values import Blink, JsonValue, codec_for
 from gateway.devices.engine import DeviceEngine
 from tests.clock import ManualClock
+from tests.fakes import FakeBank
 
 DEVICES = {
     "relay": BinaryOutputConfig(type="OutputDevice", pin=17),
@@ -25,28 +26,10 @@ DEVICES = {
 }
 
 
-class Bank:
-    is_mock = True
-
-    def __init__(self) -> None:
-        self.pins: dict[str, JsonValue] = dict.fromkeys(DEVICES, False)
-        self.pins["fan"] = 0.0
-        self.writes: list[tuple[str, NativeValue]] = []
-        self.fail: set[str] = set()
-
-    def write(self, name: str, value: NativeValue) -> JsonValue:
-        if name in self.fail:
-            raise RuntimeError("the pin broke")  # not a GatewayError: must still not escape
-        self.writes.append((name, value))
-        self.pins[name] = value.to_json() if isinstance(value, Blink) else value  # type: ignore[assignment]
-        return self.pins[name]
-
-    def read(self, name: str) -> JsonValue:
-        return self.pins[name]
-
-    def open(self, on_input: Any) -> None: ...
-    def drive_mock_input(self, name: str, value: JsonValue) -> None: ...
-    def close(self) -> None: ...
+def new_bank() -> FakeBank:
+    pins: dict[str, JsonValue] = dict.fromkeys(DEVICES, False)
+    pins["fan"] = 0.0
+    return FakeBank(pins)
 
 
 class Listener:
@@ -71,8 +54,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def world(clock: ManualClock) -> AsyncIterator[tuple[DeviceEngine, Bank, Listener]]:
-    bank = Bank()
+async def world(clock: ManualClock) -> AsyncIterator[tuple[DeviceEngine, FakeBank, Listener]]:
+    bank = new_bank()
     engine = DeviceEngine(
         bank=bank,
         codecs={name: codec_for(device) for name, device in DEVICES.items()},

@@ -15,35 +15,20 @@ import pytest
 
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, ShadowConfig
 from gateway.core.ports import InboundMessage
-from gateway.core.values import JsonValue, NativeValue, codec_for
+from gateway.core.values import codec_for
 from gateway.devices.engine import DeviceEngine
 from gateway.links.shadow.protocol import MAX_IN_FLIGHT
 from gateway.links.shadow.sync import ShadowSync
 from gateway.links.shadow.topics import Reply, ShadowTopics
 from tests.clock import ManualClock
+from tests.fakes import FakeBank
 
 THING = "pi"
 TOPICS = ShadowTopics(THING)
 
 
-class FakeBank:
-    is_mock = True
-
-    def __init__(self) -> None:
-        self.pins: dict[str, JsonValue] = {"led": False, "button": False}
-        self.writes: list[tuple[str, NativeValue]] = []
-
-    def write(self, name: str, value: NativeValue) -> JsonValue:
-        self.writes.append((name, value))
-        self.pins[name] = value  # type: ignore[assignment]
-        return self.pins[name]
-
-    def read(self, name: str) -> JsonValue:
-        return self.pins[name]
-
-    def open(self, on_input: Any) -> None: ...
-    def drive_mock_input(self, name: str, value: JsonValue) -> None: ...
-    def close(self) -> None: ...
+def new_bank() -> FakeBank:
+    return FakeBank({"led": False, "button": False})
 
 
 class FakeSession:
@@ -102,7 +87,7 @@ def make_sync(bank: FakeBank, **shadow: Any) -> ShadowSync:
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[ShadowSync, FakeSession, FakeBank]]:
-    bank = FakeBank()
+    bank = new_bank()
     sync = make_sync(bank)
     session = FakeSession()
     stop = asyncio.Event()
@@ -124,7 +109,7 @@ async def answer_initial_get(session: FakeSession, version: int = 5, delta: Any 
 
 
 async def test_subscribes_to_the_five_reply_topics_then_gets() -> None:
-    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    bank, session, stop = new_bank(), FakeSession(), asyncio.Event()
     task = asyncio.create_task(make_sync(bank).run_session(session, stop))
     published = await session.wait_publishes(1)
     assert sorted(session.subscribed) == sorted(TOPICS.subscriptions)
@@ -222,7 +207,7 @@ async def test_missing_shadow_is_created_by_reporting_everything(running: Any) -
 
 
 async def test_timestamp_is_sent_when_configured() -> None:
-    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    bank, session, stop = new_bank(), FakeSession(), asyncio.Event()
     sync = make_sync(bank, send_timestamp=True)
     task = asyncio.create_task(sync.run_session(session, stop))
     await session.wait_publishes(1)
@@ -241,7 +226,7 @@ async def test_no_timestamp_by_default(running: Any) -> None:
 
 
 async def test_unacknowledged_input_report_is_kept_for_the_next_session() -> None:
-    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    bank, session, stop = new_bank(), FakeSession(), asyncio.Event()
     sync = make_sync(bank)
     task = asyncio.create_task(sync.run_session(session, stop))
     await session.wait_publishes(1)
@@ -260,7 +245,7 @@ async def test_unacknowledged_input_report_is_kept_for_the_next_session() -> Non
 
 
 async def test_online_is_published_retained_on_connect_and_offline_on_clean_stop() -> None:
-    bank, session, stop = FakeBank(), FakeSession(), asyncio.Event()
+    bank, session, stop = new_bank(), FakeSession(), asyncio.Event()
     task = asyncio.create_task(make_sync(bank).run_session(session, stop))
     await session.wait_publishes(1)
     assert session.statuses == [("online", True)]
@@ -276,7 +261,7 @@ async def test_online_is_published_retained_on_connect_and_offline_on_clean_stop
 
 
 async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
-    bank, session, stop, clock = FakeBank(), FakeSession(), asyncio.Event(), ManualClock()
+    bank, session, stop, clock = new_bank(), FakeSession(), asyncio.Event(), ManualClock()
     devices = {"led": BinaryOutputConfig(type="LED", pin=17)}
     codecs = {name: codec_for(device) for name, device in devices.items()}
     engine = DeviceEngine(
