@@ -1,10 +1,12 @@
 """The outbox's parts: the cached depth after corruption met at an ack, the event ids and the
-meta file."""
+meta file, and the shadow link's start reading the outbox off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import threading
 from pathlib import Path
 
 from structlog.testing import capture_logs
@@ -98,3 +100,28 @@ def test_an_outbox_in_memory_hands_out_ids_without_a_meta_file(tmp_path: Path) -
     assert [event.id for event in outbox.next_events(10)] == [1, 2, 3]
     outbox.close()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_the_shadow_link_reads_the_outbox_at_start_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Was: Reporter.recover ran the SQLite read on the loop, which waited for the writer."""
+    from gateway.links.shadow.report import Reporter
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.open()
+    outbox.record([Change("led", True, 1.0)])
+    reporter = Reporter(lambda: 0.0)
+    loop_thread = threading.get_ident()
+    readers: list[int] = []
+    read = outbox.pending_reported
+
+    def pending_reported() -> dict[str, tuple[object, float]]:
+        readers.append(threading.get_ident())
+        return read()
+
+    outbox.pending_reported = pending_reported  # type: ignore[method-assign]
+    await asyncio.wait_for(reporter.recover(outbox), timeout=5.0)
+    assert readers and readers[0] != loop_thread
+    assert reporter.pending
+    outbox.close()
