@@ -207,7 +207,7 @@ class Gateway:
             self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
-        self.shadow.recover()
+        await self.shadow.recover()
         # gpiozero may block opening devices: a thread, so the loop never waits on it.
         await asyncio.to_thread(self.bank.open, self.engine.on_input)
         self.engine.link_down()  # no link is up until the first connect: fail-safe timers run

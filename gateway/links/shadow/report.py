@@ -51,9 +51,11 @@ class Reporter:
             self._coalescer.add(change.device, change.value, change.observed_at)
         self._wake.set()
 
-    def recover(self, outbox: Outbox) -> None:
-        """At start: what the outbox kept from before a crash goes out on the first session."""
-        for name, (value, observed_at) in outbox.pending_reported().items():
+    async def recover(self, outbox: Outbox) -> None:
+        """At start: what the outbox kept from before a crash goes out on the first session
+        (read in a thread: the SQLite read may wait for the writer's lock)."""
+        pending = await asyncio.to_thread(outbox.pending_reported)
+        for name, (value, observed_at) in pending.items():
             self._coalescer.add(name, value, observed_at)
         if self._coalescer.pending:
             log.info("outbox_recovered", **outbox.depth())

@@ -170,9 +170,9 @@ class ShadowSync:
         if any(change.event for change in changes):
             self.events.wake()
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """At start: what the outbox kept from before a crash goes out on the first session."""
-        self.reporter.recover(self._outbox)
+        await self.reporter.recover(self._outbox)
 
     # -- one session ----------------------------------------------------------------------------
 
