@@ -259,7 +259,7 @@ class Gateway:
         self._start(self.updater.run_checkins(), "update_checker")
         self._start(self.updater.watch_health(), "ota_health")
         if self.config.provision is not None and self.config.certs.renew_before_days:
-            self._start(self._renewer().run(), "cert_renewal")
+            self._start(renewer_for(self).run(), "cert_renewal")
         await self.stop_event.wait()
         log.info("gateway_stopping")
         self.notifier.stopping()
@@ -293,52 +293,12 @@ class Gateway:
             line += f", {errors} with errors"
         return line
 
-    # -- certificate renewal ---------------------------------------------------------------------
-
-    def _renewer(self) -> Renewer:
-        async def renewed() -> None:
-            self.tls_digest, self.cert_expiry = await asyncio.to_thread(tls_facts, self.config)
-
-        return Renewer(
-            RenewalHooks(
-                config=lambda: self.config,
-                reconnect=self.reconnect_with_current_files,
-                report=self.report_gateway_status,
-                renewed=renewed,
-            )
-        )
-
-    def _fresh_connector(self) -> MqttConnector:
-        if self.rewiring is not None:
-            return self.rewiring.make_connector(self.config)
-        return AiomqttConnector(mqtt_settings(self.config))
-
-    async def reconnect_with_current_files(self) -> bool:
-        """End the session and connect with a connector that re-reads the certificate files;
-        True once it has connected within ``certs.connect_timeout_s``."""
-        connector = self._fresh_connector()
-        try:
-            await connector.prepare()
-        except GatewayError as exc:
-            log.error("certificate_load_failed", error=str(exc))
-            return False
-        return await self.connection.switch_connector(
-            connector, self.config.certs.connect_timeout_s
-        )
-
     async def _admin(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        command = request["cmd"]
-        if command == "status":
+        if request["cmd"] == "status":
             return self.status()
-        if command == "mock_set":
-            if not self.bank.is_mock:
-                raise GatewayError("refused: this gateway drives real GPIO, not mock pins")
-            name = request.get("name")
-            if not isinstance(name, str) or name not in self.config.devices:
-                raise GatewayError(f"no device named {name!r}")
-            self.bank.drive_mock_input(name, request.get("value"))
-            return {"device": name, "value": request.get("value")}
-        raise GatewayError(f"unknown command {command!r}")
+        if request["cmd"] == "mock_set":
+            return drive_mock_input(self.bank, self.config, request)
+        raise GatewayError(f"unknown command {request['cmd']!r}")
 
     def status(self) -> dict[str, Any]:
         """The state ``edge-gateway status`` shows and the metrics endpoint exports."""
@@ -360,6 +320,51 @@ class Gateway:
             **self.updater.snapshot(),
             **self.reload_counts,
         }
+
+
+def drive_mock_input(
+    bank: DeviceBank, config: GatewayConfig, request: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The admin socket's ``mock_set``: simulate an input, on mock GPIO only."""
+    if not bank.is_mock:
+        raise GatewayError("refused: this gateway drives real GPIO, not mock pins")
+    name = request.get("name")
+    if not isinstance(name, str) or name not in config.devices:
+        raise GatewayError(f"no device named {name!r}")
+    bank.drive_mock_input(name, request.get("value"))
+    return {"device": name, "value": request.get("value")}
+
+
+def renewer_for(gateway: Gateway) -> Renewer:
+    """Certificate renewal for ``gateway``: a renewed pair is tried on a fresh connection
+    (through the connection loop's command), and the TLS facts are refreshed after it."""
+
+    async def renewed() -> None:
+        gateway.tls_digest, gateway.cert_expiry = await asyncio.to_thread(tls_facts, gateway.config)
+
+    async def reconnect_with_current_files() -> bool:
+        """Connect with a connector that re-reads the certificate files; True once it has
+        connected within ``certs.connect_timeout_s``."""
+        config = gateway.config
+        if gateway.rewiring is not None:
+            connector = gateway.rewiring.make_connector(config)
+        else:
+            connector = AiomqttConnector(mqtt_settings(config))
+        try:
+            await connector.prepare()
+        except GatewayError as exc:
+            log.error("certificate_load_failed", error=str(exc))
+            return False
+        return await gateway.connection.switch_connector(connector, config.certs.connect_timeout_s)
+
+    return Renewer(
+        RenewalHooks(
+            config=lambda: gateway.config,
+            reconnect=reconnect_with_current_files,
+            report=gateway.report_gateway_status,
+            renewed=renewed,
+        )
+    )
 
 
 def build_gateway(
