@@ -179,3 +179,25 @@ async def test_a_failing_timer_action_does_not_end_the_engine(
     engine.apply({"relay": True})
     await clock.advance(0.5)
     assert bank.pins["relay"] is False  # timers still run
+
+
+async def test_two_links_both_hear_every_change_and_fail_safe_waits_for_both(
+    world: Any, clock: ManualClock
+) -> None:
+    """More than one cloud link at once: each listens to the same device core, and the
+    fail-safe value comes only when no link is up."""
+    engine, bank, first = world
+    second = Listener()
+    engine.add_listener(second)
+    engine.on_input("button", True, 1.0)
+    assert ("button", True) in first.changes and ("button", True) in second.changes
+    engine.apply({"fan": 0.8})
+    engine.link_up()  # link one
+    engine.link_up()  # link two
+    engine.link_down()  # link one drops: link two still up, no fail-safe
+    await clock.advance(60)
+    assert bank.pins["fan"] == 0.8
+    engine.link_down()  # both down now
+    await clock.advance(10)
+    assert bank.pins["fan"] == 0.0
+    assert first.failsafed == ["fan"] and second.failsafed == ["fan"]
