@@ -97,10 +97,7 @@ class Gateway:
         self.engine = DeviceEngine(bank=bank, **engine_options(config))
         self.writer = OutboxWriter(self.outbox, self._on_persisted)
         self.shadow = ShadowSync(
-            outbox=self.outbox,
-            writer=self.writer,
-            engine=self.engine,
-            **shadow_options(config),
+            shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
         )
         # The cloud links (the shadow today), each on its own connection loop.
         self.links: dict[str, CloudLink] = {"shadow": self.shadow}

@@ -21,6 +21,7 @@ from gateway.core.outbox import Outbox
 from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.core.values import NativeValue, ValueCodec, codec_for, initial_value
 from gateway.links.mqtt import MqttSettings, Will
+from gateway.links.shadow.settings import ShadowLinkSettings
 from gateway.ops.metrics import certificate_expiry
 from gateway.ops.reload import files_digest, tls_files
 
@@ -85,22 +86,22 @@ def engine_options(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def shadow_options(config: GatewayConfig) -> dict[str, Any]:
+def shadow_options(config: GatewayConfig) -> ShadowLinkSettings:
     """The shadow link's settings from a config (for building it and for reloads)."""
-    return {
-        "thing": config.thing,
-        "shadow": config.shadow,
-        "codecs": codecs_for(config),
-        "restore": frozenset(
+    return ShadowLinkSettings(
+        thing=config.thing,
+        shadow=config.shadow,
+        codecs=codecs_for(config),
+        restore=frozenset(
             name
             for name, device in config.devices.items()
             if is_output(device) and getattr(device, "restore", False)
         ),
-        "event_devices": frozenset(n for n, d in config.devices.items() if d.events),
-        "events_topic": config.event_topic,
-        "status_topic": config.status_topic,
-        "error_reason_chars": error_reason_chars(config),
-    }
+        event_devices=frozenset(n for n, d in config.devices.items() if d.events),
+        events_topic=config.event_topic,
+        status_topic=config.status_topic,
+        error_reason_chars=error_reason_chars(config),
+    )
 
 
 def shutdown_values(config: GatewayConfig) -> dict[str, NativeValue]:

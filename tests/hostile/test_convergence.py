@@ -29,6 +29,7 @@ from gateway.devcloud.shadowdoc import ShadowStore
 from gateway.devices.engine import DeviceEngine
 from gateway.errors import MqttConnectionError
 from gateway.links.shadow import protocol as shadow_protocol
+from gateway.links.shadow.settings import ShadowLinkSettings
 from gateway.links.shadow.sync import ShadowSync
 from gateway.links.shadow.topics import ShadowTopics
 from tests.fakes import FakeBank
@@ -75,10 +76,8 @@ class World:
         self.bank = FakeBank({"led": False, "fan": 0.0, "button": False})
         codecs = {name: codec_for(device) for name, device in DEVICES.items()}
         self.sync = ShadowSync(
-            thing=THING,
-            shadow=ShadowConfig(),
+            ShadowLinkSettings(thing=THING, shadow=ShadowConfig(), codecs=codecs),
             engine=DeviceEngine(bank=self.bank, codecs=codecs),
-            codecs=codecs,
         )
         self.sync.prime(dict(self.bank.pins))
         self.held: deque[InboundMessage] = deque()

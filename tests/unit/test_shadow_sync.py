@@ -18,6 +18,7 @@ from gateway.core.ports import InboundMessage
 from gateway.core.values import codec_for
 from gateway.devices.engine import DeviceEngine
 from gateway.links.shadow.protocol import MAX_IN_FLIGHT
+from gateway.links.shadow.settings import ShadowLinkSettings
 from gateway.links.shadow.sync import ShadowSync
 from gateway.links.shadow.topics import Reply, ShadowTopics
 from tests.clock import ManualClock
@@ -75,10 +76,8 @@ def make_sync(bank: FakeBank, **shadow: Any) -> ShadowSync:
     }
     codecs = {name: codec_for(device) for name, device in devices.items()}
     sync = ShadowSync(
-        thing=THING,
-        shadow=ShadowConfig(**shadow),
+        ShadowLinkSettings(thing=THING, shadow=ShadowConfig(**shadow), codecs=codecs),
         engine=DeviceEngine(bank=bank, codecs=codecs, clock=lambda: 1700000000.0),
-        codecs=codecs,
         clock=lambda: 1700000000.0,
     )
     sync.prime(dict(bank.pins))
@@ -271,7 +270,8 @@ async def test_flood_of_deltas_is_rate_limited_to_the_last_value() -> None:
         monotonic=clock.monotonic,
         sleep=clock.sleep,
     )
-    sync = ShadowSync(thing=THING, shadow=ShadowConfig(), codecs=codecs, engine=engine)
+    settings = ShadowLinkSettings(thing=THING, shadow=ShadowConfig(), codecs=codecs)
+    sync = ShadowSync(settings, engine=engine)
     timers = asyncio.create_task(engine.run())
     task = asyncio.create_task(sync.run_session(session, stop))
     await session.wait_publishes(1)

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from gateway.config import ShadowConfig
 from gateway.core.outbox import OutboxWriter
 from gateway.core.ports import Clock, DeviceCore, InboundMessage
 from gateway.core.values import JsonValue
@@ -32,6 +31,7 @@ from gateway.links.shadow.messages import (
 from gateway.links.shadow.protocol import ShadowProtocol, ShadowRequest
 from gateway.links.shadow.reconcile import DeltaPlan, FailsafeMemory, Reconciler, ShadowUpdate
 from gateway.links.shadow.report import drift, error_names, has_unknown_summary
+from gateway.links.shadow.settings import ShadowLinkSettings
 from gateway.links.shadow.topics import ShadowTopics
 
 log = structlog.get_logger()
@@ -44,8 +44,7 @@ class ShadowLinkState(Protocol):
     protocol: ShadowProtocol
     reconciler: Reconciler
     topics: ShadowTopics
-    settings: ShadowConfig
-    restore_names: frozenset[str]
+    settings: ShadowLinkSettings
     writer: OutboxWriter | None
     counters: dict[str, int]
     synced: asyncio.Event
@@ -103,7 +102,7 @@ class DesiredSync:
         update = self._link.reconciler.build_update(
             plan,
             {name: value},
-            clear_desired=self._link.settings.clear_desired,
+            clear_desired=self._link.settings.shadow.clear_desired,
             timestamp_ms=self._link.timestamp(None),
         )
         if update is not None:
@@ -182,7 +181,7 @@ class DesiredSync:
     def _restore_outputs(self, reported: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
         self._restored = True
         # A pending desired value wins over restoring the old reported one.
-        names = [name for name in self._link.restore_names if name not in delta]
+        names = [name for name in self._link.settings.restore if name not in delta]
         self._link.engine.restore(self._link.reconciler.restore_plan(reported, names))
 
     def _apply_and_report(
@@ -211,7 +210,7 @@ class DesiredSync:
         update = self._link.reconciler.build_update(
             plan,
             applied,
-            clear_desired=self._link.settings.clear_desired,
+            clear_desired=self._link.settings.shadow.clear_desired,
             timestamp_ms=self._link.timestamp(None),
             extra_reported=extra_reported,
         )

@@ -16,15 +16,13 @@ from typing import Any
 
 import structlog
 
-from gateway.config import ShadowConfig
 from gateway.core.outbox import Change, Outbox, OutboxWriter
 from gateway.core.ports import Clock, DeviceCore, InboundMessage, MqttSession
-from gateway.core.values import JsonValue, ValueCodec
+from gateway.core.values import JsonValue
 from gateway.links.shadow.desired import DesiredSync
 from gateway.links.shadow.protocol import ShadowProtocol, ShadowRequest
 from gateway.links.shadow.reconcile import (
     GATEWAY_KEY,
-    MAX_ERROR_REASON_CHARS,
     Reconciler,
     ShadowUpdate,
 )
@@ -33,6 +31,7 @@ from gateway.links.shadow.report import (
     Reporter,
     full_reported,
 )
+from gateway.links.shadow.settings import ShadowLinkSettings
 from gateway.links.shadow.topics import ShadowTopics
 
 log = structlog.get_logger()
@@ -45,20 +44,13 @@ class ShadowSync:
 
     def __init__(
         self,
+        settings: ShadowLinkSettings,
         *,
-        thing: str,
-        shadow: ShadowConfig,
         engine: DeviceCore,
-        codecs: Mapping[str, ValueCodec],
-        restore: frozenset[str] = frozenset(),
         outbox: Outbox | None = None,
         writer: OutboxWriter | None = None,
-        event_devices: frozenset[str] = frozenset(),
-        events_topic: str | None = None,
-        status_topic: str | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
-        error_reason_chars: int = MAX_ERROR_REASON_CHARS,
     ) -> None:
         # The device core: this link sets values through it and hears about every change.
         self.engine = engine
@@ -84,40 +76,16 @@ class ShadowSync:
         self.gateway_status: dict[str, JsonValue] = {}
         # Replies and deltas in, device values and updates out.
         self.desired = DesiredSync(self, clock)
-        self.configure(
-            thing=thing,
-            shadow=shadow,
-            codecs=codecs,
-            restore=restore,
-            event_devices=event_devices,
-            events_topic=events_topic,
-            status_topic=status_topic,
-            error_reason_chars=error_reason_chars,
-        )
+        self.configure(settings)
 
-    def configure(
-        self,
-        *,
-        thing: str,
-        shadow: ShadowConfig,
-        codecs: Mapping[str, ValueCodec],
-        restore: frozenset[str] = frozenset(),
-        event_devices: frozenset[str] = frozenset(),
-        events_topic: str | None = None,
-        status_topic: str | None = None,
-        error_reason_chars: int = MAX_ERROR_REASON_CHARS,
-    ) -> None:
+    def configure(self, settings: ShadowLinkSettings) -> None:
         """Take a (reloaded) configuration between sessions, without replacing this object:
         counters, the gateway's status entries and changes not yet reported carry over."""
-        self.thing = thing
-        self.topics = ShadowTopics(thing, shadow.name)
+        self.settings = settings
+        self.thing = settings.thing
+        self.topics = ShadowTopics(settings.thing, settings.shadow.name)
         self.protocol = ShadowProtocol(self.topics, self, monotonic=self._monotonic)
-        self.settings = shadow
-        self.restore_names = restore
-        self.reconciler = Reconciler(codecs, reason_chars=error_reason_chars)
-        self._event_devices = event_devices
-        self._events_topic = events_topic or f"things/{thing}/events"
-        self._status_topic = status_topic or f"things/{thing}/status"
+        self.reconciler = Reconciler(settings.codecs, reason_chars=settings.error_reason_chars)
         self.desired.reset()
         self.synced.clear()  # until a document of the new configuration is reconciled
 
@@ -140,7 +108,7 @@ class ShadowSync:
 
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
         """A device value changed: persist it, then schedule a coalesced report."""
-        change = Change(name, value, observed_at, event=name in self._event_devices)
+        change = Change(name, value, observed_at, event=name in self.settings.event_devices)
         if self.writer is not None:
             self.writer.accept(change)
         else:
@@ -180,7 +148,7 @@ class ShadowSync:
         """Sync over ``session`` until ``stop`` is set (then report and return) or it drops."""
         self._reset_session()
         await session.subscribe(self.topics.subscriptions)
-        await session.publish(self._status_topic, b"online", qos=1, retain=True)
+        await session.publish(self.settings.status, b"online", qos=1, retain=True)
         self.engine.link_up()
         self.connected = True
         log.info(
@@ -193,7 +161,7 @@ class ShadowSync:
                     group.create_task(self.protocol.run(session), name="shadow_protocol"),
                     group.create_task(self.reporter.run(self._send_batch), name="shadow_reporter"),
                     group.create_task(
-                        self.events.run(session, self.thing, self._events_topic),
+                        self.events.run(session, self.thing, self.settings.events),
                         name="event_publisher",
                     ),
                 ]
@@ -204,7 +172,7 @@ class ShadowSync:
                     task.cancel()
                 # Said last, after the final report: "offline" on a clean stop (the Last Will
                 # says it when the link dies instead).
-                await session.publish(self._status_topic, b"offline", qos=1, retain=True)
+                await session.publish(self.settings.status, b"offline", qos=1, retain=True)
         finally:
             self.connected = False
             self._abandon_requests()
@@ -291,7 +259,7 @@ class ShadowSync:
         )
 
     def timestamp(self, observed_at: float | None) -> int | None:
-        if not self.settings.send_timestamp:
+        if not self.settings.shadow.send_timestamp:
             return None
         return int((observed_at if observed_at is not None else self._clock()) * 1000)
 
@@ -300,7 +268,7 @@ class ShadowSync:
             "connected": self.connected,
             "synced": self.synced.is_set(),
             "thing": self.thing,
-            "shadow": self.settings.name,
+            "shadow": self.settings.shadow.name,
             "shadow_version": self.reconciler.newest_version
             if self.reconciler.newest_version >= 0
             else None,
