@@ -4,16 +4,17 @@ certificate tools for users who run their own CA (as MIC and MindConnect allow).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError, GatewayError
-from gateway.provisioning import certs
+
+# The certificate tools (and cryptography) are imported inside each command: building the
+# parser, and so ``--version`` or ``status``, must not load them.
+if TYPE_CHECKING:
+    from gateway.provisioning.certs import PrivateKey
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -89,6 +90,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         }
     setup = _setup_from(args, args.method, block)
     configure_logging(setup.logging.format, setup.logging.level, stream=sys.stderr)
+    import asyncio
+
     new = asyncio.run(provision(setup, force=args.force))
     cert, key = setup.credential_paths
     print(f"provisioned thing {new.thing!r} ({new.method})")
@@ -151,7 +154,9 @@ def _write(path: Path, data: bytes, mode: int, *, force: bool = False) -> None:
     write_atomic(path, data, mode)
 
 
-def _load_ca(directory: str) -> tuple[Any, certs.PrivateKey]:
+def _load_ca(directory: str) -> tuple[Any, PrivateKey]:
+    from gateway.provisioning import certs
+
     folder = Path(directory)
     cert = certs.load_certificate(_read(str(folder / "ca.pem")), str(folder / "ca.pem"))
     key = certs.load_private_key(_read(str(folder / "ca.key")), str(folder / "ca.key"))
@@ -161,6 +166,8 @@ def _load_ca(directory: str) -> tuple[Any, certs.PrivateKey]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from gateway.provisioning import certs
+
     info = certs.describe(certs.load_certificate(_read(args.file), args.file))
     for line in info.lines(dt.datetime.now(dt.UTC)):
         print(line)
@@ -174,6 +181,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_create(args: argparse.Namespace) -> int:
+    from gateway.provisioning import certs
+
     out = Path(args.out)
     cert_pem, key_pem = certs.create_ca(args.cn, days=args.days)
     _write(out / "ca.key", key_pem, 0o600, force=args.force)
@@ -184,6 +193,8 @@ def cmd_ca_create(args: argparse.Namespace) -> int:
 
 
 def cmd_verification(args: argparse.Namespace) -> int:
+    from gateway.provisioning import certs
+
     ca_cert, ca_key = _load_ca(args.ca_dir)
     cert_pem, key_pem = certs.verification_certificate(ca_cert, ca_key, args.code)
     out = Path(args.out)
@@ -194,12 +205,16 @@ def cmd_verification(args: argparse.Namespace) -> int:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
+    from gateway.provisioning import certs
+
     ca_cert, ca_key = _load_ca(args.ca_dir)
     out = Path(args.out) / args.thing
     if args.csr:
         # The device keeps its key: sign its CSR (subject replaced by the thing name).
         csr = certs.load_csr(_read(args.csr), args.csr)
         public = csr.public_key()
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
         if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise GatewayError(f"{args.csr}: the CSR's key must be EC or RSA")
         cert = certs.issue_certificate(ca_cert, ca_key, args.thing, public, days=args.days)
@@ -214,6 +229,8 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    from gateway.provisioning import certs
+
     if args.count < 1:
         raise GatewayError("--count must be at least 1")
     ca_cert, ca_key = _load_ca(args.ca_dir)

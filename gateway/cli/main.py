@@ -5,7 +5,6 @@ on 1 and 75."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -97,6 +96,8 @@ def _run_async(coro: Any) -> int:
 
     code = EXIT_OK
     try:
+        import asyncio  # here, so the light commands (--version, status) never load it
+
         result = asyncio.run(coro)
         if isinstance(result, int):
             code = result  # run_gateway: EXIT_RESTART_FOR_UPDATE after an update
@@ -109,7 +110,7 @@ def _run_async(coro: Any) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.ops.admin import request
+    from gateway.ops.adminclient import request
 
     reply = request(_socket_path(args), {"cmd": "status"})
     reply.pop("ok", None)
@@ -151,7 +152,7 @@ def _health_line(reply: dict[str, Any]) -> str:
 
 
 def cmd_mock_set(args: argparse.Namespace) -> int:
-    from gateway.ops.admin import request
+    from gateway.ops.adminclient import request
 
     value = _parse_value(args.value)
     request(_socket_path(args), {"cmd": "mock_set", "name": args.name, "value": value})

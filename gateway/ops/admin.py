@@ -20,7 +20,6 @@ import errno
 import json
 import os
 import socket
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import structlog
 
 from gateway.errors import AdminError, GatewayError
+from gateway.ops.adminclient import request  # noqa: F401 - the client side, re-exported
 
 log = structlog.get_logger()
 
@@ -281,54 +281,3 @@ async def _dispatch(line: bytes, handler: Handler) -> dict[str, Any]:
         return {"ok": True, **await handler(request)}
     except GatewayError as exc:
         return {"ok": False, "error": str(exc)}
-
-
-def _connect(path: Path, timeout_s: float) -> socket.socket:
-    """A connected client socket. A Unix socket whose backlog is full refuses at once (EAGAIN)
-    rather than waiting: retry until ``timeout_s``, as the daemon frees a slot within ms."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        client.settimeout(timeout_s)
-        try:
-            client.connect(str(path))
-        except BlockingIOError:
-            client.close()
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.02)
-            continue
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-
-def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Send one request to a running daemon (blocking; used by the CLI)."""
-    try:
-        client = _connect(path, timeout_s)
-    except FileNotFoundError as exc:
-        raise AdminError(f"no gateway is running here: {path} does not exist") from exc
-    except PermissionError as exc:
-        raise AdminError(f"permission denied on {path}: run as the service user or root") from exc
-    except OSError as exc:
-        raise AdminError(f"cannot talk to the gateway at {path}: {exc}") from exc
-    try:
-        client.sendall(json.dumps(payload).encode() + b"\n")
-        chunks = []
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    except OSError as exc:
-        raise AdminError(f"cannot talk to the gateway at {path}: {exc}") from exc
-    finally:
-        client.close()
-    try:
-        reply = json.loads(b"".join(chunks))
-    except json.JSONDecodeError as exc:
-        raise AdminError(f"the gateway at {path} sent an invalid reply") from exc
-    if not isinstance(reply, dict):
-        raise AdminError(f"the gateway at {path} sent an invalid reply")
-    if not reply.get("ok"):
-        raise AdminError(str(reply.get("error", "request refused")))
-    return reply
