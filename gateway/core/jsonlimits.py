@@ -1,4 +1,6 @@
-"""How deep a JSON text nests, found without parsing it: one scanner for every decoder.
+"""JSON nesting and equality, one copy for the daemon and the dev cloud.
+
+How deep a JSON text nests, found without parsing it: one scanner for every decoder.
 
 ``json.loads`` recurses once per level, so a payload nested 100,000 deep raises RecursionError
 (or worse) before any check on the parsed value could run. Every decoder of outside input (shadow
@@ -6,7 +8,9 @@ replies, check-in and provisioning answers, the dev cloud's requests) asks this 
 
 The scan works on whole bytes at C speed: strings are cut out (their brackets do not count),
 everything but brackets is deleted, braces become brackets, and each pass then peels the
-innermost ``[]`` pairs; the number of passes is the depth.
+innermost ``[]`` pairs; the number of passes is the depth. ``value_depth`` measures a value
+already parsed (whose depth the scan has bounded), and ``json_equal`` compares values as JSON
+does (``true`` is not ``1``, but ``1`` is ``1.0``).
 """
 
 from __future__ import annotations
@@ -41,3 +45,25 @@ def nests_deeper_than(raw: bytes, limit: int) -> bool:
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
     return json_depth(raw, limit=limit) > limit
+
+
+def value_depth(value: object) -> int:
+    """The nesting depth of a parsed JSON value (objects and arrays count one level each)."""
+    if isinstance(value, dict):
+        return 1 + max((value_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((value_depth(item) for item in value), default=0)
+    return 0
+
+
+def json_equal(a: object, b: object) -> bool:
+    """Equal as JSON values: ``true`` is not ``1``, but ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b

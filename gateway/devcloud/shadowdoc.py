@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from gateway.core.jsonlimits import json_depth, nests_deeper_than
+from gateway.core.jsonlimits import json_equal, nests_deeper_than, value_depth
 from gateway.errors import GatewayError
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "ShadowTopic",
     "check_nesting",
     "compute_delta",
-    "json_nesting",
     "loads_bounded",
     "parse_topic",
     "shadow_prefix",
@@ -126,7 +125,7 @@ def compute_delta(desired: Mapping[str, Any], reported: Mapping[str, Any]) -> di
             sub = compute_delta(want, have)
             if sub:
                 delta[key] = sub
-        elif not _json_equal(want, have):
+        elif not json_equal(want, have):
             delta[key] = copy.deepcopy(want)
     return delta
 
@@ -136,19 +135,6 @@ class _Missing:
 
 
 _MISSING: Final = _Missing()
-
-
-def _json_equal(a: object, b: object) -> bool:
-    """Equality of JSON values; unlike ``==``, ``true`` is not ``1``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and a == b
 
 
 def _stamp(value: object, ts: int) -> Any:
@@ -200,14 +186,6 @@ def _restrict(meta: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 def _compact_size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
@@ -219,11 +197,6 @@ class ShadowRequestError(GatewayError):
         super().__init__(code, message)
         self.code = code
         self.message = message
-
-
-def json_nesting(payload: bytes) -> int:
-    """The deepest bracket nesting of a JSON text, found without parsing it."""
-    return json_depth(payload)
 
 
 def _reject_constant(name: str) -> None:
@@ -277,7 +250,7 @@ def loads_bounded(payload: bytes, *, max_nesting: int, max_bytes: int = MAX_PAYL
 
 def check_nesting(value: object) -> None:
     """Refuse (400) a desired or reported section nested deeper than MAX_NESTING."""
-    if _depth(value) > MAX_NESTING:
+    if value_depth(value) > MAX_NESTING:
         raise ShadowRequestError(400, _NESTING_MESSAGE)
 
 

@@ -23,7 +23,7 @@ from gateway.config.formats import (  # noqa: F401
     is_loopback_host,
     url_problem,
 )
-from gateway.core.jsonlimits import json_depth, nests_deeper_than
+from gateway.core.jsonlimits import nests_deeper_than
 
 JITTER = 0.1  # check-ins are spread by ±10 % so a fleet does not arrive at once
 MAX_ANSWER_BYTES = 64 * 1024  # a check-in answer (an offer, maybe a manifest) is far smaller
@@ -50,11 +50,6 @@ class Offer:
 
 class OfferError(ValueError):
     """The check-in answer is malformed (reported as an update error by the caller)."""
-
-
-def nesting_depth(data: bytes) -> int:
-    """The deepest ``[``/``{`` nesting of JSON text, brackets inside strings ignored."""
-    return json_depth(data)
 
 
 def decode_json(

@@ -79,7 +79,7 @@ class World:
             ShadowLinkSettings(thing=THING, shadow=ShadowConfig(), codecs=codecs),
             engine=DeviceEngine(bank=self.bank, codecs=codecs),
         )
-        self.sync.prime(dict(self.bank.pins))
+        self.sync.engine.prime(dict(self.bank.pins))
         self.held: deque[InboundMessage] = deque()
         self.session: StoreSession | None = None
         self.task: asyncio.Task[None] | None = None
@@ -198,7 +198,7 @@ async def test_pins_reported_and_desired_converge_under_any_interleaving(
                 await world.release(argument)
             elif kind == "press":
                 world.bank.pins["button"] = argument
-                world.sync.on_input("button", argument, 1_700_000_000.0)
+                world.sync.engine.on_input("button", argument, 1_700_000_000.0)
                 await settle_loop()
             else:
                 await world.disconnect()

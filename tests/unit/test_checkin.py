@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.core.jsonlimits import json_depth
 from gateway.updates.checkin import (
     JITTER,
     Attempt,
@@ -21,7 +22,6 @@ from gateway.updates.checkin import (
     compare_versions,
     decode_json,
     manifest_problem,
-    nesting_depth,
     newer_problem,
     next_checkin_s,
     parse_manifest,
@@ -168,7 +168,7 @@ def test_nesting_depth_matches_the_structure(value: object) -> None:
             return 1 + max((depth(i) for i in item.values()), default=0)
         return 0
 
-    assert nesting_depth(json.dumps(value).encode()) == depth(value)
+    assert json_depth(json.dumps(value).encode()) == depth(value)
 
 
 @pytest.mark.parametrize(

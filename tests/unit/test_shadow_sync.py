@@ -80,7 +80,7 @@ def make_sync(bank: FakeBank, **shadow: Any) -> ShadowSync:
         engine=DeviceEngine(bank=bank, codecs=codecs, clock=lambda: 1700000000.0),
         clock=lambda: 1700000000.0,
     )
-    sync.prime(dict(bank.pins))
+    sync.engine.prime(dict(bank.pins))
     return sync
 
 
@@ -186,7 +186,7 @@ async def test_no_more_than_ten_requests_are_in_flight(running: Any) -> None:
     await answer_initial_get(session)
     await session.wait_publishes(2)
     for index in range(15):
-        sync.on_input("button", index % 2 == 0, 1.0)
+        sync.engine.on_input("button", index % 2 == 0, 1.0)
         await asyncio.sleep(0.06)  # past the coalescing window, so each is its own update
     await asyncio.sleep(0.1)
     # Nothing was answered: the initial report plus at most 9 more are outstanding.
@@ -231,7 +231,7 @@ async def test_unacknowledged_input_report_is_kept_for_the_next_session() -> Non
     await session.wait_publishes(1)
     await answer_initial_get(session)
     await session.wait_publishes(2)
-    sync.on_input("button", True, 1.0)
+    sync.engine.on_input("button", True, 1.0)
     await session.wait_publishes(3)
     task.cancel()  # the link drops before the update is accepted
     await asyncio.gather(task, return_exceptions=True)

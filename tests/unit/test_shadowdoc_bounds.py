@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from gateway.core.jsonlimits import json_depth
 from gateway.devcloud.shadowdoc import (
     MAX_NUMBER_CHARS,
     MAX_PAYLOAD_BYTES,
     ShadowRequestError,
     ShadowStore,
-    json_nesting,
     loads_bounded,
 )
 
@@ -40,7 +40,7 @@ def answer(store: ShadowStore, operation: str, payload: bytes) -> tuple[str, dic
     ],
 )
 def test_json_nesting_counts_brackets_outside_strings(text: bytes, depth: int) -> None:
-    assert json_nesting(text) == depth
+    assert json_depth(text) == depth
 
 
 @pytest.mark.parametrize("operation", ["update", "get", "delete"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.core.jsonlimits import nests_deeper_than
+from gateway.core.jsonlimits import nests_deeper_than, value_depth
 from gateway.errors import GatewayError
 from gateway.links.shadow.topics import Reply
 
@@ -73,14 +73,6 @@ class UpdateAccepted(_Reply):
 class ErrorReply(_Reply):
     code: int
     message: str = ""
-
-
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
 
 
 def describe_shape(value: object, *, depth: int = 2) -> str:
@@ -157,7 +149,7 @@ def _state_sections(kind: Reply, data: dict[str, Any]) -> list[object]:
 def parse_reply(kind: Reply, payload: bytes) -> _Reply:
     """Validate a reply payload into its model; raises ``PayloadError``."""
     data = decode(payload)
-    if any(_depth(section) > MAX_NESTING for section in _state_sections(kind, data)):
+    if any(value_depth(section) > MAX_NESTING for section in _state_sections(kind, data)):
         raise PayloadError(f"JSON nested deeper than {MAX_NESTING} levels", "deep")
     try:
         return _MODELS[kind].model_validate(data)

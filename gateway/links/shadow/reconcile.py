@@ -21,7 +21,6 @@ GATEWAY_KEY = "gateway"
 UNKNOWN_KEYS_KEY = "unknown_keys"  # reported.gateway.unknown_keys: desired keys with no device
 UNKNOWN_REASON = "unknown resource: no device of that name is configured"
 MAX_CLIENT_TOKEN_BYTES = 64
-MAX_ERROR_REASON_CHARS = ERROR_REASON_CHARS
 # The unknown-key summary stays small whatever a desired document holds: a count (itself capped)
 # and the first few names, each cut short.
 MAX_UNKNOWN_TRACKED = 1000
@@ -90,7 +89,7 @@ class Reconciler:
     """
 
     def __init__(
-        self, codecs: Mapping[str, ValueCodec], *, reason_chars: int = MAX_ERROR_REASON_CHARS
+        self, codecs: Mapping[str, ValueCodec], *, reason_chars: int = ERROR_REASON_CHARS
     ) -> None:
         self._codecs = dict(codecs)
         self._reason_chars = reason_chars

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from gateway import __version__
+from gateway.core.jsonlimits import json_equal
 from gateway.core.outbox import Change, Outbox
 from gateway.core.ports import Clock, MqttSession
 from gateway.core.values import JsonValue
@@ -149,8 +150,7 @@ def drift(
         name: value for name, value in values.items() if not json_equal(reported.get(name), value)
     }
     status = reported.get(GATEWAY_KEY)
-    shown = status.get("errors") if isinstance(status, dict) else None
-    shown_errors: Mapping[str, Any] = shown if isinstance(shown, dict) else {}
+    shown_errors = _shown_errors(reported)
     stale = sorted(shown_errors.keys() - reconciler.errors.keys())[:MAX_STALE_ERRORS_CLEARED]
     errors: dict[str, JsonValue] = dict.fromkeys(stale)
     errors.update(
@@ -170,24 +170,16 @@ def drift(
     return wrong
 
 
-def json_equal(a: object, b: object) -> bool:
-    """Equal as JSON values: true is not 1, but 1 is 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
+def _shown_errors(reported: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A document's ``reported.gateway.errors`` (empty when absent or not an object)."""
+    status = reported.get(GATEWAY_KEY)
+    errors = status.get("errors") if isinstance(status, dict) else None
+    return errors if isinstance(errors, dict) else {}
 
 
 def error_names(reported: Mapping[str, Any]) -> frozenset[str]:
     """The device names a document's ``reported.gateway.errors`` holds."""
-    status = reported.get(GATEWAY_KEY)
-    errors = status.get("errors") if isinstance(status, dict) else None
-    return frozenset(errors) if isinstance(errors, dict) else frozenset()
+    return frozenset(_shown_errors(reported))
 
 
 def has_unknown_summary(reported: Mapping[str, Any]) -> bool:

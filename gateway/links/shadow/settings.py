@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import ShadowConfig
+from gateway.config import ERROR_REASON_CHARS, ShadowConfig
 from gateway.core.values import ValueCodec
-from gateway.links.shadow.reconcile import MAX_ERROR_REASON_CHARS
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class ShadowLinkSettings:
     event_devices: frozenset[str] = frozenset()  # inputs whose changes are also events
     events_topic: str | None = None  # default things/<thing>/events
     status_topic: str | None = None  # default things/<thing>/status
-    error_reason_chars: int = MAX_ERROR_REASON_CHARS
+    error_reason_chars: int = ERROR_REASON_CHARS
 
     @property
     def events(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -95,14 +94,6 @@ class ShadowSync:
     def values(self) -> dict[str, JsonValue]:
         """The devices' current values (the engine's)."""
         return self.engine.values
-
-    def prime(self, values: Mapping[str, JsonValue]) -> None:
-        """The devices' values at start-up, before any session."""
-        self.engine.prime(values)
-
-    def on_input(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed (through the engine, which also runs its follows)."""
-        self.engine.on_input(name, value, observed_at)
 
     # -- what the device core tells this link --------------------------------------------------
 
