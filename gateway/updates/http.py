@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,32 @@ class JsonReply:
     body: Any
 
 
+@dataclass(frozen=True)
+class HttpReply:
+    """A whole (capped) answer: status, headers (names lower-case) and the raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+
+    def json(self, *, what: str = "the answer") -> Any:
+        """The body as JSON within the nesting bound (``None`` when empty)."""
+        try:
+            return decode_json(self.body, what=what)
+        except OfferError as exc:
+            raise UpdateError(f"{_safe(self.url)}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """What ``download`` wrote: the file's final size and the final answer's headers (names
+    lower-case), e.g. a checksum header a platform sends beside the artifact."""
+
+    size: int
+    headers: Mapping[str, str]
+
+
 class HttpClient:
     """``async with HttpClient(...) as http:`` then ``post_json``, ``fetch``, ``download``."""
 
@@ -144,11 +170,14 @@ class HttpClient:
         url: str,
         *,
         json_body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
         client_timeout: aiohttp.ClientTimeout | None = None,
+        raise_for_status: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The final response to ``method url``, following only same-origin https redirects;
-        a 3xx/4xx/5xx that is not followed raises HttpStatusError or HttpRedirectError."""
+        a redirect that is not followed raises HttpRedirectError, and (unless
+        ``raise_for_status`` is off) a 4xx/5xx raises HttpStatusError."""
         current = url
         # None would mean "no timeout" to aiohttp: only pass one that is given.
         options: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
@@ -157,6 +186,7 @@ class HttpClient:
                 method,
                 current,
                 json=json_body,
+                data=data,
                 headers={**self._headers(current), **(headers or {})},
                 allow_redirects=False,
                 **options,
@@ -175,7 +205,7 @@ class HttpClient:
                         )
                     current = target
                     continue
-                if response.status >= 300:
+                if response.status >= 300 and (raise_for_status or response.status < 400):
                     raise HttpStatusError(current, response.status, response.reason or "")
                 yield response
                 return
@@ -199,6 +229,43 @@ class HttpClient:
         except OfferError as exc:
             raise UpdateError(f"{_safe(url)}: {exc}") from exc
 
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        data: bytes | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        raise_for_status: bool = True,
+    ) -> HttpReply:
+        """Any request with the client's safety rules (same-origin https redirects, the token
+        only to its origin, the answer read up to ``max_bytes``). With ``raise_for_status``
+        off a 4xx/5xx answer is returned too: some APIs put the reason in the body."""
+        import aiohttp
+
+        try:
+            async with self._request(
+                method,
+                url,
+                json_body=json_body,
+                data=data,
+                headers=headers,
+                raise_for_status=raise_for_status,
+            ) as response:
+                body = await _read_capped(response, max_bytes, url)
+                return HttpReply(
+                    response.status,
+                    {name.lower(): value for name, value in response.headers.items()},
+                    body,
+                    url,
+                )
+        except aiohttp.ClientError as exc:
+            raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise HttpTransportError(f"{_safe(url)}: no answer in {self._timeout_s} s") from exc
+
     async def fetch(self, url: str, *, max_bytes: int) -> bytes:
         """A small file (a signature, a manifest) into memory, at most ``max_bytes``."""
         import aiohttp
@@ -219,11 +286,15 @@ class HttpClient:
         max_bytes: int,
         timeout_s: float,
         check_space: Callable[[int], None] | None = None,
-    ) -> int:
+        method: str = "GET",
+        json_body: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Downloaded:
         """Stream ``url`` into ``dest``, resuming a partial ``dest`` with a Range request.
 
-        Returns the file's final size. ``check_space(bytes_still_to_come)`` runs (in a thread)
-        before anything is written and again after every ``SPACE_CHECK_BYTES`` (bytes still to
+        Returns the file's final size and the answer's headers (``method``, ``json_body`` and
+        ``headers`` for platforms that hand out artifacts on a POST or want headers of their own).
+        ``check_space(bytes_still_to_come)`` runs (in a thread) before anything is written and again after every ``SPACE_CHECK_BYTES`` (bytes still to
         come: 0 when the server did not say), and may raise. A cut link leaves the part written
         so far; the caller decides what other failures leave.
         """
@@ -232,12 +303,13 @@ class HttpClient:
         offset = await asyncio.to_thread(_size, dest)
         if offset > max_bytes:
             offset = 0
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        request_headers = {**(headers or {}), **({"Range": f"bytes={offset}-"} if offset else {})}
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=min(READ_TIMEOUT_S, timeout_s))
         try:
             async with self._request(
-                "GET", url, headers=headers, client_timeout=timeout
+                method, url, json_body=json_body, headers=request_headers, client_timeout=timeout
             ) as response:
+                answer_headers = {name.lower(): v for name, v in response.headers.items()}
                 if response.status != 206 or not _resumes_at(response, offset):
                     offset = 0  # the server sent the whole file
                 length = response.content_length
@@ -273,7 +345,7 @@ class HttpClient:
             raise HttpTransportError(f"{_safe(url)}: {exc or type(exc).__name__}") from exc
         except TimeoutError as exc:
             raise HttpTransportError(f"{_safe(url)}: download timed out") from exc
-        return size
+        return Downloaded(size, answer_headers)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:

@@ -103,7 +103,7 @@ class ArtifactDownloader:
         started = time.monotonic()
         free = self._free_space or disk_free
         try:
-            size = await http.download(
+            downloaded = await http.download(
                 offer.url,
                 part,
                 max_bytes=size_limit,
@@ -122,7 +122,7 @@ class ArtifactDownloader:
         log.info(
             "ota_downloaded",
             version=offer.version,
-            bytes=size,
+            bytes=downloaded.size,
             seconds=round(time.monotonic() - started, 2),
         )
         self._record.set("verifying", offer.version)
