@@ -294,8 +294,9 @@ class HttpClient:
 
         Returns the file's final size and the answer's headers (``method``, ``json_body`` and
         ``headers`` for platforms that hand out artifacts on a POST or want headers of their own).
-        ``check_space(bytes_still_to_come)`` runs (in a thread) before anything is written and again after every ``SPACE_CHECK_BYTES`` (bytes still to
-        come: 0 when the server did not say), and may raise. A cut link leaves the part written
+        ``check_space(bytes_still_to_come)`` runs (in a thread) before anything is written and
+        again after every ``SPACE_CHECK_BYTES`` (bytes still to come: 0 when the server did not
+        say), and may raise. A cut link leaves the part written
         so far; the caller decides what other failures leave.
         """
         import aiohttp
