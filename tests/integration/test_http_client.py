@@ -37,9 +37,7 @@ async def https(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     app.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(
-        runner, "127.0.0.1", 0, ssl_context=server_context(server.cert, server.key)
-    )
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(server.cert, server.key))
     await site.start()
     port = runner.addresses[0][1]
     try:
