@@ -111,18 +111,27 @@ def load_config(
     data, pending = _with_provisioning(data, base_dir)
     # The models never touch the disk: the files are checked here, and reported together
     # with any validation error so one run shows every problem.
-    missing = file_problems(data, base_dir, pending) if check_files else []
+    missing = _identity_problems(data)
+    missing += file_problems(data, base_dir, pending) if check_files else []
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
-        raise ConfigError(lines + _located(document, missing)) from exc
+        lines = format_validation_error(document, exc) + _located(document, missing)
+        raise ConfigError([_provisioning_hint(line, data) for line in lines]) from exc
     if missing:
-        raise ConfigError(_located(document, missing))
+        raise ConfigError([_provisioning_hint(line, data) for line in _located(document, missing)])
     problems = cross_field_problems(config, codec_for)
     if problems:
         raise ConfigError(_located(document, problems))
     return config
+
+
+def _identity_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """The shadow link's broker without its thing (checked on the raw data, so it is reported
+    beside any field error in the same run)."""
+    if data.get("mqtt") is not None and data.get("thing") is None:
+        return [(("thing",), "required key is missing")]
+    return []
 
 
 def _located(document: YamlDocument, problems: list[Problem]) -> list[str]:

@@ -278,7 +278,7 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
     method = config.provision
     if method is None:
         raise ProvisioningError("renewal needs a 'provision:' block in the config")
-    mqtt = config.mqtt
+    mqtt = config.shadow_mqtt
     if method.getcerts is not None:
         new = await request_getcerts(method.getcerts)
     else:
@@ -287,8 +287,8 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
             method.fleet,
             Endpoint(mqtt.host, mqtt.port, mqtt.ca, mqtt.connect_timeout_s),
             identity=(mqtt.cert, mqtt.key),
-            client_id=f"{config.thing}-renew",
-            csr_name=config.thing,
+            client_id=f"{config.shadow_thing}-renew",
+            csr_name=config.shadow_thing,
         )
     if new.thing != config.thing:
         raise ProvisioningError(

@@ -98,8 +98,8 @@ class Updater:
         if config.checkin is not None:
             self.checkins = CheckinClient(
                 config.checkin,
-                thing=config.thing,
-                tls_files=(config.mqtt.cert, config.mqtt.key),
+                thing=config.shadow_thing,  # check-in needs the shadow link (a config check)
+                tls_files=(config.shadow_mqtt.cert, config.shadow_mqtt.key),
                 version=version,
                 running_version=lambda: self.running_version,
                 on_answer=self._on_answer,
