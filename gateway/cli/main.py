@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision_parser(commands)
     add_certs_parser(commands)
+    from gateway.cli.importbatch import add_import_batch_parser
+
+    add_import_batch_parser(commands)
     return parser
 
 

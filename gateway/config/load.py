@@ -236,7 +236,10 @@ def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
         return line
     if data.get("provision") is not None:
         return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
-    return line + " (give it here, or add a 'provision:' block to obtain it from the cloud)"
+    return line + (
+        " (give it here, add a 'provision:' block to obtain it from the cloud,"
+        " or install a Thing Batch's thing with 'edge-gateway import-batch')"
+    )
 
 
 def load_provision_setup(path: Path) -> ProvisionSetup:

@@ -48,7 +48,8 @@ def cloud_id(value: object, field: str = "id") -> str:
     """A device or account id the Provision API assigned: 1-128 printable ASCII characters."""
     if not isinstance(value, str) or not _CLOUD_ID.fullmatch(value):
         raise AnswerError(
-            f"{field} {shown(value)} is not a valid id (1-128 printable ASCII characters, no spaces)"
+            f"{field} {shown(value)} is not a valid id "
+            "(1-128 printable ASCII characters, no spaces)"
         )
     return value
 

@@ -1,9 +1,10 @@
 """``state_dir/provisioned.yaml``: what provisioning assigned (thing, endpoint, port, credential
-paths), read and checked when the config is loaded; where provisioning keeps the pair; and
-``state_dir/provision.json``, the Provision API's device ``id`` and ``accountId`` (read by the
-check-in, which sends that ``id``, as Ioto's agent keeps them from its provisioning answer).
+paths; an imported Thing Batch also the broker's CA), read and checked when the config is
+loaded; where provisioning keeps the pair; and ``state_dir/provision.json``, the Provision
+API's device ``id`` and ``accountId`` (read by the check-in, which sends that ``id``, as Ioto's
+agent keeps them from its provisioning answer).
 
-``gateway.provisioning.credstore`` writes the file and re-exports these names; reading it
+``gateway.provisioning.credstore`` writes the files and re-exports these names; reading them
 here keeps the config free of the provisioning code.
 """
 
@@ -30,7 +31,7 @@ IDENTITY_FILE = "provision.json"
 MAX_IDENTITY_BYTES = 16 * 1024  # {"id", "accountId"}: well under a hundred bytes
 # provisioned.yaml holds a handful of short keys; anything near this is not ours.
 MAX_PROVISIONED_BYTES = 64 * 1024
-_PROVISIONED_MQTT_KEYS = frozenset({"host", "port", "cert", "key"})
+_PROVISIONED_MQTT_KEYS = frozenset({"host", "port", "cert", "key", "ca"})
 
 
 def default_credential_paths(state_dir: Path) -> tuple[Path, Path]:
@@ -109,7 +110,7 @@ def provisioned_problems(data: dict[Any, Any]) -> list[str]:
             problems.append(str(exc))
     problems += [
         f"mqtt.{name} {names.shown(mqtt[name])} is not a file path"
-        for name in ("cert", "key")
+        for name in ("cert", "key", "ca")
         if name in mqtt and not (isinstance(mqtt[name], str) and mqtt[name])
     ]
     return problems

@@ -75,8 +75,7 @@ def yaml11_problems(document: YamlDocument) -> list[Problem]:
             problems.append(
                 (
                     key_path,
-                    f"pin {text}: YAML 1.1 {read_as}; BCM pins are decimal: "
-                    f"write {_decimal(text)}",
+                    f"pin {text}: YAML 1.1 {read_as}; BCM pins are decimal: write {_decimal(text)}",
                 )
             )
         elif tag == _INT_TAG and _OCTAL.fullmatch(text):

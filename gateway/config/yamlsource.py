@@ -240,6 +240,4 @@ def load_yaml(path: Path, names: NameRule = _never) -> YamlDocument:
     data = {} if root is None else builder.build(root, ())
     if root is not None:
         builder.positions[()] = _position(root)
-    return YamlDocument(
-        path=path, data=data, positions=builder.positions, plain=builder.plain
-    )
+    return YamlDocument(path=path, data=data, positions=builder.positions, plain=builder.plain)

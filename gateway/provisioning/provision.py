@@ -252,11 +252,16 @@ async def provision(setup: ProvisionSetup, *, force: bool = False) -> NewCredent
     return new
 
 
-def store(state_dir: Path, paths: CredentialPaths, new: NewCredentials) -> None:
+def store(
+    state_dir: Path, paths: CredentialPaths, new: NewCredentials, *, ca: Path | None = None
+) -> None:
     """provisioned.yaml and the device identity first, then the pair (the certificate last): a
-    crash at any point leaves no certificate, so the next start provisions again (blocking)."""
+    crash at any point leaves no certificate, so the next start provisions again (blocking).
+    ``ca``: the broker's CA, installed already (an imported Thing Batch), recorded as mqtt.ca."""
     assigned: dict[str, Any] = {"thing": new.thing}
     mqtt: dict[str, Any] = {"cert": str(paths.cert), "key": str(paths.key)}
+    if ca is not None:
+        mqtt["ca"] = str(ca)
     if new.host is not None:
         mqtt["host"] = new.host
     if new.port is not None:
