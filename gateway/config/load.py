@@ -237,7 +237,7 @@ def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
     if data.get("provision") is not None:
         return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
     return line + (
-        " (give it here, add a 'provision:' block to obtain it from the cloud,"
+        " (give it here, or add a 'provision:' block to obtain it from the cloud,"
         " or install a Thing Batch's thing with 'edge-gateway import-batch')"
     )
 
