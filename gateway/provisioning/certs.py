@@ -23,11 +23,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway.errors import GatewayError
 
 __all__ = [
+    "ISSUING_CA_FILE",
     "CertificateError",
     "CertificateHealth",
     "CertificateInfo",
     "PrivateKey",
-    "ISSUING_CA_FILE",
     "ThingCredentials",
     "build_csr",
     "certificate_pem",
