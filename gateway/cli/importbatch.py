@@ -14,20 +14,25 @@ from gateway.errors import GatewayError
 EXIT_OK = 0
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
+def _state_dir(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """Where the credentials go, and the keys the config sets itself (they win over what is
+    imported)."""
     if args.state_dir:
-        return Path(args.state_dir).resolve()
+        return Path(args.state_dir).resolve(), []
     if not args.config:
         raise GatewayError("give -c CONFIG or --state-dir DIR (where the credentials go)")
     from gateway.config import load_provision_setup
 
-    return load_provision_setup(Path(args.config)).state_dir
+    setup = load_provision_setup(Path(args.config))
+    mqtt = setup.mqtt
+    given = {"thing": setup.thing, "mqtt.cert": mqtt.cert, "mqtt.key": mqtt.key, "mqtt.ca": mqtt.ca}
+    return setup.state_dir, [key for key, value in given.items() if value is not None]
 
 
 def cmd_import_batch(args: argparse.Namespace) -> int:
     from gateway.provisioning.batch import import_thing
 
-    state_dir = _state_dir(args)
+    state_dir, overriding = _state_dir(args)
     imported = import_thing(
         Path(args.source), state_dir, Path(args.ca), thing=args.thing, force=args.force
     )
@@ -40,6 +45,8 @@ def cmd_import_batch(args: argparse.Namespace) -> int:
         "the config needs no thing, mqtt.cert, mqtt.key or mqtt.ca now; give mqtt.host "
         f"(the broker's host name) and state_dir: {state_dir}"
     )
+    if overriding:
+        print(f"note: {args.config} sets {', '.join(overriding)}, which win over the import")
     return EXIT_OK
 
 

@@ -12,8 +12,9 @@ so a config without ``thing``, ``mqtt.cert`` and ``mqtt.key`` runs as that thing
 A zip is untrusted input. Before anything is read from it, the whole archive is refused, naming
 the member, if any member has an absolute path, a ``..`` part, a backslash or a drive letter, is
 a symbolic link (or any other non-regular file), is encrypted, declares more than
-``MAX_MEMBER_BYTES``, or appears twice; so is an archive over ``MAX_ZIP_BYTES`` or with more
-than ``MAX_MEMBERS`` members. Nothing is ever extracted to disk: the two files of the chosen
+``MAX_MEMBER_BYTES``, or appears twice; so is an archive over ``MAX_ZIP_BYTES`` or declaring
+more than ``MAX_MEMBERS`` members (checked on its end record, before ``zipfile`` reads the
+directory). Nothing is ever extracted to disk: the two files of the chosen
 thing are read into memory through a capped read, so a member lying about its size (a zip bomb)
 is stopped at the cap too. Unpacked folders get the same care: symbolic links and non-regular
 files are refused, and files are read with a cap.
@@ -24,12 +25,13 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from gateway.config.names import AnswerError, shown, thing_name
 from gateway.config.provisioned import default_credential_paths
@@ -39,7 +41,7 @@ CERT_FILE = "cert.pem"
 KEY_FILE = "privkey.pem"
 CA_FILE = "ca.pem"  # the broker's CA, installed next to the pair (MIC's name for it)
 MAX_ZIP_BYTES = 64 * 1024 * 1024  # a batch of thousands of things is a few MB
-MAX_MEMBERS = 50_000
+MAX_MEMBERS = 20_000  # two files per thing: 10,000 things
 MAX_MEMBER_BYTES = 64 * 1024  # a PEM certificate or key is a few KB
 MAX_LISTED = 30  # thing names shown when asking to pick one
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -98,6 +100,25 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+_EOCD = struct.Struct("<4s4H2LH")  # the end of central directory record
+_EOCD_SIGNATURE = b"PK\x05\x06"
+
+
+def _declared_members(stream: BinaryIO, size: int) -> int | None:
+    """The member count the archive's end record declares (None if there is none to find),
+    read before ``zipfile`` builds an object per member: a small zip can declare millions.
+    A ZIP64 archive's count field says 0xFFFF: more than we accept in any case."""
+    tail = min(size, _EOCD.size + 0xFFFF)  # the record and a comment of at most 64 KB
+    stream.seek(size - tail)
+    data = stream.read(tail)
+    stream.seek(0)
+    where = data.rfind(_EOCD_SIGNATURE)
+    if where < 0 or where + _EOCD.size > len(data):
+        return None
+    fields: tuple[int, ...] = _EOCD.unpack_from(data, where)[1:]
+    return max(fields[2], fields[3])  # entries on this disk, entries in total
+
+
 class _ZipSource(_Source):
     def __init__(self, path: Path) -> None:
         self.label = str(path)
@@ -114,6 +135,12 @@ class _ZipSource(_Source):
                 raise ProvisioningError(
                     f"{path} is {info.st_size} bytes, more than the {MAX_ZIP_BYTES} a Thing "
                     "Batch zip may have"
+                )
+            declared = _declared_members(stream, info.st_size)
+            if declared is not None and declared > MAX_MEMBERS:
+                raise ProvisioningError(
+                    f"{path}: refused: it declares {declared} members, more than the "
+                    f"{MAX_MEMBERS} accepted"
                 )
             self.archive = zipfile.ZipFile(stream)
             self._stream = stream
@@ -252,20 +279,25 @@ def _open(source: Path) -> _Source:
     return _ZipSource(source)
 
 
-def _listing(names: Iterable[str]) -> str:
-    names = sorted(names)
-    more = len(names) - MAX_LISTED
-    text = ", ".join(names[:MAX_LISTED])
-    return text + (f" ... and {more} more" if more > 0 else "")
-
-
-def things_in(source: Path) -> list[str]:
-    """The names of the things in ``source`` (a zip or a folder), sorted."""
-    batch = _open(source)
+def _is_thing_name(name: str) -> bool:
     try:
-        return sorted(batch.folders)
-    finally:
-        batch.close()
+        thing_name(name)
+    except AnswerError:
+        return False
+    return True
+
+
+def _listing(folders: Iterable[str]) -> str:
+    """The thing names among ``folders``, for a message; other folder names (a hostile zip's
+    could hold terminal escapes) are only counted."""
+    folders = list(folders)
+    names = sorted(name for name in folders if _is_thing_name(name))
+    others = len(folders) - len(names)
+    more = len(names) - MAX_LISTED
+    text = ", ".join(names[:MAX_LISTED]) + (f" ... and {more} more" if more > 0 else "")
+    if others:
+        text += f" (and {others} folder(s) whose names are no thing names)"
+    return text
 
 
 def read_thing(source: Path, thing: str | None) -> BatchThing:
@@ -288,7 +320,7 @@ def read_thing(source: Path, thing: str | None) -> BatchThing:
             [thing] = folders
         elif thing not in folders:
             raise ProvisioningError(
-                f"{batch.label} holds no thing {thing!r}; its things: {_listing(folders)}"
+                f"{batch.label} holds no thing {shown(thing)}; its things: {_listing(folders)}"
             )
         try:
             name = thing_name(thing, "thing folder")

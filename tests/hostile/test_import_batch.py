@@ -202,3 +202,29 @@ def test_zip_bytes_are_never_extracted_next_to_it(tmp_path: Path) -> None:
         == 0
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "s"])
+
+
+def test_a_zip_declaring_more_members_than_accepted_is_refused_before_they_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_zip(tmp_path / "batch.zip", good_members())
+    data = bytearray(source.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (60_000).to_bytes(2, "little") * 2  # entries here / in total
+    source.write_bytes(bytes(data))
+    assert "declares 60000 members" in run_import(tmp_path, source, capsys)
+
+
+def test_folder_names_that_are_no_thing_names_are_counted_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evil = "\x1b]0;owned\x07\x1b[2J"  # terminal escapes: retitle, clear the screen
+    members = [
+        *good_members(),
+        member(f"{evil}/cert.pem", THING.cert_pem),
+        member(f"{evil}/privkey.pem", THING.key_pem),
+    ]
+    source = write_zip(tmp_path / "batch.zip", members)
+    error = run_import(tmp_path, source, capsys)
+    assert "00000001" in error and "1 folder(s) whose names are no thing names" in error
+    assert "\x1b" not in error
