@@ -7,6 +7,8 @@ Provision API over HTTPS, the gateway on mock GPIO.
   without ``thing``, ``mqtt.cert``, ``mqtt.key`` (and ``mqtt.ca``) then syncs as that thing.
 - ``shadow.clear_desired: section`` clears the whole desired section (``desired: null``);
   ``true`` clears only the keys it applied.
+- With ``send_timestamp`` a value seen during an outage reaches the shadow, after the link is
+  back, stamped with the time it was seen.
 - A gateway provisioned through getCerts checks in with the answer's ``id`` and shows it and
   the ``accountId`` in its status.
 """
@@ -14,8 +16,10 @@ Provision API over HTTPS, the gateway on mock GPIO.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import stat
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,16 @@ import pytest
 from gateway.cli.main import main
 from gateway.config import load_config, load_provision_setup
 from gateway.devcloud import DevCA, MosquittoBroker, ShadowClient, ShadowService
+from gateway.devcloud.faultproxy import FaultProxy
 from gateway.devcloud.provision import ACCOUNT_ID
 from gateway.provisioning.provision import provision_at_start
-from tests.integration.harness import reported, running_config
+from tests.integration.harness import (
+    admin_client,
+    gateway_via,
+    reported,
+    running_config,
+    until,
+)
 from tests.integration.test_devcloud_web import running_devcloud
 
 pytestmark = pytest.mark.integration
@@ -169,3 +180,36 @@ admin_socket: {tmp_path / "admin.sock"}
         assert "pi-ioto" not in cloud.provision.checkins  # the id, not the thing name
         assert status["device_id"] == "claim-77"
         assert status["account_id"] == ACCOUNT_ID
+
+
+async def test_send_timestamp_dates_a_change_seen_offline_to_when_it_was_seen(
+    broker: MosquittoBroker,
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    updates: list[dict[str, Any]] = []
+    async with admin_client(broker) as watcher:
+        await watcher.subscribe(f"$aws/things/{thing}/shadow/update")
+
+        async def collect() -> None:
+            async for message in watcher.messages:
+                updates.append(json.loads(bytes(message.payload)))
+
+        collector = asyncio.create_task(collect())
+        extra = "shadow: {send_timestamp: true}\n"
+        async with gateway_via(proxy, broker, tmp_path, thing, extra=extra) as running:
+            proxy.cut()
+            await until(lambda: not running.gateway.shadow.connected)
+            pressed_at = time.time()
+            running.pin(4).drive_low()  # the button (pull-up) is pressed while offline
+            await asyncio.sleep(1.0)
+            restored_at = time.time()
+            proxy.restore()
+            await shadow_client.wait_for(thing, reported("button", True), timeout=10)
+        collector.cancel()
+        await asyncio.wait({collector})
+    first = next(u for u in updates if u["state"].get("reported", {}).get("button") is True)
+    assert pressed_at - 0.1 <= first["timestamp"] / 1000 < restored_at
