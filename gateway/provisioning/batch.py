@@ -147,6 +147,9 @@ class _ZipSource(_Source):
         except zipfile.BadZipFile as exc:
             stream.close()
             raise ProvisioningError(f"{path} is not a zip file ({exc})") from exc
+        except OSError as exc:
+            stream.close()
+            raise ProvisioningError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except BaseException:
             stream.close()
             raise
