@@ -102,6 +102,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     print(f"  cert       {cert}")
     print(f"  key        {key} (0600)")
     print(f"  assigned   {setup.state_dir / 'provisioned.yaml'}")
+    if new.identity is not None:  # getCerts' id: what check-ins send as "id"
+        account = new.identity.account_id or "-"
+        record = setup.state_dir / "provision.json"
+        print(f"  device id  {new.identity.id} (account {account}, {record})")
     return EXIT_OK
 
 
