@@ -73,7 +73,7 @@ def version_problem(version: object) -> str | None:
     """Why ``version`` may not be used as a version string, or None."""
     if not isinstance(version, str):
         return "must be a string"
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):  # fullmatch: "$" alone lets a final newline through
         return "must be 1-64 characters of A-Z a-z 0-9 . + _ - starting with a letter or digit"
     return None
 
@@ -174,7 +174,7 @@ def parse_manifest(data: bytes) -> Manifest:
     for name, value in (("version", version), ("min_version", min_version)):
         if (value is not None or name == "version") and (problem := version_problem(value)):
             raise OfferError(f"the manifest's {name!r} {problem}")
-    if not isinstance(sha256, str) or not _HEX64.match(sha256):
+    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
         raise OfferError("the manifest's 'sha256' must be 64 hex digits")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise OfferError("the manifest's 'size' must be a non-negative integer")
@@ -270,7 +270,7 @@ def parse_offer(body: object, running_version: str) -> Offer | None:
         raise OfferError("an offer needs a 'url'")
     if (problem := url_problem(url)) is not None:
         raise OfferError(f"offered url {url[:120]!r}: {problem}")
-    if not isinstance(checksum, str) or not _HEX64.match(checksum):
+    if not isinstance(checksum, str) or not _HEX64.fullmatch(checksum):
         raise OfferError(checksum_problem(checksum))
     manifest, manifest_signature = body.get("manifest"), body.get("manifestSignature")
     for name, value in (

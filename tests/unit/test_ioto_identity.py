@@ -109,6 +109,7 @@ def test_sha256_hex_in_either_case_is_accepted_and_kept_in_lower_case(checksum: 
         ("q83vEjRWeJA=" * 4, "other than hex digits"),
         (SHA[:40], "40 hex digits, not 64"),
         (SHA + "00", "66 hex digits, not 64"),
+        (SHA + "\n", "other than hex digits"),
         (12345, "must be a string"),
         (None, "an offer needs 'checksum'"),
     ],
@@ -118,6 +119,12 @@ def test_any_other_checksum_is_a_clear_offer_error(checksum: object, reason: str
         parse_offer(offer(checksum), "1.0")
     if isinstance(checksum, str) and len(checksum) > 20:
         assert checksum not in str(caught.value)  # shapes only, never the value
+
+
+def test_a_version_with_a_trailing_newline_is_refused() -> None:
+    # It would reach file names and the update command's argv.
+    with pytest.raises(OfferError, match="'version'"):
+        parse_offer({"version": "2.0\n", "url": "https://h/fw.bin", "checksum": SHA}, "1.0")
 
 
 # -- clear_desired: section -------------------------------------------------------------------
