@@ -278,7 +278,8 @@ ShadowName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-
 
 class ShadowConfig(_Frozen):
     name: ShadowName | None = None
-    clear_desired: bool = True
+    # true: null each applied desired key; "section": "desired": null (MIC's Thing API convention)
+    clear_desired: Literal["section"] | bool = True
     send_timestamp: bool = False
 
 

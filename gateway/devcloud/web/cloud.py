@@ -85,7 +85,9 @@ def controls_for(config: GatewayConfig) -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class BatchThing:
-    """One thing of a batch: its folder holds ca.pem, cert.pem, privkey.pem and gateway.yaml."""
+    """One thing of a batch: its folder holds cert.pem, privkey.pem, gateway.yaml and ca.pem,
+    the broker's CA as in Managed IoT Cloud's layout (the dev CA signs the broker's certificate
+    as well as the things')."""
 
     name: str
     folder: Path

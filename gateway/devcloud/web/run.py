@@ -91,7 +91,11 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  state          {cloud.state_dir}",
     ]
     if batch:
-        lines += ["", f"{len(batch)} things, each folder holds cert.pem, privkey.pem, ca.pem and:"]
+        lines += [
+            "",
+            f"{len(batch)} things, each folder laid out as the Thing API guide's: cert.pem, "
+            "privkey.pem, ca.pem (the broker's CA, here the dev CA) and:",
+        ]
         lines += [f"  edge-gateway run --mock-gpio -c {thing.config}" for thing in batch]
         lines += ["", f"--- {batch[0].config} ---", batch[0].config.read_text().rstrip()]
     lines += ["", "Press Ctrl+C to stop.", ""]
