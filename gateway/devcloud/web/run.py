@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from gateway.devcloud.web.cloud import BatchThing, DevCloud
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
 
-__all__ = ["parse_claims", "run_devcloud"]
+__all__ = ["command_prefix", "parse_claims", "run_devcloud"]
 
 log = structlog.get_logger()
 
@@ -78,6 +81,16 @@ async def _serve(cloud: DevCloud, things: int, fleet_claims: Sequence[str] = ())
     print("devcloud stopped", flush=True)
 
 
+def command_prefix() -> str:
+    """How to call edge-gateway as this process was started: the ``edge-gateway`` script beside
+    this interpreter (a virtualenv's ``bin/``, which need not be on ``PATH``), else
+    ``python -m gateway`` with this interpreter; printed commands then work as printed."""
+    script = Path(sys.executable).parent / "edge-gateway"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m gateway"
+
+
 def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
     lines = [
         "",
@@ -91,8 +104,19 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  state          {cloud.state_dir}",
     ]
     if batch:
-        lines += ["", f"{len(batch)} things, each folder holds cert.pem, privkey.pem, ca.pem and:"]
-        lines += [f"  edge-gateway run --mock-gpio -c {thing.config}" for thing in batch]
+        program = command_prefix()
+        noun = "thing; its folder holds" if len(batch) == 1 else "things; each folder holds"
+        lines += ["", f"{len(batch)} {noun} cert.pem, privkey.pem, ca.pem and gateway.yaml.", ""]
+        lines += ["Run a gateway on mock GPIO for each (one terminal each):"]
+        lines += [f"  {program} run --mock-gpio -c {_quoted(thing.config)}" for thing in batch]
+        config = _quoted(batch[0].config)
+        lines += ["", f"Then, from another terminal (for {batch[0].name}):"]
+        lines += [f"  {program} status -c {config}"]
+        lines += [f"  {program} mock set button true -c {config}"]
         lines += ["", f"--- {batch[0].config} ---", batch[0].config.read_text().rstrip()]
     lines += ["", "Press Ctrl+C to stop.", ""]
     print("\n".join(lines), flush=True)
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
