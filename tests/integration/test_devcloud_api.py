@@ -192,3 +192,56 @@ async def test_the_commands_devcloud_prints_for_its_things_work_as_printed() -> 
                     process.kill()
                     await process.wait()
         shutil.rmtree(state, ignore_errors=True)
+
+
+# --- docs/devcloud.md against the routes and a running dev cloud -----------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "devcloud.md"
+
+
+def test_every_route_of_the_dev_cloud_is_documented(cloud: DevCloud) -> None:
+    from gateway.devcloud.provision import provision_app
+    from gateway.devcloud.web.dashboard import dashboard_app
+
+    text = DOCS.read_text()
+    missing = []
+    for app in (dashboard_app(cloud.hub), provision_app(cloud.provision)):
+        for route in app.router.routes():
+            if route.method == "HEAD":
+                continue  # aiohttp adds HEAD beside every GET
+            path = route.resource.canonical if route.resource is not None else "?"
+            path = "/static/..." if path == "/static" else path
+            if f"`{route.method} {path}" not in text:
+                missing.append(f"{route.method} {path}")
+    assert missing == []
+
+
+async def test_the_documented_curl_example_sets_desired(cloud: DevCloud) -> None:
+    section = DOCS.read_text().split("### `POST /api/things/{thing}/desired`", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    base = cloud.dashboard_url.rstrip("/")
+    code, output = await run_printed_script(script.replace("http://127.0.0.1:8080", base))
+    assert code == 0, output
+    assert json.loads(output) == {"version": 1}
+    thing = cloud.hub.thing(THING)
+    assert thing is not None
+    async with asyncio.timeout(5):
+        while not thing["shadows"] or thing["shadows"][""]["desired"] != {"led": True, "fan": 0.5}:
+            await asyncio.sleep(0.02)
+            thing = cloud.hub.thing(THING)
+            assert thing is not None
+
+
+async def run_printed_script(script: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-eu",
+        "-c",
+        script,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(20):
+        output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
