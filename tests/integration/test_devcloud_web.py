@@ -234,9 +234,11 @@ async def test_setting_desired_through_the_dashboard_updates_the_shadow(
 async def test_setting_desired_with_an_empty_object_is_refused_with_400(
     cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
+    await cloud.create_things(1)
     headers = await page_headers(http, cloud.dashboard_url)
     body = {"desired": {}}
-    async with http.post("/api/things/pi-x/desired", json=body, headers=headers) as response:
+    url = "/api/things/thing-001/desired"
+    async with http.post(url, json=body, headers=headers) as response:
         assert response.status == 400
 
 
