@@ -181,6 +181,10 @@ async def test_the_page_shows_a_live_gateway_and_its_screenshot_is_saved(
     cloud: DevCloud, gateway: LiveGateway, page: Page, tmp_path: Path
 ) -> None:
     await cloud.create_things(12)
+    for step in range(6):  # some history for the charts: a pressed button, a fan ramping up
+        await gateway.admin({"cmd": "mock_set", "name": "button", "value": step % 2 == 0})
+        await cloud.hub.update_desired(THING, {"fan": round(0.1 * step, 1)})
+        await asyncio.sleep(0.5)
     await cloud.hub.update_desired(THING, {"led": True, "fan": 0.6, "servo": -0.3})
     await gateway.admin({"cmd": "mock_set", "name": "motion", "value": True})
     await open_thing(page, cloud)

@@ -236,6 +236,7 @@ function otaText(ota) {
 // desired values as marks. On/off values are drawn as 1/0.
 
 const WINDOW_S = 3600;
+const MIN_SPAN_S = 60; // a young history is drawn over what it covers, at least a minute
 const MAX_POINTS = 500;
 const SVG = "http://www.w3.org/2000/svg";
 const CHART = { width: 160, height: 30, pad: 3 };
@@ -267,14 +268,19 @@ function renderChart(thing, shadow, key) {
   if (!cell) return;
   const series = ((thing.history || {})[shadow] || {})[key] || {};
   const now = serverNow();
-  const start = now - WINDOW_S;
-  // The newest reported point before the window is the value the line starts with.
-  const reported = (series.reported || []).filter((p, i, all) => p[0] >= start || (all[i + 1] || [Infinity])[0] > start);
-  const desired = (series.desired || []).filter((p) => p[0] >= start);
+  const hourAgo = now - WINDOW_S;
+  // The newest reported point before the hour is the value the line starts with.
+  const reported = (series.reported || []).filter((p, i, all) => p[0] >= hourAgo || (all[i + 1] || [Infinity])[0] > hourAgo);
+  const desired = (series.desired || []).filter((p) => p[0] >= hourAgo);
   if (!reported.length && !desired.length) {
     cell.replaceChildren();
     return;
   }
+  // The last hour, or less while the dev cloud has seen less: changes of the first minutes
+  // are spread out instead of squeezed into the right edge.
+  const earliest = Math.min(...[...reported, ...desired].map((p) => p[0]));
+  const span = Math.min(WINDOW_S, Math.max(MIN_SPAN_S, now - earliest));
+  const start = now - span;
   const values = [...reported, ...desired].map((p) => p[1]);
   let low = Math.min(...values);
   let high = Math.max(...values);
@@ -285,13 +291,15 @@ function renderChart(thing, shadow, key) {
   }
   if (high === low) { low -= 0.5; high += 0.5; }
   const { width, height, pad } = CHART;
-  const x = (t) => (pad + (Math.max(t, start) - start) / WINDOW_S * (width - 2 * pad)).toFixed(1);
+  const x = (t) => (pad + (Math.max(t, start) - start) / span * (width - 2 * pad)).toFixed(1);
   const y = (v) => (height - pad - (v - low) / (high - low) * (height - 2 * pad)).toFixed(1);
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
-  const visible = reported.filter((p) => p[0] >= start);
+  const visible = reported.filter((p) => p[0] >= hourAgo);
   chart.dataset.points = String(visible.length);
   chart.dataset.marks = String(desired.length);
-  chart.setAttribute("aria-label", `${key}, last hour: ${plural(visible.length, "change")}` +
+  const minutes = Math.round(span / 60);
+  chart.dataset.span = String(Math.round(span));
+  chart.setAttribute("aria-label", `${key}, last ${minutes === 60 ? "hour" : plural(minutes, "minute")}: ${plural(visible.length, "change")}` +
     `, ${plural(desired.length, "desired change")}, from ${+low.toFixed(3)} to ${+high.toFixed(3)}`);
   if (reported.length) {
     let path = `M${x(reported[0][0])},${y(reported[0][1])}`;
