@@ -166,8 +166,10 @@ async def test_the_commands_devcloud_prints_for_its_things_work_as_printed() -> 
         run = next(c for c in commands if " run --mock-gpio " in c)
         status = next(c for c in commands if " status " in c)
         press = next(c for c in commands if " mock set button true " in c)
-        # As printed: the program is a path that exists (the virtualenv's), not a bare name.
+        # As printed: the program is a path that exists (the virtualenv's), not a bare name,
+        # and the config's own comment says the same command.
         assert Path(shlex.split(run)[0]).is_file()
+        assert f"# Ready to run: {run}\n" in text
         gateway = await asyncio.create_subprocess_exec(
             *shlex.split(run),
             stdout=asyncio.subprocess.DEVNULL,

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
-from gateway.devcloud.web.cloud import BatchThing, DevCloud
+from gateway.devcloud.web.cloud import BatchThing, DevCloud, command_prefix
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
 
@@ -79,16 +77,6 @@ async def _serve(cloud: DevCloud, things: int, fleet_claims: Sequence[str] = ())
         await stop.wait()
         running.cancel()
     print("devcloud stopped", flush=True)
-
-
-def command_prefix() -> str:
-    """How to call edge-gateway as this process was started: the ``edge-gateway`` script beside
-    this interpreter (a virtualenv's ``bin/``, which need not be on ``PATH``), else
-    ``python -m gateway`` with this interpreter; printed commands then work as printed."""
-    script = Path(sys.executable).parent / "edge-gateway"
-    if script.is_file() and os.access(script, os.X_OK):
-        return shlex.quote(str(script))
-    return f"{shlex.quote(sys.executable)} -m gateway"
 
 
 def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
