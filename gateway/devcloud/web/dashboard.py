@@ -4,8 +4,9 @@ Plain HTTP, meant for loopback only. Everything (HTML, JS, CSS) is served from t
 nothing from a CDN.
 
 - ``GET /`` the page (it carries this run's token); ``GET /static/...`` its assets
-- ``GET /api/things`` every thing (status, shadows, control hints, check-in, recent events)
-- ``GET /api/events`` Server-Sent Events: a ``snapshot`` then ``thing`` and ``event`` changes
+- ``GET /api/things`` every thing (status, shadows, control hints, check-in, recent events,
+  the charts' last hour)
+- ``GET /api/events`` Server-Sent Events: a ``snapshot`` then ``thing``, ``event`` and ``points``
 - ``POST /api/things/{thing}/desired`` ``{"desired": {...}, "shadow": null}`` sets desired state
   of a thing the dev cloud knows (404 for any other name: nothing is created)
 
