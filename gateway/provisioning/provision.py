@@ -150,6 +150,17 @@ async def request_getcerts(settings: GetCertsConfig) -> NewCredentials:
 # -- fleet provisioning ----------------------------------------------------------------------
 
 
+def claim_client_id(settings: FleetConfig) -> str:
+    """The client id of the first start's connection with the claim certificate (the claim
+    policy in docs/aws-iot.md allows ``provision-*``)."""
+    return settings.client_id or f"provision-{uuid.uuid4().hex[:12]}"
+
+
+def renewal_client_id(thing: str) -> str:
+    """The client id of a renewal's second connection, beside the thing's own."""
+    return f"{thing}-renew"
+
+
 async def request_fleet(
     settings: FleetConfig,
     endpoint: Endpoint,
@@ -237,7 +248,7 @@ async def provision(setup: ProvisionSetup, *, force: bool = False) -> NewCredent
             fleet,
             _setup_endpoint(setup),
             identity=(fleet.claim_cert, fleet.claim_key),
-            client_id=fleet.client_id or f"provision-{uuid.uuid4().hex[:12]}",
+            client_id=claim_client_id(fleet),
             csr_name=setup.thing or "edge-gateway",
         )
     await asyncio.to_thread(store, setup.state_dir, paths, new)
@@ -309,7 +320,7 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
             method.fleet,
             Endpoint(mqtt.host, mqtt.port, mqtt.ca, mqtt.connect_timeout_s),
             identity=(mqtt.cert, mqtt.key),
-            client_id=f"{config.shadow_thing}-renew",
+            client_id=renewal_client_id(config.shadow_thing),
             csr_name=config.shadow_thing,
         )
     if new.thing != config.thing:
