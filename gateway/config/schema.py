@@ -306,6 +306,10 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return resolve_path(path, (info.context or {}).get("base_dir"))
 
 
+# Temporary AWS credentials and log shipping: their own module, which needs MUST_EXIST above.
+from gateway.config.credentials import CloudWatchConfig, CredentialsConfig  # noqa: E402
+
+
 class ReconnectConfig(_Frozen):
     """Exponential backoff with full jitter between connection attempts."""
 
@@ -359,6 +363,7 @@ class GpioConfig(_Frozen):
 class LoggingConfig(_Frozen):
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    cloudwatch: CloudWatchConfig | None = None  # not given: the log stays on the machine
 
 
 class MetricsConfig(_Frozen):
@@ -519,6 +524,7 @@ class GatewayConfig(_Frozen):
     ota: OtaConfig | None = None  # not given: offers are only logged
     provision: ProvisionConfig | None = None  # obtain credentials at first start
     certs: CertsConfig = CertsConfig()
+    credentials: CredentialsConfig | None = None  # temporary AWS credentials (Ioto, AWS IoT)
     # Outputs that must never be active together: one group, or a list of groups.
     interlock: list[str] | list[list[str]] | None = None
 
@@ -533,6 +539,12 @@ class GatewayConfig(_Frozen):
         if "gateway" in devices:
             raise ValueError("'gateway' is reserved for the gateway's own status in the shadow")
         return devices
+
+    @model_validator(mode="after")
+    def _log_shipping_has_credentials(self) -> GatewayConfig:
+        if self.logging.cloudwatch is not None and self.credentials is None:
+            raise ValueError("logging.cloudwatch needs a 'credentials' block to sign with")
+        return self
 
     @property
     def mock_gpio(self) -> bool:
