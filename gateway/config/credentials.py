@@ -43,7 +43,9 @@ __all__ = [
 # AWS region names as they appear in endpoints: eu-west-1, us-gov-west-1, cn-north-1.
 REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
 # AWS IoT's credentials endpoint: <prefix>.credentials.iot.<region>.amazonaws.com[.cn]
-_CREDENTIALS_HOST = re.compile(r"\.credentials\.iot\.([a-z]{2}(?:-[a-z]+)+-\d{1,2})\.amazonaws\.com")
+_CREDENTIALS_HOST = re.compile(
+    r"\.credentials\.iot\.([a-z]{2}(?:-[a-z]+)+-\d{1,2})\.amazonaws\.com"
+)
 
 
 class _Frozen(BaseModel):

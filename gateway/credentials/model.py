@@ -160,7 +160,7 @@ def from_role_alias(answer: object, region: str | None) -> AwsCredentials:
     what = "credentials provider answer"
     inner = answer.get("credentials") if isinstance(answer, dict) else None
     if not isinstance(inner, dict):
-        raise CredentialsError(f"{what}: expected {{\"credentials\": {{...}}}}")
+        raise CredentialsError(f'{what}: expected {{"credentials": {{...}}}}')
     return _build(
         inner.get("accessKeyId"),
         inner.get("secretAccessKey"),
