@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision_parser(commands)
     add_certs_parser(commands)
+    from gateway.cli.credentials import add_credentials_parser
+
+    add_credentials_parser(commands)
     return parser
 
 
