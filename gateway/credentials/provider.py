@@ -231,7 +231,14 @@ class CredentialsProvider:
                 )
         except UpdateError as exc:  # the HTTP client's errors: transport, redirect, size
             raise CredentialsError(str(exc)) from exc
-        return self._parse(reply)
+        creds = self._parse(reply)
+        if not creds.valid_at(self._clock(), SERVE_MARGIN_S):
+            # Taking them would mean fetching again at once, forever: back off instead.
+            raise CredentialsError(
+                f"{settings.source} handed out credentials expiring at {creds.expiration_iso}, "
+                "which is not in the future here (is the clock right?)"
+            )
+        return creds
 
     def _parse(self, reply: HttpReply) -> AwsCredentials:
         source = self.settings.source

@@ -55,11 +55,17 @@ def load_or_create_token(path: Path) -> str:
     """The token of ``path``; a new random one (0640) when the file does not exist (blocking)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, secrets.token_urlsafe(32).encode() + b"\n", TOKEN_MODE)
+        # No line break: SDKs send the file's bytes verbatim (botocore refuses a "\n").
+        write_atomic(path, secrets.token_urlsafe(32).encode(), TOKEN_MODE)
     try:
-        token = read_credential_file(path, "credentials token file").decode().strip()
+        token = read_credential_file(path, "credentials token file").decode()
     except (CredentialFileError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"cannot read the credentials token file {path}: {exc}") from exc
+    if token.endswith(("\n", "\r")):
+        raise CredentialsError(
+            f"the credentials token file {path} ends with a line break, which SDKs send as "
+            "part of the token (and botocore refuses): write it without one (printf '%s')"
+        )
     if len(token) < 16 or any(ch.isspace() or not ch.isprintable() for ch in token):
         raise CredentialsError(
             f"the credentials token file {path} must hold one token of 16 or more "
