@@ -21,7 +21,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -149,8 +151,23 @@ class RoleAliasConfig(_SourceBase):
         return region_of_endpoint(self.endpoint.rsplit(":", 1)[0])
 
 
+# The union's tags are capitalised: the config loader's error locations skip such tags (as
+# it does device types), so a problem is reported at credentials.url, not at an inner name.
+_SOURCE_TAGS = {"getcreds": "GetCreds", "role_alias": "RoleAlias"}
+
+
+def _source_tag(value: object) -> str | None:
+    source = value.get("source") if isinstance(value, dict) else getattr(value, "source", None)
+    return _SOURCE_TAGS.get(source) if isinstance(source, str) else None
+
+
 CredentialsConfig: TypeAlias = Annotated[
-    GetCredsConfig | RoleAliasConfig, Field(discriminator="source")
+    Annotated[GetCredsConfig, Tag("GetCreds")] | Annotated[RoleAliasConfig, Tag("RoleAlias")],
+    Discriminator(
+        _source_tag,
+        custom_error_type="credentials_source",
+        custom_error_message="expected 'source: getcreds' or 'source: role_alias'",
+    ),
 ]
 
 # CloudWatch Logs' names: CreateLogGroup and CreateLogStream.
