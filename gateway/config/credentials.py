@@ -7,7 +7,8 @@ Core's own credentials provider (``source: role_alias``, ``GET https://<endpoint
 serves them to local programs as the container credential provider expects;
 ``logging.cloudwatch`` ships the gateway's log lines with them.
 
-Imported by ``gateway.config.schema`` after ``MUST_EXIST`` and ``resolve_path`` exist there.
+The root model (``schema.GatewayConfig``) holds them as ``credentials`` and
+``logging.cloudwatch``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic import (
 )
 
 from gateway.config.formats import is_loopback_host, parse_listen, url_problem
-from gateway.config.schema import MUST_EXIST, resolve_path
+from gateway.config.paths import MUST_EXIST, resolve_path
 
 __all__ = [
     "CloudWatchConfig",

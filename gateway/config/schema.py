@@ -21,7 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.credentials import CloudWatchConfig, CredentialsConfig
 from gateway.config.formats import Window, parse_listen, url_problem
+from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
 
@@ -282,32 +284,12 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-class MustExist:
-    """Marks a path field whose file must exist; the load step checks it after validation."""
-
-    def __repr__(self) -> str:
-        return "MustExist()"
-
-
-MUST_EXIST = MustExist()
 ExistingFile = Annotated[Path, MUST_EXIST]
 OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
 
 
-def resolve_path(path: Path, base_dir: Path | None) -> Path:
-    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
-    path = path.expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
-    return path
-
-
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     return resolve_path(path, (info.context or {}).get("base_dir"))
-
-
-# Temporary AWS credentials and log shipping: their own module, which needs MUST_EXIST above.
-from gateway.config.credentials import CloudWatchConfig, CredentialsConfig  # noqa: E402
 
 
 class ReconnectConfig(_Frozen):
