@@ -100,14 +100,22 @@ class CredentialsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with self._slots:
-                status, body = await self._answer(reader)
-                if status != 200:
-                    self._refused(status)
-                await self._reply(writer, status, body)
+            # A connection waits for a slot no longer than it may take to send its request.
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                await self._slots.acquire()
+        except TimeoutError:
+            self._refused(503)
+            writer.transport.abort()
+            return
+        try:
+            status, body = await self._answer(reader)
+            if status != 200:
+                self._refused(status)
+            await self._reply(writer, status, body)
         except (ConnectionError, TimeoutError):
             pass
         finally:
+            self._slots.release()
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(READ_TIMEOUT_S):

@@ -460,6 +460,14 @@ async def test_container_endpoint_answers_only_its_own_path(
     assert code == 404
 
 
+async def test_container_endpoint_refuses_an_oversized_request_unread(
+    served: tuple[str, Path, AwsCredentials],
+) -> None:
+    uri, _, creds = served
+    code, body = await raw_get(uri, "X-Padding: " + "a" * 9000 + "\r\n")
+    assert code == 431 and creds.secret_access_key.encode() not in body
+
+
 async def test_container_endpoint_refuses_to_listen_beyond_loopback() -> None:
     server = CredentialsServer("a-token-of-sixteen-or-more", lambda: None)
     with pytest.raises(CredentialsError):
