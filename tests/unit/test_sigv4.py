@@ -89,7 +89,5 @@ def test_put_log_events_is_signed_as_botocore_signs_it(
         service="logs",
         now=WHEN,
     )
-    assert ours["Authorization"] == botocore_authorization(
-        monkeypatch, url, headers, body.encode()
-    )
+    assert ours["Authorization"] == botocore_authorization(monkeypatch, url, headers, body.encode())
     assert ours["X-Amz-Security-Token"] == "session-token"
