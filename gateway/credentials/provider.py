@@ -87,7 +87,6 @@ class CredentialsProvider:
         self.fetches = 0  # successful fetches since start
         self.failures = 0  # failed fetches since start
         self.last_error: str | None = None
-        self.updated = asyncio.Event()  # set whenever new credentials arrive
 
     # -- what the rest of the gateway asks ------------------------------------------------
 
@@ -179,7 +178,6 @@ class CredentialsProvider:
         self.last_error = None
         if fetched:
             self.fetches += 1
-        self.updated.set()
         log.info(
             "credentials_refreshed" if fetched else "credentials_loaded",
             source=self.settings.source,

@@ -330,7 +330,7 @@ async def _get_creds(request: web.Request) -> web.Response:
             log.warning("provision_getcreds_unauthorized")
             return web.json_response({"error": "unauthorized"}, status=401)
     answer = service.issue_credentials()
-    log.info("provision_credentials_issued", expires=answer["expires"])
+    log.info("provision_credentials_issued", lifetime_s=service.creds_lifetime_s)
     return web.json_response(answer)
 
 

@@ -131,6 +131,34 @@ async def test_getcreds_with_a_wrong_token_is_an_auth_failure(
     assert service.creds_issued == []
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"accessKeyId": "../../etc/passwd", "secretAccessKey": "s", "sessionToken": "t"},
+        {**{k: "x" * 20 for k in ("accessKeyId", "secretAccessKey", "sessionToken")}},
+        [1, 2, 3],
+        {"accessKeyId": "ASIAEXAMPLEKEY000001", "secretAccessKey": "s\r\nX-Evil: 1"},
+    ],
+    ids=["path-as-key-id", "no-expiry", "not-an-object", "header-injection"],
+)
+async def test_a_malformed_answer_is_refused_and_the_current_credentials_stay(
+    provision: tuple[ProvisionService, str, DevCA],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Any,
+) -> None:
+    service, url, ca = provision
+    provider = getcreds_provider(tmp_path, url, ca)
+    provider.accept(await provider.fetch())
+    before = provider.current()
+    monkeypatch.setattr(service, "issue_credentials", lambda: answer)
+    with pytest.raises(CredentialsError) as refused:
+        await provider.fetch()
+    assert str(refused.value).startswith(("getCreds answer", "credentials provider answer"))
+    assert "X-Evil" not in str(refused.value) and "passwd" not in str(refused.value)
+    assert provider.current() == before
+
+
 async def test_credentials_are_refreshed_twenty_minutes_before_they_expire(
     provision: tuple[ProvisionService, str, DevCA], tmp_path: Path
 ) -> None:
