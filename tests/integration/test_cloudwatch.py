@@ -6,6 +6,7 @@ warning beyond it; a running gateway ships its own log lines."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import moto.settings
 import pytest
 import structlog
 from moto.server import ThreadedMotoServer
@@ -168,6 +170,62 @@ async def test_the_sending_task_ships_what_is_logged_while_it_runs(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def assumed_role_credentials(moto_logs: tuple[str, int]) -> AwsCredentials:
+    """Temporary credentials of a role allowed to write logs, from moto's IAM and STS."""
+    endpoint = f"http://{moto_logs[0]}:{moto_logs[1]}"
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint, **keys)
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=endpoint, **keys)
+    name = f"logs-{uuid.uuid4().hex[:8]}"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"Service": "credentials.iot.amazonaws.com"},
+            }
+        ],
+    }
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    allow = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "logs:*", "Resource": "*"}],
+    }
+    iam.put_role_policy(RoleName=name, PolicyName="logs", PolicyDocument=json.dumps(allow))
+    answer = sts.assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="pi")["Credentials"]
+    return AwsCredentials(
+        answer["AccessKeyId"],
+        answer["SecretAccessKey"],
+        answer["SessionToken"],
+        answer["Expiration"].timestamp(),
+        REGION,
+    )
+
+
+async def test_moto_verifying_signatures_accepts_ours_and_refuses_a_wrong_secret(
+    moto_logs: tuple[str, int], http: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = await asyncio.to_thread(assumed_role_credentials, moto_logs)
+    forged = dataclasses.replace(creds, secret_access_key="not-" + creds.secret_access_key)
+    group = f"/edge-gateway/{uuid.uuid4().hex[:8]}"
+    buffer = LogBuffer(1000, 1 << 20)
+    lines = add_lines(buffer, 0, 3)
+    settings = CloudWatchConfig(group=group, endpoint=f"http://127.0.0.1:{moto_logs[1]}")
+    current = [forged]
+    shipper = CloudWatchShipper(
+        settings, buffer, stream="pi", credentials=lambda: current[0], region=lambda: REGION
+    )
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # check every call
+    with pytest.raises(CloudWatchError) as refused:
+        await shipper.flush(http)
+    assert refused.value.status == 403  # the same call with the right secret passes below
+    current[0] = creds
+    await shipper.flush(http)
+    monkeypatch.undo()
+    assert await asyncio.to_thread(messages, moto_logs, group, "pi") == lines
 
 
 @pytest.fixture
