@@ -121,6 +121,26 @@ async def test_getcreds_answer_becomes_the_current_credentials(
     assert 3500 < creds.expiration - time.time() <= 3600
 
 
+async def test_no_log_line_holds_a_secret_or_the_token(
+    provision: tuple[ProvisionService, str, DevCA], tmp_path: Path
+) -> None:
+    _, url, ca = provision
+    provider = getcreds_provider(tmp_path, url, ca)
+    with capture_logs() as logs:
+        task = asyncio.create_task(provider.run())
+        try:
+            await until(lambda: provider.current() is not None)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    creds = provider.current()
+    assert creds is not None
+    text = json.dumps(logs, default=str)
+    assert "credentials_refreshed" in text
+    for secret in (creds.secret_access_key, creds.session_token, creds.access_key_id, TOKEN):
+        assert secret not in text
+
+
 async def test_getcreds_with_a_wrong_token_is_an_auth_failure(
     provision: tuple[ProvisionService, str, DevCA], tmp_path: Path
 ) -> None:
