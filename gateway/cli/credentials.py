@@ -4,7 +4,8 @@ Prints the ``credential_process`` JSON (``Version: 1``, ``AccessKeyId``, ``Secre
 ``SessionToken``, ``Expiration``), so an AWS profile with ``credential_process =
 edge-gateway credentials -c /etc/edge-gateway/gateway.yaml`` gives ``aws`` and boto3 the
 gateway's credentials. They come from ``state_dir/aws-credentials.json`` when this user may read
-it, else from the running daemon through its admin socket. Without valid credentials it prints
+it, else from the running daemon through its admin socket (``-c``'s, or the options', or
+``$EDGE_GATEWAY_SOCKET``, or the service's defaults). Without valid credentials it prints
 one line to stderr and exits 1 (the SDKs show that line).
 
 Light on purpose (an SDK may run it for every client it builds): no asyncio, no aiohttp, no
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import AdminError, GatewayError
+from gateway.errors import AdminError
 from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME
 
 # As the daemon: credentials are handed out only while valid this much longer.
@@ -53,7 +54,11 @@ def _locations(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     elif socket is None and (env := os.environ.get("EDGE_GATEWAY_SOCKET")):
         socket = Path(env)
     if state_dir is None and socket is None:
-        raise GatewayError("say where the gateway is: -c CONFIG, --state-dir DIR or --socket PATH")
+        # Nothing named: the service's, where a config without state_dir/admin_socket puts them.
+        from gateway.config import GatewayConfig
+
+        fields = GatewayConfig.model_fields
+        state_dir, socket = fields["state_dir"].default, fields["admin_socket"].default
     return state_dir, socket
 
 
