@@ -251,9 +251,11 @@ class CloudWatchShipper:
                     await self.flush(http)
                     backoff.reset()
                     delay = self.settings.flush_s
-                except CloudWatchError as exc:
+                except Exception as exc:  # nothing CloudWatch answers may end the task
                     self.failures += 1
-                    self.last_error = str(exc)[:200]
+                    expected = isinstance(exc, CloudWatchError)
+                    error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+                    self.last_error = error[:200]
                     delay = max(self.settings.flush_s, backoff.next_delay())
                     log.warning(
                         "cloudwatch_send_failed",

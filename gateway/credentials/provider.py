@@ -145,9 +145,11 @@ class CredentialsProvider:
                 await self._sleep(delay)
             try:
                 creds = await self.fetch()
-            except CredentialsError as exc:
+            except Exception as exc:  # nothing a server sends may end the task
                 self.failures += 1
-                self.last_error = str(exc)[:MAX_ERROR_CHARS]
+                expected = isinstance(exc, CredentialsError)
+                error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+                self.last_error = error[:MAX_ERROR_CHARS]
                 auth = isinstance(exc, CredentialsAuthError)
                 wait = backoff.at_cap() if auth else backoff.next_delay()
                 valid = self.current(0.0)

@@ -24,22 +24,24 @@ def credentials_path(state_dir: Path) -> Path:
 
 def save(path: Path, credentials: AwsCredentials) -> None:
     """Replace the stored credentials (0600, atomic, durable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(credentials.to_json(), sort_keys=True).encode() + b"\n"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
     except AtomicWriteError as exc:
         raise CredentialsError(str(exc)) from exc
+    except OSError as exc:
+        raise CredentialsError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def load(path: Path) -> AwsCredentials | None:
     """The stored credentials, or None when there are none. A file that cannot be read (its
     permissions) raises CredentialsError; one that is damaged reads as none."""
-    if not path.exists():
-        return None
     try:
         data = read_credential_file(path, "credentials file")
     except CredentialFileError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None
         raise CredentialsError(str(exc)) from exc
     try:
         return AwsCredentials.from_json(json.loads(data))
