@@ -222,7 +222,8 @@ class CloudWatchShipper:
         self._rng = rng
         self.sent = 0  # events accepted by CloudWatch
         self.batches = 0
-        self.rejected = 0  # events CloudWatch refused (too old, too new, a bad batch)
+        self.rejected = 0  # events of batches CloudWatch refused as invalid (dropped)
+        self.partly_rejected = 0  # accepted batches in which CloudWatch refused some events
         self.failures = 0
         self.last_error: str | None = None
         self._waiting_logged = False
@@ -236,6 +237,7 @@ class CloudWatchShipper:
                 "sent": self.sent,
                 "dropped": self.buffer.dropped,
                 "rejected": self.rejected,
+                "partly_rejected": self.partly_rejected,
                 "failures": self.failures,
                 "error": self.last_error,
             }
@@ -314,7 +316,7 @@ class CloudWatchShipper:
         self.batches += 1
         rejected = answer.get("rejectedLogEventsInfo") if isinstance(answer, dict) else None
         if isinstance(rejected, dict) and rejected:
-            self.rejected += 1
+            self.partly_rejected += 1
             log.warning("cloudwatch_events_rejected", **_rejected_shape(rejected))
         self.sent += len(batch.events)
 

@@ -78,13 +78,12 @@ class AwsCredentials:
         """The stored form back; CredentialsError when it is not one."""
         if not isinstance(data, dict) or data.get("Version") != 1:
             raise CredentialsError("not a stored credentials document (Version 1)")
-        region = data.get("Region")
         return _build(
             data.get("AccessKeyId"),
             data.get("SecretAccessKey"),
             data.get("SessionToken"),
             data.get("Expiration"),
-            region if region is not None else None,
+            data.get("Region"),
             what="stored credentials",
         )
 
