@@ -37,7 +37,7 @@ TOKEN_FILE = "aws-credentials.token"
 TOKEN_MODE = 0o640  # the service's group may hand it to the programs it runs
 MAX_REQUEST_BYTES = 8 * 1024
 READ_TIMEOUT_S = 5.0
-MAX_CLIENTS = 16
+MAX_CLIENTS = 16  # waiting for their request at once
 LOG_EVERY_S = 60.0
 _REASONS = {
     200: "OK",
@@ -80,7 +80,7 @@ class CredentialsServer:
     def __init__(self, token: str, current: Callable[[], AwsCredentials | None]) -> None:
         self._token = token.encode()
         self._current = current
-        self._slots = asyncio.Semaphore(MAX_CLIENTS)
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # in arrival order
         self.served = 0
         self.refused = 0
         self._logged_at = float("-inf")
@@ -99,23 +99,26 @@ class CredentialsServer:
             await server.serve_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # At most MAX_CLIENTS wait for their request: a newcomer replaces the one that has
+        # waited longest (as the admin socket does), so idle connections cannot lock out a
+        # program that sends its request at once.
+        if len(self._waiting) >= MAX_CLIENTS:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+            self._refused(408)
+        self._waiting[writer] = None
         try:
-            # A connection waits for a slot no longer than it may take to send its request.
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                await self._slots.acquire()
-        except TimeoutError:
-            self._refused(503)
-            writer.transport.abort()
-            return
-        try:
-            status, body = await self._answer(reader)
+            try:
+                status, body = await self._answer(reader)
+            finally:
+                self._waiting.pop(writer, None)
             if status != 200:
                 self._refused(status)
             await self._reply(writer, status, body)
         except (ConnectionError, TimeoutError):
             pass
         finally:
-            self._slots.release()
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(READ_TIMEOUT_S):
