@@ -237,6 +237,8 @@ def daemon_logging() -> Iterator[None]:
     saved = structlog.get_config()
     configured = log_setup._configured[:]
     log_setup.configure_logging("json", "info", stream=io.StringIO())
+    # No caching: a module's logger first used now must not keep this set-up in later tests.
+    structlog.configure(cache_logger_on_first_use=False)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
