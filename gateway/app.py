@@ -38,6 +38,7 @@ from gateway.core.ports import (
     MqttSession,
 )
 from gateway.core.values import JsonValue, codec_for
+from gateway.credentials.service import AwsServices
 from gateway.devices.engine import DeviceEngine
 from gateway.devices.gpio import GpiozeroBank, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
@@ -47,6 +48,7 @@ from gateway.links.connection import ConnectionLoop, NoShadowConnector
 from gateway.links.mqtt import AiomqttConnector
 from gateway.links.shadow.sync import ShadowSync
 from gateway.ops.admin import serve_admin
+from gateway.ops.logs import shared_processors
 from gateway.ops.metrics import serve_metrics
 from gateway.ops.sdnotify import Notifier, notify_loop
 from gateway.provisioning.renewal import (
@@ -73,7 +75,14 @@ log = structlog.get_logger()
 SHUTDOWN_TIMEOUT_S = 4.0  # inside the 5 s users (and systemd's stop job) are promised
 # Supervised tasks that may end while the gateway is healthy (no sensors; metrics port busy).
 MAY_FINISH = frozenset(
-    {"sensor_poller", "metrics_http", "cert_renewal", "update_checker", "ota_health"}
+    {
+        "sensor_poller",
+        "metrics_http",
+        "cert_renewal",
+        "update_checker",
+        "ota_health",
+        "credentials_http",
+    }
 )
 
 
@@ -144,6 +153,8 @@ class Gateway:
             healthy=self.links_healthy,
             restart=self._restart_for_update,
         )
+        # Temporary AWS credentials and log shipping (credentials:, logging.cloudwatch).
+        self.aws = AwsServices(config, version=__version__, pre_chain=shared_processors())
 
     def links_healthy(self) -> bool:
         """Every cloud link is connected (and the shadow synced): an update may stay."""
@@ -301,6 +312,8 @@ class Gateway:
         self._start(self.updater.watch_health(), "ota_health")
         if self.config.provision is not None and self.config.certs.renew_before_days:
             self._start(renewer_for(self).run(), "cert_renewal")
+        for name, coro in self.aws.tasks():
+            self._start(coro, name)
         await self.stop_event.wait()
         log.info("gateway_stopping")
         self.notifier.stopping()
@@ -349,6 +362,8 @@ class Gateway:
             return self.status()
         if request["cmd"] == "mock_set":
             return drive_mock_input(self.bank, self.config, request)
+        if request["cmd"] == "credentials":
+            return self.aws.admin_credentials()
         raise GatewayError(f"unknown command {request['cmd']!r}")
 
     def status(self) -> dict[str, Any]:
@@ -369,6 +384,7 @@ class Gateway:
             "healthy": self.healthy(),
             "certificate_days_left": days_left,
             **self.updater.snapshot(),
+            **self.aws.snapshot(),
             **self.reload_counts,
             **({"links": self.links_status()} if self.extra_links else {}),
         }

@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.importbatch import add_import_batch_parser
 
     add_import_batch_parser(commands)
+
+    from gateway.cli.credentials import add_credentials_parser
+
+    add_credentials_parser(commands)
     return parser
 
 

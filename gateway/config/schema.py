@@ -21,7 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.credentials import CloudWatchConfig, CredentialsConfig
 from gateway.config.formats import Window, parse_listen, url_problem
+from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
 
@@ -283,24 +285,8 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-class MustExist:
-    """Marks a path field whose file must exist; the load step checks it after validation."""
-
-    def __repr__(self) -> str:
-        return "MustExist()"
-
-
-MUST_EXIST = MustExist()
 ExistingFile = Annotated[Path, MUST_EXIST]
 OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
-
-
-def resolve_path(path: Path, base_dir: Path | None) -> Path:
-    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
-    path = path.expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
-    return path
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
@@ -360,6 +346,7 @@ class GpioConfig(_Frozen):
 class LoggingConfig(_Frozen):
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+    cloudwatch: CloudWatchConfig | None = None  # not given: the log stays on the machine
 
 
 class MetricsConfig(_Frozen):
@@ -529,6 +516,7 @@ class GatewayConfig(_Frozen):
     ota: OtaConfig | None = None  # not given: offers are only logged
     provision: ProvisionConfig | None = None  # obtain credentials at first start
     certs: CertsConfig = CertsConfig()
+    credentials: CredentialsConfig | None = None  # temporary AWS credentials (Ioto, AWS IoT)
     # Outputs that must never be active together: one group, or a list of groups.
     interlock: list[str] | list[list[str]] | None = None
 
@@ -543,6 +531,12 @@ class GatewayConfig(_Frozen):
         if "gateway" in devices:
             raise ValueError("'gateway' is reserved for the gateway's own status in the shadow")
         return devices
+
+    @model_validator(mode="after")
+    def _log_shipping_has_credentials(self) -> GatewayConfig:
+        if self.logging.cloudwatch is not None and self.credentials is None:
+            raise ValueError("logging.cloudwatch needs a 'credentials' block to sign with")
+        return self
 
     @property
     def mock_gpio(self) -> bool:

@@ -8,6 +8,10 @@
   ``ProvisionService.signing_key`` set, offers of local artifacts carry a manifest signed with
   it (as a release process would), e.g. ``{"gw": {"version": "2.0", "url": "/artifacts/x"}}``.
 - ``GET /artifacts/<name>`` serves files of ``artifacts/`` with HTTP Range support.
+- ``POST /provision/getCreds`` answers as Ioto's does, ``{accessKeyId, secretAccessKey,
+  sessionToken, expires, region}``: made-up temporary credentials (nothing in AWS accepts them)
+  valid for ``ProvisionService.creds_lifetime_s``, so the credentials flow runs by hand; with
+  ``creds_token`` set, only to ``Authorization: Bearer <creds_token>``.
 
 ``ProvisionService.misbehaviour`` injects faults for tests: error statuses, slow check-ins,
 truncated artifact bodies, wrong checksums and corrupted signatures.
@@ -22,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
+import secrets
 import ssl
+import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,6 +81,7 @@ class Misbehaviour:
     checkin_redirect: str | None = None  # answer check-ins 307 to this URL
     artifact_redirect: str | None = None  # answer artifact downloads 302 to this URL
     artifact_chunked: bool = False  # stream artifacts without Content-Length
+    getcreds_status: int | None = None  # answer getCreds with this status
 
 
 def server_ssl_context(credentials: Credentials) -> ssl.SSLContext:
@@ -123,6 +131,11 @@ class ProvisionService:
         self.signing_key: bytes | None = None  # PEM: sign the manifests of local artifacts
         self.artifact_requests: list[tuple[str, str | None]] = []  # (name, Range header)
         self.streamed_answers: list[int] = []  # bytes sent per streamed check-in answer
+        # getCreds: the bearer token required (None: any caller), lifetime, region, key ids.
+        self.creds_token: str | None = None
+        self.creds_lifetime_s = 3600.0
+        self.creds_region = "us-east-1"
+        self.creds_issued: list[str] = []
 
     @property
     def artifacts_dir(self) -> Path:
@@ -214,6 +227,20 @@ class ProvisionService:
         signature = sign_manifest(self.signing_key, manifest)
         return {"manifest": manifest.decode(), "manifestSignature": signature.decode().strip()}
 
+    def issue_credentials(self) -> dict[str, Any]:
+        """A getCreds answer: random credentials of AWS's shapes (a session's ASIA key id)."""
+        alphabet = string.ascii_uppercase + string.digits
+        key_id = "ASIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+        expires = time.time() + self.creds_lifetime_s
+        self.creds_issued.append(key_id)
+        return {
+            "accessKeyId": key_id,
+            "secretAccessKey": secrets.token_urlsafe(30)[:40],
+            "sessionToken": base64.b64encode(secrets.token_bytes(96)).decode(),
+            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+            "region": self.creds_region,
+        }
+
     def notify(self, thing: str, kind: str, details: dict[str, Any]) -> None:
         if self._listener is not None:
             self._listener(thing, kind, details)
@@ -288,6 +315,23 @@ async def _checkin(request: web.Request) -> web.StreamResponse:
     log.info("provision_checkin", thing=thing, product=product, version=version, offered=offer)
     service.notify(thing, "checkin", record)
     return web.json_response(offer)
+
+
+async def _get_creds(request: web.Request) -> web.Response:
+    service = request.app[_SERVICE_KEY]
+    status = service.misbehaviour.getcreds_status
+    if status is not None:
+        return web.json_response({"error": "injected fault"}, status=status)
+    if service.creds_token is not None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), service.creds_token.encode()
+        ):
+            log.warning("provision_getcreds_unauthorized")
+            return web.json_response({"error": "unauthorized"}, status=401)
+    answer = service.issue_credentials()
+    log.info("provision_credentials_issued", lifetime_s=service.creds_lifetime_s)
+    return web.json_response(answer)
 
 
 async def _hostile_checkin(
@@ -380,5 +424,6 @@ def provision_app(service: ProvisionService) -> web.Application:
     app[_SERVICE_KEY] = service
     app.router.add_post("/provision/getCerts", _get_certs)
     app.router.add_post("/provision/checkin", _checkin)
+    app.router.add_post("/provision/getCreds", _get_creds)
     app.router.add_get("/artifacts/{name}", _artifact)
     return app

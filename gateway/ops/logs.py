@@ -31,6 +31,18 @@ def redact_private_keys(_: Any, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
+def shared_processors() -> list[Processor]:
+    """What every line goes through before it is rendered (also the log shipper's chain for
+    standard-library records)."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_private_keys,
+    ]
+
+
 # The settings in force (format, level, stream); empty until the first set-up.
 _configured: list[tuple[str, str, Any]] = []
 
@@ -45,13 +57,7 @@ def configure_logging(
     if _configured and _configured[0][:2] == settings[:2] and _configured[0][2] is stream:
         return False
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_private_keys,
-    ]
+    shared = shared_processors()
     renderer: Processor
     if use_console:
         renderer = structlog.dev.ConsoleRenderer()

@@ -86,7 +86,8 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  dashboard      {cloud.dashboard_url}   (plain HTTP, loopback only)",
         f"  MQTT           {cloud.broker.host}:{cloud.broker.port} (mutual TLS, CA "
         f"{cloud.ca.cert_path})",
-        f"  Provision API  {cloud.provision_url}provision/checkin, /provision/getCerts (HTTPS)",
+        f"  Provision API  {cloud.provision_url}provision/checkin, /provision/getCerts,"
+        " /provision/getCreds (HTTPS)",
         f"  artifacts      {cloud.provision_url}artifacts/<name> from "
         f"{cloud.provision.artifacts_dir}",
         f"  state          {cloud.state_dir}",

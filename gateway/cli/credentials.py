@@ -1,0 +1,110 @@
+"""``edge-gateway credentials``: the gateway's temporary AWS credentials for local programs.
+
+Prints the ``credential_process`` JSON (``Version: 1``, ``AccessKeyId``, ``SecretAccessKey``,
+``SessionToken``, ``Expiration``), so an AWS profile with ``credential_process =
+edge-gateway credentials -c /etc/edge-gateway/gateway.yaml`` gives ``aws`` and boto3 the
+gateway's credentials. They come from ``state_dir/aws-credentials.json`` when this user may read
+it, else from the running daemon through its admin socket (``-c``'s, or the options', or
+``$EDGE_GATEWAY_SOCKET``, or the service's defaults). Without valid credentials it prints
+one line to stderr and exits 1 (the SDKs show that line).
+
+Light on purpose (an SDK may run it for every client it builds): no asyncio, no aiohttp, no
+cryptography; only the config loader, the stored file and the admin socket's client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import AdminError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME
+
+# As the daemon: credentials are handed out only while valid this much longer.
+SERVE_MARGIN_S = 30.0
+
+
+def add_credentials_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "credentials",
+        help="print the gateway's temporary AWS credentials as credential_process JSON",
+    )
+    parser.add_argument("-c", "--config", help="the gateway's config file")
+    parser.add_argument("--state-dir", help="the gateway's state folder (instead of -c)")
+    parser.add_argument("--socket", help="the daemon's admin socket (instead of -c)")
+    parser.set_defaults(handler=cmd_credentials)
+
+
+def _locations(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """The state folder and the admin socket, from the options (or the config)."""
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    socket = Path(args.socket) if args.socket else None
+    if args.config:
+        from gateway.config import load_config
+
+        config = load_config(Path(args.config), check_files=False)
+        state_dir = state_dir or config.state_dir
+        socket = socket or config.admin_socket
+    elif socket is None and (env := os.environ.get("EDGE_GATEWAY_SOCKET")):
+        socket = Path(env)
+    if state_dir is None and socket is None:
+        # Nothing named: the service's, where a config without state_dir/admin_socket puts them.
+        from gateway.config import GatewayConfig
+
+        fields = GatewayConfig.model_fields
+        state_dir, socket = fields["state_dir"].default, fields["admin_socket"].default
+    return state_dir, socket
+
+
+def _from_file(state_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The stored credentials if valid, else None and why."""
+    from gateway.credentials import store
+    from gateway.credentials.model import CredentialsError
+
+    path = store.credentials_path(state_dir)
+    try:
+        creds = store.load(path)
+    except CredentialsError as exc:
+        return None, str(exc)
+    if creds is None:
+        return None, f"no credentials in {path}"
+    if not creds.valid_at(time.time(), SERVE_MARGIN_S):
+        return None, f"the credentials in {path} expired at {creds.expiration_iso}"
+    return creds.credential_process(), ""
+
+
+def _from_daemon(socket: Path) -> tuple[dict[str, Any] | None, str]:
+    from gateway.ops.adminclient import request
+
+    try:
+        reply = request(socket, {"cmd": "credentials"})
+    except AdminError as exc:
+        return None, str(exc)
+    creds = reply.get("credentials")
+    if not isinstance(creds, dict) or creds.get("Version") != 1:
+        return None, f"the gateway at {socket} sent no credentials"
+    return creds, ""
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    state_dir, socket = _locations(args)
+    reasons: list[str] = []
+    answers: list[Callable[[], tuple[dict[str, Any] | None, str]]] = []
+    if state_dir is not None:
+        answers.append(lambda: _from_file(state_dir))
+    if socket is not None:
+        answers.append(lambda: _from_daemon(socket))
+    for answer in answers:  # the file first: it needs no daemon
+        creds, why = answer()
+        if creds is not None:
+            print(json.dumps(creds))
+            return EXIT_OK
+        reasons.append(why)
+    print(f"edge-gateway: no valid AWS credentials: {'; '.join(reasons)}", file=sys.stderr)
+    return EXIT_RUNTIME
