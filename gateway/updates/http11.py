@@ -262,9 +262,7 @@ async def exchange(
             writer.transport.abort()
 
 
-async def _read_head(
-    reader: asyncio.StreamReader, method: str, read_timeout_s: float
-) -> Response:
+async def _read_head(reader: asyncio.StreamReader, method: str, read_timeout_s: float) -> Response:
     """The final answer's status line and headers (interim 1xx answers skipped)."""
     for _ in range(MAX_INTERIM + 1):
         response = Response(0, "", {}, reader, read_timeout_s)
