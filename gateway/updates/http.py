@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import urljoin, urlsplit
 
+from gateway.core.http11 import Response, WireError, exchange
 from gateway.errors import UpdateError
 from gateway.updates.checkin import MAX_ANSWER_BYTES, OfferError, decode_json
-from gateway.updates.http11 import Response, WireError, exchange
 
 CHUNK = 64 * 1024
 READ_TIMEOUT_S = 60.0  # no byte for this long ends a download (it resumes next time)

@@ -1,4 +1,4 @@
-"""The light HTTP/1.1 client (``gateway.updates.http11`` under ``HttpClient``) against a real
+"""The light HTTP/1.1 client (``gateway.core.http11`` under ``HttpClient``) against a real
 local TLS server that answers scripted raw bytes: framing (Content-Length, chunked, the
 connection's end), the bounds on lines and headers, cut answers and silent servers."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.http11 import MAX_HEADERS, MAX_LINE
 from gateway.core.tls import client_context, server_context
 from gateway.devcloud.pki import DevCA
 from gateway.errors import UpdateError
 from gateway.updates.http import HttpClient, HttpStatusError, HttpTransportError
-from gateway.updates.http11 import MAX_HEADERS, MAX_LINE
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,8 +5,9 @@ written with ``Connection: close``; the answer's status line and headers are rea
 bounds (line length, header count, header block size, a few interim 1xx answers); the body
 is framed by chunked transfer coding, ``Content-Length`` or the connection's end, and read in
 pieces with a timeout on every read. No compression is asked for (``Accept-Encoding:
-identity``), no connection is reused. Malformed or cut answers raise ``WireError``;
-``gateway.updates.http`` turns it into its own errors with the URL (without its query).
+identity``), no connection is reused. Malformed or cut answers raise ``WireError``; its
+callers (``gateway.updates.http``, ``gateway.provisioning.getcerts``) turn it into their own
+errors. Here, not in those packages: both use it and neither may import the other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
-from gateway.errors import UpdateError
+from gateway.errors import GatewayError
 
 MAX_LINE = 8 * 1024  # one status, header or chunk-size line
 MAX_HEADERS = 100  # header fields in one answer (trailers included)
@@ -39,7 +40,7 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 T = TypeVar("T")
 
 
-class WireError(UpdateError):
+class WireError(GatewayError):
     """The answer broke HTTP/1.1 framing, exceeded a bound or was cut short."""
 
 
