@@ -309,11 +309,13 @@ class Gateway:
             "outbox_depth": outbox.get("events", 0) + outbox.get("reported", 0),
             "outbox_dropped_events": outbox.get("dropped_events", 0),
             "outbox_in_memory": self.outbox.degraded,
+            "outbox_in_memory_entries": self.outbox.in_memory_entries,
             "version": __version__,
             "mock_gpio": self.bank.is_mock,
             "reconnects": self.reconnects,
             "healthy": self.healthy(),
             "certificate_days_left": days_left,
+            "certificate_expires_at": self.cert_expiry,
             **self.updater.snapshot(),
             **self.reload_counts,
         }
