@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import quote, urlsplit
@@ -27,7 +27,6 @@ MAX_HEADERS = 100  # header fields in one answer (trailers included)
 MAX_HEADER_BYTES = 64 * 1024  # the whole header block
 MAX_INTERIM = 5  # 1xx answers skipped before the final one
 STREAM_LIMIT = 64 * 1024  # the stream's buffer; a longer line is refused before it is whole
-CLOSE_TIMEOUT_S = 2.0  # a graceful TLS close waits this long for the peer, then aborts
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -255,10 +254,9 @@ async def exchange(
         finished = response._done
     finally:
         if finished:
+            # Not waited for: a slow TLS goodbye must not turn a whole answer into a timeout
+            # (asyncio ends the closing handshake itself, within its own bound).
             writer.close()
-            with suppress(OSError, TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await writer.wait_closed()
         else:
             writer.transport.abort()
 

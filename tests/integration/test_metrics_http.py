@@ -331,6 +331,7 @@ async def scrape(port: int) -> str:
     return body.decode()
 
 
+@pytest.mark.integration
 async def test_daemon_with_metrics_and_checkin_serves_promtool_clean_metrics_without_aiohttp(
     tmp_path: Path,
 ) -> None:
