@@ -43,6 +43,16 @@ class RawServer:
 
         self.answer = send
 
+    def script(self, *answers: bytes) -> None:
+        """The first connection gets the first of ``answers``, the next the next, ..."""
+        queue = list(answers)
+
+        async def send(writer: asyncio.StreamWriter) -> None:
+            writer.write(queue.pop(0))
+            await writer.drain()
+
+        self.answer = send
+
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
@@ -346,3 +356,34 @@ async def test_plain_http_on_loopback_is_spoken_too() -> None:
             assert await http.fetch(f"http://127.0.0.1:{port}/x", max_bytes=10) == b"plain"
     finally:
         listener.close()
+
+
+async def test_a_same_origin_redirect_is_followed_with_the_post_body_kept(raw: RawServer) -> None:
+    raw.script(
+        b"HTTP/1.1 308 Permanent Redirect\r\nLocation: /moved?x=1\r\nContent-Length: 0\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"v": "ok"}',
+    )
+    async with client(raw) as http:
+        reply = await http.post_json(f"{raw.url}/checkin", {"id": "gw"})
+    assert reply.body == {"v": "ok"}
+    assert [request.split(b" ", 2)[:2] for request in raw.requests] == [
+        [b"POST", b"/checkin"],
+        [b"POST", b"/moved?x=1"],
+    ]
+    assert raw.requests[1].endswith(b'\r\n\r\n{"id": "gw"}')
+
+
+async def test_the_bearer_token_goes_to_its_own_origin_only(raw: RawServer) -> None:
+    raw.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    port = raw.url.rsplit(":", 1)[1]
+    http = HttpClient(
+        ssl_context=client_context(raw.ca),
+        timeout_s=5,
+        token="secret-token",
+        token_origin=f"{raw.url}/provision/checkin",
+    )
+    async with http:
+        await http.fetch(f"{raw.url}/artifacts/a", max_bytes=10)  # the token's origin
+        await http.fetch(f"https://127.0.0.1:{port}/artifacts/a", max_bytes=10)  # another host
+    assert b"\r\nAuthorization: Bearer secret-token\r\n" in raw.requests[0]
+    assert b"secret-token" not in raw.requests[1]
