@@ -1,5 +1,5 @@
 """The update steps on real files with a fake HTTP side: signatures (also the openssl recipe of
-the README), the A/B link switch, the start guard, the window, reuse of a verified artifact and
+docs/updates.md), the A/B link switch, the start guard, the window, reuse of a verified artifact and
 one update at a time."""
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def test_cli_sign_with_a_product_writes_a_manifest_the_gateway_verifies(
 
 
 def test_manifests_signed_with_openssl_verify(tmp_path: Path) -> None:
-    """The README's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
+    """docs/updates.md's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
     from gateway.updates.checkin import Manifest
     from gateway.updates.signing import verify_manifest
 
