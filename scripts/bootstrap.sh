@@ -36,6 +36,18 @@ if [ "$testing" = 1 ] && { ! command -v systemd-analyze >/dev/null 2>&1 || [ ! -
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd procps >/dev/null
 fi
 
+# The metrics tests check the whole exposition with promtool (Debian's prometheus package; its
+# service is not wanted here, only the tool).
+if [ "$testing" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (apt-get prometheus) for the metrics tests"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
 python="${PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "edge-gateway needs Python 3.11 or newer; $python is $("$python" --version)" >&2

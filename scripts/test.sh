@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The benchmark's smoke run is part of the suite, so its extra (the AWS SDK peer, plots) too.
-"$root/scripts/bootstrap.sh" test,bench
+"$root/scripts/bootstrap.sh" test,bench,devcloud
 cd "$root"
 bin="$root/.venv/bin"
 echo "==> ruff"

@@ -430,6 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return EXIT_OK
+    except ModuleNotFoundError as exc:  # an optional library (the dev cloud's aiohttp)
+        from gateway.cli.extras import missing_extra
+
+        if (line := missing_extra(exc)) is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_RUNTIME
     return code
 
 

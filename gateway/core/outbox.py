@@ -152,6 +152,12 @@ class Outbox:
         """True while changes are held in memory because the disk failed."""
         return self._degraded_since is not None
 
+    @property
+    def in_memory_entries(self) -> int:
+        """Changes and events held in memory (for metrics; safe on the loop: two lengths)."""
+        memory = self._memory
+        return len(memory.events) + len(memory.reported)
+
     # -- writing --------------------------------------------------------------------------------
 
     def record(self, changes: Sequence[Change]) -> None:

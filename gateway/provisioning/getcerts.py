@@ -1,4 +1,5 @@
-"""The HTTPS Provision API client (aiohttp): ``POST /provision/getCerts`` with a claim id.
+"""The HTTPS Provision API client: ``POST /provision/getCerts`` with a claim id, on the light
+HTTP/1.1 exchange of ``gateway.core.http11`` (no aiohttp in the daemon or the CLI).
 
 TLS is always verified (``gateway.core.tls``: the system's trust store, or the CA bundle given,
 size-checked before OpenSSL reads it). The answer is read with a size cap (``MAX_ANSWER_BYTES``,
@@ -10,13 +11,13 @@ without quoting the answer's key material.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from gateway.core.http11 import Response, WireError, exchange
 from gateway.core.tls import client_context
 from gateway.errors import ProvisioningError, TlsSetupError
 from gateway.provisioning.answers import MAX_ANSWER_BYTES, AnswerError, decode_object
@@ -53,26 +54,36 @@ async def get_certs(
     """The API's answer for ``claim_id`` (a JSON object), or ``ProvisioningError``."""
     target = endpoint_url(url)
     context = await asyncio.to_thread(tls_context, ca)
-    headers = {"Accept": "application/json"}
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "User-Agent": "edge-gateway",
+    }
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    body = json.dumps({"id": claim_id}).encode()
     try:
         async with (
-            aiohttp.ClientSession(
-                timeout=timeout, connector=aiohttp.TCPConnector(ssl=context)
-            ) as session,
-            session.post(target, json={"id": claim_id}, headers=headers) as response,
+            asyncio.timeout(timeout_s),
+            exchange(
+                "POST",
+                target,
+                headers=headers,
+                body=body,
+                ssl_context=context,
+                read_timeout_s=timeout_s,
+            ) as response,
         ):
             status = response.status
             raw = await _read_capped(response, target)
     except TimeoutError as exc:
         raise ProvisioningError(f"{target}: no answer within {timeout_s:g} s") from exc
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise ProvisioningError(
-            f"{target}: the server's TLS certificate is not trusted ({exc.certificate_error})"
-        ) from exc
-    except aiohttp.ClientError as exc:
+    except WireError as exc:
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+            raise ProvisioningError(
+                f"{target}: the server's TLS certificate is not trusted "
+                f"({exc.__cause__.verify_message})"
+            ) from exc
         raise ProvisioningError(f"{target}: request failed ({exc})") from exc
     if status != 200:
         raise ProvisioningError(f"{target}: {_describe_failure(status, raw, claim_id)}")
@@ -82,7 +93,7 @@ async def get_certs(
         raise ProvisioningError(f"getCerts answer from {target} {exc}") from exc
 
 
-async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
+async def _read_capped(response: Response, target: str) -> bytes:
     """The body, refused as soon as it (or its Content-Length) exceeds ``MAX_ANSWER_BYTES``:
     a hostile server cannot make us buffer more than that."""
     declared = response.content_length
@@ -93,7 +104,7 @@ async def _read_capped(response: aiohttp.ClientResponse, target: str) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    while chunk := await response.content.read(64 * 1024):
+    while chunk := await response.read(64 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise ProvisioningError(

@@ -207,7 +207,7 @@ class Renewer:
         paths = paths_of(config)
         log.info("certificate_renewal_started", cert=str(paths.cert))
         if self._obtain is None:
-            # Imported on first use: provisioning brings aiohttp and the MQTT claim client.
+            # Imported when first needed: certificate tools and the MQTT claim client.
             from gateway.provisioning.provision import obtain_renewal
 
             self._obtain = obtain_renewal
