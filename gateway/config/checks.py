@@ -95,7 +95,7 @@ def cross_field_problems(
 
 def cloud_problems(config: GatewayConfig) -> list[Problem]:
     """At least one cloud; the shadow link needs both ``thing`` and ``mqtt``, and so do the
-    parts that work on its identity (check-in, provisioning)."""
+    parts that work on its identity (check-in, provisioning, AWS credentials)."""
     problems: list[Problem] = []
     if not any(getattr(config, block) is not None for block in CLOUD_BLOCKS):
         others = ", ".join(f"'{block}'" for block in CLOUD_BLOCKS[1:])
@@ -108,7 +108,7 @@ def cloud_problems(config: GatewayConfig) -> list[Problem]:
         )
     elif config.thing is not None and config.mqtt is None:
         problems.append((("mqtt",), "required key is missing: the broker of the 'thing' given"))
-    for key in ("checkin", "provision"):
+    for key in ("checkin", "provision", "credentials"):
         if getattr(config, key) is not None and not config.has_shadow:
             problems.append(((key,), "needs the shadow link: expected 'thing' and 'mqtt'"))
     return problems

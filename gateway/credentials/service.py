@@ -45,9 +45,9 @@ class AwsServices:
         if config.credentials is not None:
             self.provider = CredentialsProvider(
                 config.credentials,
-                thing=config.thing,
-                tls_files=(config.mqtt.cert, config.mqtt.key),
-                mqtt_ca=config.mqtt.ca,
+                thing=config.shadow_thing,  # credentials need the shadow link (a config check)
+                tls_files=(config.shadow_mqtt.cert, config.shadow_mqtt.key),
+                mqtt_ca=config.shadow_mqtt.ca,
                 state_dir=config.state_dir,
                 version=version,
                 clock=clock,
@@ -63,7 +63,7 @@ class AwsServices:
             self.shipper = CloudWatchShipper(
                 cloudwatch,
                 buffer,
-                stream=config.thing,
+                stream=config.shadow_thing,
                 credentials=provider.current,
                 region=lambda: cloudwatch.region or provider.region,
                 clock=clock,
