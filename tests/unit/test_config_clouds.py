@@ -50,3 +50,9 @@ def test_thing_and_broker_together_load(tmp_path: Path) -> None:
     config = load_config(path, check_files=False)
     assert config.has_shadow
     assert config.shadow_thing == "kitchen-pi"
+
+
+def test_aws_credentials_need_the_shadow_link(tmp_path: Path) -> None:
+    credentials = "credentials: {source: role_alias, endpoint: c.example, role_alias: r}\n"
+    text = problems(tmp_path, credentials + DEVICES)
+    assert "credentials: needs the shadow link: expected 'thing' and 'mqtt'" in text
