@@ -26,9 +26,10 @@ def demo_dir() -> Path:
 
 
 def _default_demo_config() -> Path:
-    """config/demo.yaml of the checkout (the README runs the demo from there)."""
-    local = Path("config/demo.yaml")
-    return local if local.exists() else Path(__file__).resolve().parent.parent / local
+    """The demo config shipped in the package (a link to config/demo.yaml in a checkout)."""
+    from gateway.resources import DEMO_CONFIG, shipped_path
+
+    return shipped_path(DEMO_CONFIG)
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -167,6 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else demo_dir(),
         config=Path(args.config),
         http=_address(args.http, 8080) if args.http else None,
+        check=args.check,
     )
 
 
@@ -248,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
     demo.add_argument(
         "--http", help="dashboard address HOST:PORT (default 127.0.0.1:8080, or a free port)"
+    )
+    demo.add_argument(
+        "--check", action="store_true", help="smoke test: sync, one round trip, then stop"
     )
     demo.set_defaults(handler=cmd_demo)
 
