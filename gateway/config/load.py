@@ -20,6 +20,7 @@ from gateway.config.provisioned import default_credential_paths, read_provisione
 from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup, resolve_path
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
+from gateway.paths import default_state_dir
 
 
 def _dotted(loc: KeyPath) -> str:
@@ -176,7 +177,7 @@ _PROVISIONED_KEYS = ("thing: ", "mqtt.host: ", "mqtt.cert: ", "mqtt.key: ")
 
 def _state_dir_of(data: Mapping[str, Any], base_dir: Path) -> Path:
     raw = data.get("state_dir")
-    state_dir = Path(raw if isinstance(raw, str) else "/var/lib/edge-gateway").expanduser()
+    state_dir = (Path(raw) if isinstance(raw, str) else default_state_dir()).expanduser()
     return state_dir if state_dir.is_absolute() else base_dir / state_dir
 
 
