@@ -145,6 +145,19 @@ def test_the_wheel_carries_every_file_a_command_needs(wheel: Path) -> None:
     assert {"gateway/devcloud/static/index.html", "gateway/devcloud/static/app.js"} <= names
 
 
+def test_the_wheel_carries_the_license_pyproject_names(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        fields = archive.read(metadata).decode()
+        (license_file,) = (
+            name for name in archive.namelist() if name.endswith("/licenses/LICENSE")
+        )
+        text = archive.read(license_file).decode()
+    assert "License-Expression: Apache-2.0" in fields.splitlines()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert text == (ROOT / "LICENSE").read_text()
+
+
 def test_the_demo_smoke_check_passes_from_the_installed_wheel(
     installed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
