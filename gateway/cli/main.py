@@ -18,7 +18,7 @@ from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from gateway.paths import default_admin_socket, default_config_path
 
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
-CONFIG_HELP = "YAML config file ($EDGE_GATEWAY_CONFIG sets the default)"
+CONFIG_HELP = "YAML config file (or set $EDGE_GATEWAY_CONFIG)"
 
 
 def demo_dir() -> Path:

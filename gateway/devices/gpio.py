@@ -66,12 +66,12 @@ def make_pin_factory(name: PinFactoryName, environ: Mapping[str, str] | None = N
     """Build the named pin factory; only the chosen backend is imported. ``auto`` follows
     ``$GPIOZERO_PIN_FACTORY`` when it is set, else tries the libraries in gpiozero's order."""
     chosen = chosen_pin_factory(name, environ)
-    if chosen == "mock":
-        return _mock_factory_class()()
     if chosen != name:  # from the environment, which may name any gpiozero factory
         _log.info("gpio_pin_factory_from_environment", variable=PIN_FACTORY_ENV, factory=chosen)
-        if chosen not in _FACTORIES:
+        if chosen not in _FACTORIES and chosen != "mock":
             return _entry_point_factory(chosen)
+    if chosen == "mock":
+        return _mock_factory_class()()
     if chosen != "auto":
         try:
             factory = _load_factory(chosen)
