@@ -38,3 +38,17 @@ async def proxy(broker: MosquittoBroker) -> AsyncIterator[FaultProxy]:
     await fault.start()
     yield fault
     await fault.stop()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once (pip wheel, as a release is built)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(root)]
+    subprocess.run(command, check=True, capture_output=True, timeout=180)
+    (wheel,) = out.glob("edge_gateway-*.whl")
+    return wheel
