@@ -8,6 +8,7 @@ imported only by this command, never by the daemon.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from gateway.exitcodes import EXIT_OK
@@ -19,14 +20,12 @@ _FOLDERS = {"workdir", "state_dir", "deps", "ca_dir", "out"}
 _PROG = "edge-gateway"
 
 
-def completion_script(shell: str) -> str:
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script of the whole ``edge-gateway`` command line for ``shell``."""
     import shtab
 
     from gateway.cli.helpformat import subparsers
-    from gateway.cli.main import build_parser
 
-    parser = build_parser()
     for _, sub in [("", parser), *subparsers(parser)]:
         for action in sub._actions:
             complete: Any = action
@@ -38,11 +37,12 @@ def completion_script(shell: str) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    print(completion_script(args.shell))
+    print(completion_script(args.build_parser(), args.shell))
     return EXIT_OK
 
 
-def add_completion_parser(commands: Any) -> None:
+def add_completion_parser(commands: Any, build_parser: Callable[[], Any]) -> None:
+    """Register ``completion``; ``build_parser`` makes the whole command line to complete."""
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script (install.sh installs the bash and zsh ones)",
@@ -50,4 +50,4 @@ def add_completion_parser(commands: Any) -> None:
         "'edge-gateway completion bash > ~/.local/share/bash-completion/completions/edge-gateway'.",
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
-    completion.set_defaults(handler=cmd_completion)
+    completion.set_defaults(handler=cmd_completion, build_parser=build_parser)

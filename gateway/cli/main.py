@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.completion import add_completion_parser
     from gateway.cli.helpformat import finish_parser
 
-    add_completion_parser(commands)
+    add_completion_parser(commands, build_parser)
     return finish_parser(parser)  # a description and the defaults in every --help
 
 

@@ -58,7 +58,7 @@ def test_run_shows_where_its_config_comes_from() -> None:
 
 
 def test_the_bash_completion_script_is_static_and_parses() -> None:
-    script = completion_script("bash")
+    script = completion_script(build_parser(), "bash")
     assert "python" not in script
     for command in ("check-config", "demo", "desired", "completion", "--mock-gpio"):
         assert command in script
@@ -69,7 +69,7 @@ def test_the_bash_completion_script_is_static_and_parses() -> None:
 
 
 def test_the_zsh_completion_script_names_the_command() -> None:
-    assert completion_script("zsh").startswith("#compdef edge-gateway")
+    assert completion_script(build_parser(), "zsh").startswith("#compdef edge-gateway")
 
 
 @pytest.mark.parametrize("name", NAMES)
