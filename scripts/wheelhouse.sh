@@ -32,6 +32,7 @@ if [ ${#platforms[@]} -eq 0 ]; then
 fi
 mkdir -p "$out/deps"
 if [ -z "$wheel" ]; then
+  rm -rf "$src/build"  # setuptools' build folder may hold modules deleted since the last build
   "$python" -m pip wheel -q --no-deps --disable-pip-version-check -w "$out" "$src"
   wheel="$(ls -t "$out"/edge_gateway-*.whl | head -n 1)"
 fi
