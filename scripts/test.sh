@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The benchmark's smoke run is part of the suite, so its dependency group (the AWS SDK peer,
-# plots) too; both groups are development tools in pyproject.toml, pinned by constraints.txt.
+# plots) too: development tools, dependency groups of pyproject.toml (scripts/bootstrap.sh).
 "$root/scripts/bootstrap.sh" test,bench
 cd "$root"
 bin="$root/.venv/bin"
