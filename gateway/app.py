@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,17 +25,25 @@ from typing import Any
 import structlog
 
 from gateway import __version__
+from gateway.cloudlinks import cloud_links
 from gateway.config import GatewayConfig
 from gateway.core.backoff import Backoff
 from gateway.core.outbox import Change, Outbox, OutboxWriter
-from gateway.core.ports import CloudLink, DeviceBank, MqttConnector
+from gateway.core.ports import (
+    CloudLink,
+    DeviceBank,
+    DeviceCore,
+    LinkPlan,
+    MqttConnector,
+    MqttSession,
+)
 from gateway.core.values import JsonValue, codec_for
 from gateway.devices.engine import DeviceEngine
 from gateway.devices.gpio import GpiozeroBank, chosen_pin_factory, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
 from gateway.errors import GatewayError
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
-from gateway.links.connection import ConnectionLoop
+from gateway.links.connection import ConnectionLoop, NoShadowConnector
 from gateway.links.mqtt import AiomqttConnector
 from gateway.links.shadow.sync import ShadowSync
 from gateway.ops.admin import serve_admin
@@ -87,6 +95,7 @@ class Gateway:
         rewiring: Rewiring | None = None,
         notifier: Notifier | None = None,
         outbox: Outbox | None = None,
+        extra_links: Callable[[DeviceCore], Sequence[LinkPlan]] | None = None,
     ) -> None:
         self.config = config
         self.bank = bank
@@ -96,15 +105,31 @@ class Gateway:
         # The device core, and the shadow link it reports through; a reload reconfigures both.
         self.engine = DeviceEngine(bank=bank, **engine_options(config))
         self.writer = OutboxWriter(self.outbox, self._on_persisted)
-        self.shadow = ShadowSync(
-            shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
-        )
-        # The cloud links (the shadow today), each on its own connection loop.
-        self.links: dict[str, CloudLink] = {"shadow": self.shadow}
-        # MQTT sessions one at a time; reloads, renewed credentials and stop are its commands.
+        # The cloud links: the shadow (when ``mqtt`` is configured), and any others configured
+        # beside it (THiNX, MindConnect, ...), each with its own connection loop.
+        self.links: dict[str, CloudLink] = {}
+        self.shadow: ShadowSync | None = None
+        if config.has_shadow:
+            self.shadow = ShadowSync(
+                shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
+            )
+            self.links["shadow"] = self.shadow
+        # The shadow's MQTT sessions one at a time; reloads, renewed credentials and stop are
+        # its commands. Without the shadow the same loop holds idle "sessions", so reloads and
+        # stop take the same path.
         self.connection = ConnectionLoop(
-            connector, backoff or backoff_for(config), self.shadow.run_session
+            connector,
+            backoff or backoff_for(config),
+            self.shadow.run_session if self.shadow is not None else idle_session,
         )
+        self.extra_links = list(extra_links(self.engine) if extra_links else ())
+        self.extra_connections: dict[str, ConnectionLoop] = {}
+        for plan in self.extra_links:
+            self.links[plan.name] = plan.link
+            if plan.connector is not None:
+                self.extra_connections[plan.name] = ConnectionLoop(
+                    plan.connector, backoff_for(config), plan.link.run_session
+                )
         self.rewiring = rewiring
         self.reloader = ConfigReloader(self)
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every message a no-op
@@ -116,9 +141,15 @@ class Gateway:
         self.updater = Updater(
             config,
             report=partial(self.report_gateway_status, "ota"),
-            healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
+            healthy=self.links_healthy,
             restart=self._restart_for_update,
         )
+
+    def links_healthy(self) -> bool:
+        """Every cloud link is connected (and the shadow synced): an update may stay."""
+        if self.shadow is not None and not self.shadow.synced.is_set():
+            return False
+        return all(link.connected for link in self.links.values())
 
     @property
     def connector(self) -> MqttConnector:
@@ -149,6 +180,8 @@ class Gateway:
     def stop(self) -> None:
         self.stop_event.set()
         self.connection.stop()
+        for loop in self.extra_connections.values():
+            loop.stop()
 
     def _restart_for_update(self) -> None:
         """Stop cleanly and exit 75 so systemd starts whatever ``current`` now points to."""
@@ -172,7 +205,8 @@ class Gateway:
                 log.warning("shutdown_value_failed", device=name, error=str(exc))
 
     def _on_persisted(self, changes: list[Change]) -> None:
-        self.shadow.on_persisted(changes)
+        if self.shadow is not None:
+            self.shadow.on_persisted(changes)
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._group is not None
@@ -198,13 +232,17 @@ class Gateway:
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
         # Certificates first: a bad pair fails here, before any pin is touched.
-        health = await asyncio.to_thread(check_credentials, self.config)
-        expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
-        if expiring is not None:
-            self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
+        if self.config.mqtt is not None:
+            health = await asyncio.to_thread(check_credentials, self.config)
+            expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
+            if expiring is not None:
+                self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
+        for loop in self.extra_connections.values():
+            await loop.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
-        await self.shadow.recover()
+        if self.shadow is not None:
+            await self.shadow.recover()
         # gpiozero may block opening devices: a thread, so the loop never waits on it.
         await asyncio.to_thread(self.bank.open, self.engine.on_input)
         self.engine.link_down()  # no link is up until the first connect: fail-safe timers run
@@ -232,6 +270,12 @@ class Gateway:
         """Start every named task, wait for stop, then end them within the shutdown bound."""
         self._start(self.engine.run(), "device_engine")
         connection = self._start(self.connection.run(), "mqtt_connection")
+        connections = [connection]
+        for name, loop in self.extra_connections.items():
+            connections.append(self._start(loop.run(), f"{name}_connection"))
+        for plan in self.extra_links:
+            for task_name, make_task in plan.tasks.items():
+                self._start(make_task(), f"{plan.name}_{task_name}")
         self.start_sensor_poller()
         admin = self._start(
             serve_admin(self.config.admin_socket, self._admin, self.admin_ready), "admin_socket"
@@ -261,12 +305,14 @@ class Gateway:
         log.info("gateway_stopping")
         self.notifier.stopping()
         self._tasks["sensor_poller"].cancel()
+        # Every link reports its final state and closes its session, within one bound.
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-                await asyncio.shield(connection)
+                await asyncio.shield(asyncio.gather(*connections, return_exceptions=True))
         except TimeoutError:
             log.warning("shutdown_timed_out", timeout_s=SHUTDOWN_TIMEOUT_S)
-            connection.cancel()
+            for task in connections:
+                task.cancel()
         admin.cancel()
         for task in self._tasks.values():
             task.cancel()
@@ -278,15 +324,23 @@ class Gateway:
         if self.reloader.reloading:
             return "reloading the configuration"
         mqtt = self.config.mqtt
-        if self.shadow.connected:
-            state = f"connected to {mqtt.host}:{mqtt.port}"
-            state += ", shadow synced" if self.shadow.synced.is_set() else ", syncing the shadow"
-        elif self.reconnects:
-            state = f"disconnected, retrying {mqtt.host}:{mqtt.port} ({self.reconnects} retries)"
-        else:
-            state = f"connecting to {mqtt.host}:{mqtt.port}"
-        line = f"{state}; {len(self.config.devices)} devices"
-        if errors := len(self.shadow.reconciler.errors):
+        states = []
+        if self.shadow is not None and mqtt is not None:
+            if self.shadow.connected:
+                state = f"connected to {mqtt.host}:{mqtt.port}"
+                synced = self.shadow.synced.is_set()
+                state += ", shadow synced" if synced else ", syncing the shadow"
+            elif self.reconnects:
+                state = (
+                    f"disconnected, retrying {mqtt.host}:{mqtt.port} ({self.reconnects} retries)"
+                )
+            else:
+                state = f"connecting to {mqtt.host}:{mqtt.port}"
+            states.append(state)
+        for plan in self.extra_links:
+            states.append(f"{plan.name} {'connected' if plan.link.connected else 'not connected'}")
+        line = f"{', '.join(states)}; {len(self.config.devices)} devices"
+        if self.shadow is not None and (errors := len(self.shadow.reconciler.errors)):
             line += f", {errors} with errors"
         return line
 
@@ -302,7 +356,7 @@ class Gateway:
         days_left = None
         if self.cert_expiry is not None:
             days_left = round((self.cert_expiry - time.time()) / 86_400, 3)
-        shadow = self.shadow.status()
+        shadow = self.shadow.status() if self.shadow is not None else {}
         outbox = shadow.get("outbox", {})
         return {
             **shadow,
@@ -316,7 +370,18 @@ class Gateway:
             "certificate_days_left": days_left,
             **self.updater.snapshot(),
             **self.reload_counts,
+            **({"links": self.links_status()} if self.extra_links else {}),
         }
+
+    def links_status(self) -> dict[str, dict[str, Any]]:
+        """Each link configured beside the shadow, as ``status`` shows it under ``links``."""
+        links: dict[str, dict[str, Any]] = {}
+        for plan in self.extra_links:
+            links[plan.name] = plan.link.status()
+            loop = self.extra_connections.get(plan.name)
+            if loop is not None:
+                links[plan.name]["reconnects"] = loop.reconnects
+        return links
 
 
 def drive_mock_input(
@@ -389,6 +454,8 @@ def build_gateway(
         return GpiozeroBank(current.devices, factory, loop=loop, is_mock=mock, mock_dir=mocks)
 
     def make_connector(current: GatewayConfig) -> MqttConnector:
+        if not current.has_shadow:
+            return NoShadowConnector()
         return AiomqttConnector(mqtt_settings(current))
 
     rewiring = None
@@ -402,7 +469,14 @@ def build_gateway(
         connector=make_connector(config),
         rewiring=rewiring,
         notifier=notifier,
+        extra_links=lambda core: cloud_links(config, core),
     )
+
+
+async def idle_session(session: MqttSession, stop: asyncio.Event) -> None:
+    """The connection loop's "session" when no shadow link is configured: nothing to sync,
+    only commands (reload, stop) to wait for."""
+    await stop.wait()
 
 
 async def run_gateway(
@@ -410,7 +484,8 @@ async def run_gateway(
 ) -> int:
     """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``. Returns
     the exit code: 0, or EXIT_RESTART_FOR_UPDATE after an update or a rollback."""
-    structlog.contextvars.bind_contextvars(thing=config.thing)
+    if config.thing is not None:
+        structlog.contextvars.bind_contextvars(thing=config.thing)
     gateway = build_gateway(
         config, mock_gpio=mock_gpio, config_path=config_path, notifier=Notifier()
     )

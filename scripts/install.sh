@@ -96,7 +96,7 @@ if [ "$use_apt" -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 # A/B slots: the service runs /opt/$name/current (-> slots/a or slots/b); an OTA update installs
-# into the other slot and switches the link (README: "Updates (check-in and OTA)").
+# into the other slot and switches the link (docs/updates.md).
 slot=a
 if [ -L "$opt/current" ]; then slot="$(basename "$(readlink "$opt/current")")"; fi
 say "virtualenv /opt/$name/slots/$slot (current)"

@@ -37,8 +37,10 @@ async def check_demo(
     timeout: float = CHECK_TIMEOUT_S,  # noqa: ASYNC109  # one bound for every step, applied below
 ) -> str:
     """Sync and one desired -> reported round trip; returns what was checked, for the user."""
-    thing = gateway.config.thing
+    thing = gateway.config.shadow_thing
     shadow = gateway.config.shadow.name
+    if gateway.shadow is None:
+        raise GatewayError("demo check: the demo config has no shadow link ('mqtt' and 'thing')")
     try:
         async with asyncio.timeout(timeout):
             await gateway.shadow.synced.wait()

@@ -129,6 +129,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
     )
     print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    if reply.get("device_id") is not None:  # check-in identity (getCerts' id and accountId)
+        print(f"check-in id {reply['device_id']}, account {reply.get('account_id') or '-'}")
     print(_health_line(reply))
     ota = reply.get("ota") or {}
     if ota.get("state") not in (None, "idle"):
@@ -311,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_certs_parser(commands)
     from gateway.cli.completion import add_completion_parser
     from gateway.cli.helpformat import finish_parser
+    from gateway.cli.importbatch import add_import_batch_parser
 
+    add_import_batch_parser(commands)
     add_completion_parser(commands, build_parser)
     return finish_parser(parser)  # a description and the defaults in every --help
 

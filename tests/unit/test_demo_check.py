@@ -16,7 +16,9 @@ from gateway.errors import GatewayError
 
 async def test_a_gateway_that_never_syncs_fails_the_check_in_time() -> None:
     gateway: Any = SimpleNamespace(
-        config=SimpleNamespace(thing="demo-pi", shadow=SimpleNamespace(name=None), devices={}),
+        config=SimpleNamespace(
+            shadow_thing="demo-pi", shadow=SimpleNamespace(name=None), devices={}
+        ),
         shadow=SimpleNamespace(synced=asyncio.Event()),
     )
     creds = Credentials(ca=Path("ca.pem"), cert=Path("cert.pem"), key=Path("key.pem"))
