@@ -8,6 +8,8 @@ imported only by this command, never by the daemon.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +39,12 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    print(completion_script(args.build_parser(), args.shell))
+    script = completion_script(args.build_parser(), args.shell)
+    try:
+        sys.stdout.write(script + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into a shell that is not there: nothing to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
