@@ -40,7 +40,7 @@ from gateway.core.ports import (
 from gateway.core.values import JsonValue, codec_for
 from gateway.credentials.service import AwsServices
 from gateway.devices.engine import DeviceEngine
-from gateway.devices.gpio import GpiozeroBank, make_pin_factory
+from gateway.devices.gpio import GpiozeroBank, chosen_pin_factory, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
 from gateway.errors import GatewayError
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
@@ -462,7 +462,8 @@ def build_gateway(
     devices go on the same pin factory)."""
     from gateway.config import load_config
 
-    mock = mock_gpio or config.mock_gpio
+    # pin_factory: auto follows $GPIOZERO_PIN_FACTORY; =mock makes a mock-GPIO gateway.
+    mock = mock_gpio or chosen_pin_factory(config.gpio.pin_factory) == "mock"
     factory = pin_factory or make_pin_factory("mock" if mock else config.gpio.pin_factory)
     mocks = mock_dir or config.state_dir / "mock"
     loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/demo.sh and scripts/test.sh: mosquitto from apt (when missing) and
-# a virtualenv in .venv with edge-gateway installed (editable) plus the extras asked for.
+# a virtualenv in .venv with edge-gateway installed (editable) plus the dependency groups (or
+# extras) asked for, e.g. "test,bench".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-}"
@@ -62,9 +63,16 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   fi
 fi
 stamp="$root/.venv/.installed${extras:+-${extras//,/-}}"
-if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] \
+  || [ "$root/constraints.txt" -nt "$stamp" ]; then
   echo "==> installing edge-gateway into .venv"
-  "$root/.venv/bin/python" -m pip install -q --upgrade pip
-  "$root/.venv/bin/python" -m pip install -q -e "$root${extras:+[$extras]}"
+  py="$root/.venv/bin/python"
+  "$py" -m pip install -q --upgrade pip
+  # Dependency groups (the development tools) with pip's --group from 25.1 on, else listed;
+  # constraints.txt pins the runtime dependencies (scripts/pip_args.py).
+  supported=""
+  if "$py" -m pip install --help | grep -q -- '--group'; then supported=--groups-supported; fi
+  mapfile -t args < <("$py" "$root/scripts/pip_args.py" "$root" "$extras" $supported)
+  "$py" -m pip install -q "${args[@]}"
   touch "$stamp"
 fi

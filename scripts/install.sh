@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install edge-gateway as a systemd service on Raspberry Pi OS (or any Debian with systemd):
-#   the edge-gateway system user (gpio and spi as supplementary groups, via the unit),
-#   a virtualenv with this checkout installed in /opt/edge-gateway/slots/a (A/B slots for
-#   OTA updates; current -> the active slot, venv -> current),
-#   /usr/local/bin/edge-gateway, /etc/edge-gateway/gateway.yaml (the example, never overwritten),
+#   a virtualenv with this checkout (or --wheel FILE) installed in /opt/edge-gateway/slots/a (A/B
+#   slots for OTA updates; current -> the active slot, venv -> current), its dependencies pinned
+#   by constraints.txt (what CI tested), then from the installed package: the edge-gateway
+#   system user (gpio and spi as supplementary groups, via the unit), /usr/local/bin/edge-gateway,
+#   /etc/edge-gateway/gateway.yaml (the example, never overwritten), bash and zsh completion,
 #   the unit in /etc/systemd/system, enabled; started when the config checks out.
 # Run it again to upgrade: every step is idempotent.
 #
 #   sudo scripts/install.sh                 install or upgrade, enable, (re)start
+#   sudo scripts/install.sh --wheel FILE    ... the program from a built wheel (e.g. CI's)
 #   sudo scripts/install.sh --uninstall     stop, disable, remove the program (config and state stay)
 #   sudo scripts/install.sh --uninstall --purge   ... and remove config and state too
 #   scripts/install.sh --root DIR           install into DIR as a system root (no apt, no start)
@@ -20,8 +22,10 @@ start=1
 use_apt=1
 python=python3
 pip_args=""
+package="$src"
+constraints="$src/constraints.txt"
 
-usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -34,6 +38,8 @@ while [ $# -gt 0 ]; do
     --no-apt) use_apt=0 ;;
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; python="$2"; shift ;;
     --pip-args) [ $# -ge 2 ] || die "--pip-args needs a value"; pip_args="$2"; shift ;;
+    --wheel) [ $# -ge 2 ] || die "--wheel needs a file"; package="$(realpath "$2")"; shift ;;
+    --constraints) [ $# -ge 2 ] || die "--constraints needs a file"; constraints="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
@@ -53,6 +59,8 @@ etc="$prefix/etc/$name"
 unit="$prefix/etc/systemd/system/$name.service"
 sysusers="$prefix/etc/sysusers.d/$name.conf"
 link="$prefix/usr/local/bin/$name"
+bash_completion="$prefix/usr/share/bash-completion/completions/$name"
+zsh_completion="$prefix/usr/share/zsh/vendor-completions/_$name"
 state="$prefix/var/lib/$name"
 
 say() { echo "==> $*"; }
@@ -67,7 +75,7 @@ if [ "$uninstall" -eq 1 ]; then
     sctl disable "$name.service" >/dev/null 2>&1 || true
   fi
   say "removing the unit, /opt/$name and /usr/local/bin/$name"
-  rm -f "$unit" "$link"
+  rm -f "$unit" "$link" "$bash_completion" "$zsh_completion"
   rm -rf "$opt"
   [ -z "$prefix" ] && systemctl daemon-reload
   if [ "$purge" -eq 1 ]; then
@@ -87,12 +95,6 @@ if [ "$use_apt" -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
 fi
 
-say "system user $name (systemd-sysusers)"
-install -D -m 0644 "$src/systemd/$name.sysusers" "$sysusers"
-if [ -z "$prefix" ]; then systemd-sysusers "$sysusers"; else systemd-sysusers --root="$prefix" "$sysusers"; fi
-gid="$(awk -F: -v n="$name" '$1 == n { print $3 }' "$prefix/etc/group")"
-[ -n "$gid" ] || die "group $name was not created"
-
 # A/B slots: the service runs /opt/$name/current (-> slots/a or slots/b); an OTA update installs
 # into the other slot and switches the link (docs/updates.md).
 slot=a
@@ -102,8 +104,19 @@ if [ -d "$opt/venv" ] && [ ! -L "$opt/venv" ]; then rm -rf "$opt/venv"; fi  # pr
 if [ ! -x "$opt/slots/$slot/bin/python" ]; then
   "$python" -m venv --system-site-packages "$opt/slots/$slot"
 fi
+[ -f "$package" ] || [ -d "$package" ] || die "no such wheel: $package"
+pin=()
+if [ -f "$constraints" ]; then pin=(-c "$constraints"); else echo "note: no $constraints: unpinned"; fi
 # shellcheck disable=SC2086  # pip_args is a list of options
-"$opt/slots/$slot/bin/python" -m pip install -q --disable-pip-version-check $pip_args "$src"
+"$opt/slots/$slot/bin/python" -m pip install -q --disable-pip-version-check "${pin[@]}" $pip_args "$package"
+# The files below come from the installed package (gateway/resources), not the checkout.
+shipped() { "$opt/slots/$slot/bin/python" -I -m gateway.resources "$1"; }  # -I: not from $PWD
+
+say "system user $name (systemd-sysusers)"
+install -D -m 0644 "$(shipped "$name.sysusers")" "$sysusers"
+if [ -z "$prefix" ]; then systemd-sysusers "$sysusers"; else systemd-sysusers --root="$prefix" "$sysusers"; fi
+gid="$(awk -F: -v n="$name" '$1 == n { print $3 }' "$prefix/etc/group")"
+[ -n "$gid" ] || die "group $name was not created"
 [ "$(readlink "$opt/current" 2>/dev/null)" = "slots/$slot" ] || ln -sfn "slots/$slot" "$opt/current"
 [ "$(readlink "$opt/venv" 2>/dev/null)" = "current" ] || ln -sfn current "$opt/venv"
 # The service updates itself (ota.mode: wheel): its group may write the slots and the links.
@@ -114,18 +127,31 @@ chmod -R g+w "$opt/slots"
 install -d "$(dirname "$link")"
 ln -sfn "/opt/$name/venv/bin/$name" "$link"
 
+# Static completion scripts (shtab), generated once here: a TAB never starts Python.
+say "shell completion (bash, zsh)"
+for pair in "bash:$bash_completion" "zsh:$zsh_completion"; do
+  shell="${pair%%:*}" target="${pair#*:}"
+  install -d "$(dirname "$target")"
+  if "$opt/slots/$slot/bin/$name" completion "$shell" >"$target.tmp" 2>/dev/null; then
+    chmod 0644 "$target.tmp" && mv -f "$target.tmp" "$target"
+  else
+    rm -f "$target.tmp"
+    echo "note: no $shell completion (edge-gateway completion $shell failed)"
+  fi
+done
+
 say "config /etc/$name (root:$name, 0750)"
 owner() { if [ "$(id -u)" -eq 0 ]; then chown "0:$gid" "$@"; fi; }
 install -d -m 0750 "$etc" "$etc/certs"
 owner "$etc" "$etc/certs"
 if [ ! -f "$etc/gateway.yaml" ]; then
-  install -m 0640 "$src/config/gateway.example.yaml" "$etc/gateway.yaml"
+  install -m 0640 "$(shipped gateway.example.yaml)" "$etc/gateway.yaml"
   owner "$etc/gateway.yaml"
   echo "new config: edit /etc/$name/gateway.yaml and put the certificates into /etc/$name/certs"
 fi
 
 say "unit /etc/systemd/system/$name.service"
-install -D -m 0644 "$src/systemd/$name.service" "$unit"
+install -D -m 0644 "$(shipped "$name.service")" "$unit"
 [ -z "$prefix" ] && systemctl daemon-reload
 sctl enable "$name.service" >/dev/null 2>&1 || die "systemctl enable $name failed"
 

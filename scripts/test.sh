@@ -3,7 +3,8 @@
 # integration tests). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The benchmark's smoke run is part of the suite, so its extra (the AWS SDK peer, plots) too.
+# The benchmark's smoke run is part of the suite, so its dependency group (the AWS SDK peer,
+# plots) too: development tools, dependency groups of pyproject.toml (scripts/bootstrap.sh).
 "$root/scripts/bootstrap.sh" test,bench,devcloud
 cd "$root"
 bin="$root/.venv/bin"

@@ -29,7 +29,9 @@ log = structlog.get_logger()
 DISCOVERY_FILE = "devcloud.json"
 
 
-def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None) -> int:
+def run_demo(
+    *, workdir: Path, config: Path, http: tuple[str, int] | None = None, check: bool = False
+) -> int:
     configure_logging("auto", "info")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,7 @@ def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None
     thing = load_config(config, check_files=False, codec_for=codec_for).shadow_thing
     code = 0
     try:
-        asyncio.run(_demo(workdir, config, thing, http))
+        asyncio.run(_demo(workdir, config, thing, http, check=check))
     except* GatewayError as group:
         for exc in group.exceptions:
             log.error("demo_failed", error=str(exc))
@@ -46,7 +48,14 @@ def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None
     return code
 
 
-async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, int] | None) -> None:
+async def _demo(
+    workdir: Path,
+    config_path: Path,
+    thing: str,
+    http: tuple[str, int] | None,
+    *,
+    check: bool = False,
+) -> None:
     # The dashboard's default port falls back to a free one when taken; an explicit one does not.
     cloud = DevCloud(workdir, http=http or DEFAULT_HTTP, port_fallback=http is None)
     async with cloud:
@@ -79,7 +88,14 @@ async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, i
             devcloud = group.create_task(cloud.run(), name="devcloud")
             await cloud.ready.wait()
             running = group.create_task(gateway.run(), name="gateway")
-            _print_instructions(cloud, thing, workdir)
+            if check:  # the smoke path (gateway/cli/demo_check.py), then stop
+                from gateway.cli.demo_check import check_demo
+
+                outcome = await check_demo(gateway, broker.host, broker.port, admin)
+                print(f"demo check passed: {outcome}", flush=True)
+                gateway.stop()
+            else:
+                _print_instructions(cloud, thing, workdir)
             await gateway.stop_event.wait()
             # The gateway reports its final state through the shadow service, so it goes first.
             await asyncio.wait({running}, timeout=5.0)

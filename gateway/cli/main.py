@@ -15,8 +15,10 @@ from typing import Any
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError
 from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from gateway.paths import default_admin_socket, default_config_path
 
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
+CONFIG_HELP = "YAML config file (or set $EDGE_GATEWAY_CONFIG)"
 
 
 def demo_dir() -> Path:
@@ -26,9 +28,10 @@ def demo_dir() -> Path:
 
 
 def _default_demo_config() -> Path:
-    """config/demo.yaml of the checkout (the README runs the demo from there)."""
-    local = Path("config/demo.yaml")
-    return local if local.exists() else Path(__file__).resolve().parent.parent / local
+    """The demo config shipped in the package (a link to config/demo.yaml in a checkout)."""
+    from gateway.resources import DEMO_CONFIG, shipped_path
+
+    return shipped_path(DEMO_CONFIG)
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -41,7 +44,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
         return load_config(Path(args.config), check_files=False).admin_socket
     candidates = [Path(p) for p in [os.environ.get("EDGE_GATEWAY_SOCKET")] if p]
-    candidates += [SYSTEM_SOCKET, demo_dir() / "admin.sock"]
+    candidates += [SYSTEM_SOCKET, default_admin_socket(), demo_dir() / "admin.sock"]
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
@@ -102,9 +105,12 @@ def _run_async(coro: Any) -> int:
         if isinstance(result, int):
             code = result  # run_gateway: EXIT_RESTART_FOR_UPDATE after an update
     except* GatewayError as group:
+        from gateway.ops.logs import logs_to_journal
+
         for exc in group.exceptions:
             structlog.get_logger().error("gateway_failed", error=str(exc))
-            print(f"edge-gateway: {exc}", file=sys.stderr)
+            if not logs_to_journal():  # under systemd stderr is the journal too: once is enough
+                print(f"edge-gateway: {exc}", file=sys.stderr)
         code = EXIT_RUNTIME
     return code
 
@@ -169,6 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else demo_dir(),
         config=Path(args.config),
         http=_address(args.http, 8080) if args.http else None,
+        check=args.check,
     )
 
 
@@ -222,12 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the gateway daemon")
-    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument("-c", "--config", default=str(default_config_path()), help=CONFIG_HELP)
     run.add_argument("--mock-gpio", action="store_true", help="use gpiozero's mock pins")
     run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.add_argument("-c", "--config", default=str(default_config_path()), help=CONFIG_HELP)
     check.set_defaults(handler=cmd_check_config)
 
     status = commands.add_parser("status", help="show the state of a running gateway")
@@ -250,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help=f"state folder (default {demo_dir()})")
     demo.add_argument(
         "--http", help="dashboard address HOST:PORT (default 127.0.0.1:8080, or a free port)"
+    )
+    demo.add_argument(
+        "--check", action="store_true", help="smoke test: sync, one round trip, then stop"
     )
     demo.set_defaults(handler=cmd_demo)
 
@@ -301,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision_parser(commands)
     add_certs_parser(commands)
+    from gateway.cli.completion import add_completion_parser
+    from gateway.cli.helpformat import finish_parser
     from gateway.cli.importbatch import add_import_batch_parser
 
     add_import_batch_parser(commands)
@@ -308,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.credentials import add_credentials_parser
 
     add_credentials_parser(commands)
-    return parser
+    add_completion_parser(commands, build_parser)
+    return finish_parser(parser)  # a description and the defaults in every --help
 
 
 def cmd_ota_keygen(args: argparse.Namespace) -> int:
@@ -414,7 +427,7 @@ def _add_ota_commands(commands: Any) -> None:
     guard = actions.add_parser(
         "guard", help="before a start: roll back a pending update that cannot get healthy"
     )
-    guard.add_argument("-c", "--config", required=True, help="YAML config file")
+    guard.add_argument("-c", "--config", default=str(default_config_path()), help=CONFIG_HELP)
     guard.set_defaults(handler=cmd_ota_guard)
 
 

@@ -9,7 +9,8 @@ maintenance windows), ``names`` (thing names, hosts, ports as AWS IoT allows the
 ``checks`` (cross-device checks and the shadow size budget), ``provisioned``
 (``provisioned.yaml``), ``yamlsource`` (YAML with positions) and ``load`` (all of it together).
 
-May import: nothing of the gateway but ``gateway.errors``. The value codecs that check
+May import: nothing of the gateway but ``gateway.errors`` (and ``gateway.paths``, the default
+locations). The value codecs that check
 fail-safe values reach ``load_config`` as data (``codec_for=gateway.values.codec_for``, passed
 by the CLI and the daemon), so the config sits below the code that applies values.
 """

@@ -22,6 +22,7 @@ from gateway.config.schema import MAX_CLIENT_ID_BYTES, GatewayConfig, ProvisionS
 from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
+from gateway.paths import default_state_dir
 
 
 def _dotted(loc: KeyPath) -> str:
@@ -215,7 +216,7 @@ _PROVISIONED_KEYS = ("thing: ", "mqtt.host: ", "mqtt.cert: ", "mqtt.key: ")
 
 def _state_dir_of(data: Mapping[str, Any], base_dir: Path) -> Path:
     raw = data.get("state_dir")
-    state_dir = Path(raw if isinstance(raw, str) else "/var/lib/edge-gateway").expanduser()
+    state_dir = (Path(raw) if isinstance(raw, str) else default_state_dir()).expanduser()
     return state_dir if state_dir.is_absolute() else base_dir / state_dir
 
 

@@ -26,6 +26,7 @@ from gateway.config.formats import Window, parse_listen, url_problem
 from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
+from gateway.paths import default_admin_socket, default_state_dir
 
 MAX_CLIENT_ID_BYTES = 128
 
@@ -506,8 +507,9 @@ class GatewayConfig(_Frozen):
         Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")],
         DeviceConfig,
     ] = Field(default_factory=dict)
-    state_dir: Path = Path("/var/lib/edge-gateway")
-    admin_socket: Path = Path("/run/edge-gateway/admin.sock")
+    # Defaults from systemd's directories, else FHS for root, else XDG (gateway/paths.py).
+    state_dir: Path = Field(default_factory=default_state_dir)
+    admin_socket: Path = Field(default_factory=default_admin_socket)
     logging: LoggingConfig = LoggingConfig()
     outbox: OutboxConfig = OutboxConfig()
     events_topic: TopicName | None = None  # default things/<thing>/events
@@ -607,7 +609,7 @@ class ProvisionSetup(BaseModel):
     thing: str | None = None
     mqtt: _BootstrapMqtt = _BootstrapMqtt()
     provision: ProvisionConfig | None = None
-    state_dir: Path = Path("/var/lib/edge-gateway")
+    state_dir: Path = Field(default_factory=default_state_dir)
     logging: LoggingConfig = LoggingConfig()
     certs: CertsConfig = CertsConfig()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,16 +50,34 @@ MOCK_HISTORY_LIMIT = 1000  # changes kept per mock pin (tests read recent histor
 _ADC_CHANNELS = 8
 
 
-def make_pin_factory(name: PinFactoryName) -> Factory:
-    """Build the named pin factory; only the chosen backend is imported."""
-    if name == "mock":
-        return _mock_factory_class()()
+PIN_FACTORY_ENV = "GPIOZERO_PIN_FACTORY"
+
+
+def chosen_pin_factory(name: PinFactoryName, environ: Mapping[str, str] | None = None) -> str:
+    """The factory ``name`` stands for: with ``auto``, ``$GPIOZERO_PIN_FACTORY`` when set (as
+    every gpiozero program honours it; ``mock`` included), else still ``auto``."""
     if name != "auto":
+        return name
+    value = (os.environ if environ is None else environ).get(PIN_FACTORY_ENV, "").strip()
+    return value.lower() or "auto"
+
+
+def make_pin_factory(name: PinFactoryName, environ: Mapping[str, str] | None = None) -> Factory:
+    """Build the named pin factory; only the chosen backend is imported. ``auto`` follows
+    ``$GPIOZERO_PIN_FACTORY`` when it is set, else tries the libraries in gpiozero's order."""
+    chosen = chosen_pin_factory(name, environ)
+    if chosen != name:  # from the environment, which may name any gpiozero factory
+        _log.info("gpio_pin_factory_from_environment", variable=PIN_FACTORY_ENV, factory=chosen)
+        if chosen not in _FACTORIES and chosen != "mock":
+            return _entry_point_factory(chosen)
+    if chosen == "mock":
+        return _mock_factory_class()()
+    if chosen != "auto":
         try:
-            factory = _load_factory(name)
+            factory = _load_factory(chosen)
         except Exception as exc:
-            raise GpioError(f"pin factory {name!r} could not be loaded: {exc}") from exc
-        _log.info("gpio_pin_factory_selected", factory=name)
+            raise GpioError(f"pin factory {chosen!r} could not be loaded: {exc}") from exc
+        _log.info("gpio_pin_factory_selected", factory=chosen)
         return factory
     failures = []
     for candidate in _FACTORIES:
@@ -76,6 +95,22 @@ def make_pin_factory(name: PinFactoryName) -> Factory:
         + "); install lgpio (apt install python3-lgpio, or pip install lgpio) "
         "or run with --mock-gpio"
     )
+
+
+def _entry_point_factory(name: str) -> Factory:
+    """A factory another package registers for gpiozero (its ``gpiozero_pin_factories``)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="gpiozero_pin_factories"):
+        if entry.name.lower() == name:
+            try:
+                factory = entry.load()()
+            except Exception as exc:
+                raise GpioError(f"pin factory {name!r} could not be loaded: {exc}") from exc
+            _log.info("gpio_pin_factory_selected", factory=name)
+            return factory
+    known = ", ".join(["mock", *_FACTORIES])
+    raise GpioError(f"{PIN_FACTORY_ENV}={name!r}: no such gpiozero pin factory (known: {known})")
 
 
 def _load_factory(name: str) -> Factory:

@@ -5,11 +5,16 @@ cloud) calls ``configure_logging``; it is idempotent, so a second call with the 
 changes nothing and one with other settings replaces the set-up (one handler, never two).
 Standard-library loggers (aiomqtt/paho log to "mqtt", gpiozero warns) go through the same
 processors, so every line has one shape. PEM private keys are scrubbed from every event.
+
+Under systemd, when ``$JOURNAL_STREAM`` names the very file the log stream is (its
+``device:inode``), every line starts with its syslog priority (``<3>`` error, ``<4>`` warning,
+``<6>`` info, ...), which journald strips and stores, so ``journalctl -p warning`` works.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import Any, Literal
@@ -43,8 +48,48 @@ def shared_processors() -> list[Processor]:
     ]
 
 
+# syslog(3) priorities of the standard-library levels (journald reads them from "<N>").
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+_DEBUG_PRIORITY = 7
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level: 2 crit, 3 err, 4 warning, 6 info, 7 debug."""
+    return next((prio for level, prio in _PRIORITIES if levelno >= level), _DEBUG_PRIORITY)
+
+
+def is_journal_stream(stream: Any, environ: Any = None) -> bool:
+    """True when ``$JOURNAL_STREAM`` (``device:inode``, set by systemd) is this stream's file:
+    only then does journald read the ``<N>`` prefixes (a redirect elsewhere keeps plain lines)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, sep, inode = value.partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a StringIO, closed)
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+class _JournalFormatter(structlog.stdlib.ProcessorFormatter):
+    """The same lines, each prefixed with its syslog priority (every line of a multi-line
+    message, since journald takes each line as an entry of its own)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
 # The settings in force (format, level, stream); empty until the first set-up.
 _configured: list[tuple[str, str, Any]] = []
+_journal = [False]  # whether that stream is the journal
+
+
+def logs_to_journal() -> bool:
+    """Whether the configured log stream is the journal: a failure already logged there needs
+    no second line on stderr (under systemd both reach the journal)."""
+    return bool(_configured) and _journal[0]
 
 
 def configure_logging(
@@ -76,8 +121,10 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
+    journal = is_journal_stream(stream)
+    formatter = _JournalFormatter if journal else structlog.stdlib.ProcessorFormatter
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
+        formatter(
             foreign_pre_chain=shared,
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
@@ -88,4 +135,5 @@ def configure_logging(
     # paho is chatty at debug; keep it one level quieter than ours.
     logging.getLogger("mqtt").setLevel(max(numeric_level, logging.INFO))
     _configured[:] = [settings]
+    _journal[0] = journal
     return True

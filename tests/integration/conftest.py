@@ -38,3 +38,23 @@ async def proxy(broker: MosquittoBroker) -> AsyncIterator[FaultProxy]:
     await fault.start()
     yield fault
     await fault.stop()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once (pip wheel, as a release is built), from a copy
+    of the tree: setuptools' build/ folder in a checkout may hold files deleted since."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    tree = tmp_path_factory.mktemp("tree") / "edge-gateway"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "bench", "tests"
+    )
+    shutil.copytree(Path(__file__).resolve().parents[2], tree, symlinks=True, ignore=skip)
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(tree)]
+    subprocess.run(command, check=True, capture_output=True, timeout=180)
+    (wheel,) = out.glob("edge_gateway-*.whl")
+    return wheel

@@ -1,27 +1,60 @@
 """scripts/install.sh run into a throwaway root (``--root DIR``): what it leaves there, that a
-second run changes nothing, and that --uninstall (--purge) removes it. The venv gets this
-checkout without dependencies (``--pip-args --no-deps``) to keep the test offline-fast."""
+second run changes nothing, and that --uninstall (--purge) removes it.
+
+It installs what a user gets from a normal (non-editable) install: the wheel built from this
+checkout (``--wheel``) with its dependencies pinned by constraints.txt, and the demo's smoke
+path (``edge-gateway demo --check``) runs from that venv alone, as CI runs it on every change.
+``--pip-args --no-compile`` keeps it fast (a real install compiles the bytecode)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.unit.test_constraints import read_constraints
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install.sh"
+SHIPPED = {
+    "gateway/resources/demo.yaml": ROOT / "config/demo.yaml",
+    "gateway/resources/gateway.example.yaml": ROOT / "config/gateway.example.yaml",
+    "gateway/resources/edge-gateway.service": ROOT / "systemd/edge-gateway.service",
+    "gateway/resources/edge-gateway.sysusers": ROOT / "systemd/edge-gateway.sysusers",
+}
 
 # Not a unit test: it runs install.sh, pip and the systemd tools into a throwaway root.
 pytestmark = pytest.mark.integration
 
 
-def install(root: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], *, timeout: float, cwd: Path | None = None) -> str:
+    # The installed program must not see this checkout (no PYTHONPATH, run from elsewhere).
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False
+    )
+    assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(built_wheel: Path) -> Path:
+    return built_wheel
+
+
+def install(
+    root: Path, *options: str, wheel: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(SCRIPT), "--root", str(root), "--python", sys.executable]
-    command += ["--pip-args", "--no-deps", *options]
-    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
+    command += ["--pip-args", "--no-compile", *options]
+    command += ["--wheel", str(wheel)] if wheel is not None else []
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -45,9 +78,9 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("pi-root")
-    result = install(root)
+def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("pi-root", numbered=True)
+    result = install(root, wheel=wheel)
     assert result.returncode == 0, result.stdout + result.stderr
     return root, snapshot(root)
 
@@ -99,15 +132,82 @@ def test_install_puts_a_private_example_config(installed: tuple[Path, dict[str, 
     assert (root / "etc/edge-gateway/certs").is_dir()
 
 
-def test_install_again_changes_nothing_and_keeps_an_edited_config(
+def test_the_wheel_carries_every_file_a_command_needs(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for member, source in SHIPPED.items():
+            assert archive.read(member) == source.read_bytes(), member
+    assert "gateway/py.typed" in names
+    assert {"gateway/devcloud/static/index.html", "gateway/devcloud/static/app.js"} <= names
+
+
+def test_the_wheel_carries_the_license_pyproject_names(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        fields = archive.read(metadata).decode()
+        (license_file,) = (
+            name for name in archive.namelist() if name.endswith("/licenses/LICENSE")
+        )
+        text = archive.read(license_file).decode()
+    assert "License-Expression: Apache-2.0" in fields.splitlines()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert text == (ROOT / "LICENSE").read_text()
+
+
+def test_the_demo_smoke_check_passes_from_the_installed_wheel(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    root, _ = installed
+    venv = root / "opt/edge-gateway/venv/bin"
+    code = "import gateway; print(gateway.__file__)"
+    where = run([str(venv / "python"), "-c", code], timeout=60, cwd=tmp_path)
+    assert Path(where.strip()).resolve().is_relative_to(root.resolve())  # not this checkout
+    demo = [str(venv / "edge-gateway"), "demo", "--check", "--workdir", str(tmp_path / "demo")]
+    out = run(demo, timeout=90, cwd=tmp_path)
+    assert "demo check passed" in out and "applied and reported" in out
+
+
+def test_install_pins_every_dependency_to_constraints(
     installed: tuple[Path, dict[str, str]],
+) -> None:
+    root, _ = installed
+    pins = read_constraints((ROOT / "constraints.txt").read_text())
+    code = "import json, sys; from importlib.metadata import version as v; "
+    code += "print(json.dumps({name: v(name) for name in sys.argv[1:]}))"
+    python = root / "opt/edge-gateway/venv/bin/python"
+    assert json.loads(run([str(python), "-c", code, *pins], timeout=60)) == pins
+
+
+def test_install_puts_static_completion_scripts_that_parse(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    root, _ = installed
+    bash = root / "usr/share/bash-completion/completions/edge-gateway"
+    zsh = root / "usr/share/zsh/vendor-completions/_edge-gateway"
+    script = bash.read_text()
+    subprocess.run(["bash", "-n", str(bash)], check=True, timeout=30)
+    assert "check-config" in script and "completion" in script
+    assert "python" not in script  # static: a TAB runs nothing of edge-gateway
+    assert zsh.read_text().startswith("#compdef edge-gateway")
+
+
+def test_install_takes_the_sysusers_file_from_the_package(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    root, _ = installed
+    sysusers = root / "etc/sysusers.d/edge-gateway.conf"
+    assert sysusers.read_bytes() == (ROOT / "systemd/edge-gateway.sysusers").read_bytes()
+
+
+def test_install_again_changes_nothing_and_keeps_an_edited_config(
+    installed: tuple[Path, dict[str, str]], wheel: Path
 ) -> None:
     root, before = installed
     config = root / "etc/edge-gateway/gateway.yaml"
     original = config.read_text()
     config.write_text(original + "# edited\n")
     try:
-        result = install(root)
+        result = install(root, wheel=wheel)
         assert result.returncode == 0, result.stderr
         assert config.read_text().endswith("# edited\n")
         config.write_text(original)

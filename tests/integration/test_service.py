@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig
 from gateway.devcloud import MosquittoBroker, ShadowClient, ShadowService
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
 from gateway.ops.admin import request
+from gateway.paths import default_admin_socket, default_config_path, default_state_dir
 from tests.integration.harness import reported, write_config
 
 pytestmark = pytest.mark.integration
@@ -127,13 +127,21 @@ def test_unit_is_a_notify_service_with_watchdog_and_update_restart() -> None:
 
 def test_unit_directories_are_the_config_defaults() -> None:
     settings = unit_settings()
-    defaults = GatewayConfig.model_fields
-    assert Path("/var/lib") / settings["StateDirectory"][0] == defaults["state_dir"].default
-    assert Path("/run") / settings["RuntimeDirectory"][0] == defaults["admin_socket"].default.parent
-    assert (
-        Path("/etc") / settings["ConfigurationDirectory"][0]
-        == Path(EXEC_START.rsplit(maxsplit=1)[-1]).parent
-    )
+    state = Path("/var/lib") / settings["StateDirectory"][0]
+    runtime = Path("/run") / settings["RuntimeDirectory"][0]
+    configuration = Path("/etc") / settings["ConfigurationDirectory"][0]
+    # Under the unit systemd passes its directories, and the defaults follow them (any user).
+    unit_env = {
+        "STATE_DIRECTORY": str(state),
+        "RUNTIME_DIRECTORY": str(runtime),
+        "CONFIGURATION_DIRECTORY": str(configuration),
+    }
+    assert default_state_dir(unit_env, euid=999) == state
+    assert default_admin_socket(unit_env, euid=999).parent == runtime
+    assert default_config_path(unit_env) == Path(EXEC_START.rsplit(maxsplit=1)[-1])
+    # root without the unit: the same folders.
+    assert default_state_dir({}, euid=0) == state
+    assert default_admin_socket({}, euid=0).parent == runtime
 
 
 # --- sd_notify from a running gateway ----------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import BOARD_TO_BCM, GatewayConfig, load_config, parse_pin
 from gateway.errors import ConfigError
+from gateway.paths import default_state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +49,7 @@ def problems(path: Path) -> list[str]:
 def test_valid_config_loads_with_paths_resolved_against_its_folder(cfg_dir: Path) -> None:
     config = load_config(write(cfg_dir, GOOD))
     assert config.mqtt.ca == cfg_dir / "ca.pem"
-    assert config.state_dir == Path("/var/lib/edge-gateway")
+    assert config.state_dir == default_state_dir()  # systemd, FHS (root) or XDG
 
 
 def test_unknown_key_is_reported_with_line_and_dotted_key(cfg_dir: Path) -> None:

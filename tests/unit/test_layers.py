@@ -107,12 +107,17 @@ def test_the_cycle_finder_sees_a_cycle() -> None:
 
 
 def test_gateway_config_imports_nothing_of_gateway_but_errors() -> None:
-    """The config is the floor: besides its own modules only ``gateway.errors``, which imports
-    nothing of the gateway (the value codecs reach the checks as data)."""
+    """The config is the floor: besides its own modules only ``gateway.errors`` and
+    ``gateway.paths`` (the default locations), which import nothing of the gateway (the value
+    codecs reach the checks as data)."""
     graph = import_graph()
     package = {name for name in graph if name.startswith("gateway.config.")} | {"gateway.config"}
-    assert set().union(*(graph[name] for name in package)) - package == {"gateway.errors"}
+    assert set().union(*(graph[name] for name in package)) - package == {
+        "gateway.errors",
+        "gateway.paths",
+    }
     assert graph["gateway.errors"] == set()
+    assert graph["gateway.paths"] == set()
 
 
 def test_the_value_codecs_do_not_import_the_config() -> None:
