@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError
-from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from gateway.errors import GatewayError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME
 
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
 
@@ -200,10 +200,11 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
 
 
 def cmd_desired(args: argparse.Namespace) -> int:
-    from gateway.cli.demo import set_desired
+    from gateway.cli.desired import set_desired
 
     workdir = Path(args.workdir) if args.workdir else demo_dir()
-    return set_desired(workdir, args.assignments, show=args.show)
+    config = Path(args.config) if args.config else None
+    return set_desired(workdir, args.assignments, show=args.show, thing=args.thing, config=config)
 
 
 def _add_socket_options(parser: argparse.ArgumentParser) -> None:
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     desired.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. led=true")
     desired.add_argument("--show", action="store_true", help="print the shadow document")
     desired.add_argument("--workdir", help=f"the demo's state folder (default {demo_dir()})")
+    desired.add_argument("--thing", help="the thing (for a 'devcloud' folder; default: the demo's)")
+    desired.add_argument(
+        "-c", "--config", help="the thing's gateway config, to refuse bad values before sending"
+    )
     desired.set_defaults(handler=cmd_desired)
     _add_ota_commands(commands)
     from gateway.cli.certs import add_certs_parser, add_provision_parser
@@ -410,17 +415,10 @@ def _add_ota_commands(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gateway.cli.failures import run_handler
+
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.handler(args)
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EXIT_USAGE
-    except GatewayError as exc:
-        print(f"edge-gateway: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        return EXIT_OK
+    code: int = run_handler(args.handler, args)
     return code
 
 

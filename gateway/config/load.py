@@ -17,7 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
 from gateway.config.provisioned import default_credential_paths, read_provisioned
-from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup, resolve_path
+from gateway.config.schema import (
+    MUST_EXIST,
+    DeviceConfig,
+    GatewayConfig,
+    ProvisionSetup,
+    resolve_path,
+)
+from gateway.config.suggest import closest_key
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
 
@@ -49,6 +56,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     message = str(error["msg"])
     if kind == "extra_forbidden":
+        suggestion = closest_key(tuple(error["loc"]))
+        if suggestion is not None:
+            return f"unknown key; did you mean `{suggestion}`?"
         return "unknown key; expected one of the documented keys (check the spelling)"
     if kind == "missing":
         return "required key is missing"
@@ -101,8 +111,9 @@ def load_config(
     (``gateway.core.values.codec_for``) so fail-safe values are checked against the device; without
     it they are left to the engine. The CLI, the demo and the daemon's reload pass it.
     """
-    document = load_yaml(path)
+    document = load_yaml(path, collect=True)
     data = document.data
+    found = list(document.problems)  # duplicate keys: reported with everything else
     if not isinstance(data, dict):
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
     if overrides:
@@ -115,14 +126,63 @@ def load_config(
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
-        raise ConfigError(lines + _located(document, missing)) from exc
-    if missing:
-        raise ConfigError(_located(document, missing))
-    problems = cross_field_problems(config, codec_for)
-    if problems:
-        raise ConfigError(_located(document, problems))
+        found += [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
+        found += _located(document, missing)
+        # The checks across devices still run on every device that is valid by itself.
+        found += _partial_cross_checks(document, data, base_dir, codec_for)
+        raise ConfigError(found) from exc
+    found += _located(document, missing)
+    found += _located(document, cross_field_problems(config, codec_for))
+    if found:
+        raise ConfigError(found)
     return config
+
+
+def _partial_cross_checks(
+    document: YamlDocument,
+    data: Mapping[str, Any],
+    base_dir: Path,
+    codec_for: CodecFactory | None,
+) -> list[str]:
+    """The cross-device checks on the devices that validate by themselves (the config as a
+    whole did not), and a note naming what they could not cover."""
+    from pydantic import TypeAdapter
+
+    raw = data.get("devices", {})
+    where = f"{document.locate(('devices',))}: devices"
+    if not isinstance(raw, dict):
+        return [f"{where}: note: the checks across devices did not run (fix devices first)"]
+    adapter: TypeAdapter[Any] = TypeAdapter(DeviceConfig)
+    valid: dict[str, Any] = {}
+    for name, device in raw.items():
+        try:
+            valid[name] = adapter.validate_python(device, context={"base_dir": base_dir})
+        except ValidationError:
+            continue
+    interlock: Any = None
+    try:
+        interlock = GatewayConfig.model_fields["interlock"].annotation
+        interlock = TypeAdapter(interlock).validate_python(data.get("interlock"))
+    except ValidationError:
+        interlock = None
+    skipped = [str(name) for name in raw if name not in valid]
+    stand_in = GatewayConfig.model_construct(devices=valid, interlock=interlock)  # type: ignore[call-arg]
+    problems = [
+        (loc, message)
+        for loc, message in cross_field_problems(stand_in, codec_for)
+        # a follow or interlock naming a device left out here is not unknown
+        if not any(repr(name) in message for name in skipped)
+        and not (loc == ("devices",) and skipped)  # the size budget needs every device
+    ]
+    lines = _located(document, problems)
+    if skipped:
+        names = ", ".join(repr(name) for name in skipped[:5])
+        names += ", ..." if len(skipped) > 5 else ""
+        lines.append(
+            f"{where}: note: the checks across devices (shared pins, follows, interlocks, "
+            f"shadow size) could not include {names}: fix the errors above, then check again"
+        )
+    return lines
 
 
 def _located(document: YamlDocument, problems: list[Problem]) -> list[str]:

@@ -44,6 +44,9 @@ class YamlDocument:
     path: Path
     data: Any
     positions: dict[KeyPath, Position]
+    # Problems found while building that did not stop it (duplicate keys: the first one is
+    # kept), reported together with the validation's.
+    problems: tuple[str, ...] = ()
 
     def position_of(self, key_path: KeyPath) -> Position:
         """The position of ``key_path``, or of its nearest ancestor that exists in the file."""
@@ -149,6 +152,7 @@ class _Builder:
         self.path = path
         self.positions: dict[KeyPath, Position] = {}
         self.constructor = yaml.SafeLoader("")
+        self.problems: list[str] = []
 
     def build(self, node: yaml.Node, key_path: KeyPath) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -158,9 +162,16 @@ class _Builder:
                 key = self._construct(key_node)
                 if not isinstance(key, str | int | bool | float) or key is None:
                     raise self._error(key_node, f"mapping keys must be plain scalars, got {key!r}")
-                if key in result:
-                    raise self._error(key_node, f"duplicate key {key!r}")
                 child: KeyPath = (*key_path, key if isinstance(key, str | int) else str(key))
+                if key in result:
+                    # Reported with every other problem; the first value is the one checked.
+                    first = self.positions[child]
+                    pos = _position(key_node)
+                    self.problems.append(
+                        f"{self.path}:{pos.line}:{pos.column}: duplicate key {key!r} "
+                        f"(first at line {first.line}, which is the one checked)"
+                    )
+                    continue
                 # A key's position is where the key is written, which is what users look for.
                 self.positions[child] = _position(key_node)
                 result[key] = self.build(value_node, child)
@@ -188,9 +199,10 @@ class _Builder:
         return ConfigError([f"{self.path}:{pos.line}:{pos.column}: {message}"])
 
 
-def load_yaml(path: Path) -> YamlDocument:
+def load_yaml(path: Path, *, collect: bool = False) -> YamlDocument:
     """Read ``path`` into plain data with positions; syntax errors, an oversized file and an
-    alias bomb become ``ConfigError``."""
+    alias bomb become ``ConfigError``. Duplicate keys too, unless ``collect``: then they are
+    in ``problems`` (the first value kept) so the caller reports them with the rest."""
     text = _read_bounded(path)
     try:
         root = yaml.compose(text, Loader=_BoundedLoader)
@@ -204,4 +216,8 @@ def load_yaml(path: Path) -> YamlDocument:
     data = {} if root is None else builder.build(root, ())
     if root is not None:
         builder.positions[()] = _position(root)
-    return YamlDocument(path=path, data=data, positions=builder.positions)
+    if builder.problems and not collect:
+        raise ConfigError(builder.problems)
+    return YamlDocument(
+        path=path, data=data, positions=builder.positions, problems=tuple(builder.problems)
+    )
