@@ -70,6 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup = load_provision_setup(Path(args.config))
     # Once, from the same logging section the full config has (provisioned.yaml adds none).
     configure_logging(setup.logging.format, setup.logging.level)
+    from gateway.cli.preflight import check_folders
+
+    check_folders(Path(args.config), setup.state_dir)  # before provisioning writes there
     if setup.needs_provisioning:
         # First start with a provision: block: obtain the certificate, then load the config
         # (provisioned.yaml completes it with the thing, endpoint and credentials).
@@ -79,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if code != EXIT_OK:
             return code
     config = load_config(Path(args.config), codec_for=codec_for)
+    check_folders(Path(args.config), config.state_dir, config.admin_socket)
     import structlog
 
     from gateway.app import run_gateway
