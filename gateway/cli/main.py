@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.cli.text import plural
 from gateway.errors import GatewayError
 from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME
 
@@ -54,12 +55,9 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.core.values import codec_for
+    from gateway.cli.checkconfig import check_config
 
-    config = load_config(Path(args.config), codec_for=codec_for)
-    print(f"{args.config}: OK (thing {config.thing!r}, {len(config.devices)} devices)")
-    return EXIT_OK
+    return check_config(Path(args.config), files=not args.no_files)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -151,7 +149,8 @@ def _health_line(reply: dict[str, Any]) -> str:
         if reply.get(key) is not None:
             parts.append(f"{label} {reply[key]}")
     days = reply.get("certificate_days_left")
-    parts.append("certificate unreadable" if days is None else f"certificate {days:.0f} days left")
+    left = None if days is None else plural(round(days), "day")
+    parts.append("certificate unreadable" if left is None else f"certificate {left} left")
     return ", ".join(parts)
 
 
@@ -231,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the structure only, not the certificate and key files (e.g. on a laptop)",
+    )
     check.set_defaults(handler=cmd_check_config)
 
     status = commands.add_parser("status", help="show the state of a running gateway")

@@ -50,9 +50,7 @@ async def test_an_unknown_key_is_counted_once_and_cleared_when_set_to_null(
 ) -> None:
     async with start_gateway(thing) as running:
         await shadow_client.update(thing, {"desired": {"nosuchdevice": 1, "led": "maybe"}})
-        await shadow_client.wait_for(
-            thing, lambda d: "nosuchdevice" in unknown_names(d), timeout=5
-        )
+        await shadow_client.wait_for(thing, lambda d: "nosuchdevice" in unknown_names(d), timeout=5)
         await asyncio.sleep(ECHO_WAIT_S)
         assert running.gateway.shadow.counters["deltas_rejected"] == 2  # led and nosuchdevice
         await shadow_client.update(thing, {"desired": {"nosuchdevice": None}})

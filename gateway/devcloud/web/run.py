@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.cli.text import plural
 from gateway.devcloud.web.cloud import BatchThing, DevCloud
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
@@ -91,7 +92,10 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  state          {cloud.state_dir}",
     ]
     if batch:
-        lines += ["", f"{len(batch)} things, each folder holds cert.pem, privkey.pem, ca.pem and:"]
+        lines += [
+            "",
+            f"{plural(len(batch), 'thing')}, each folder holds cert.pem, privkey.pem, ca.pem and:",
+        ]
         lines += [f"  edge-gateway run --mock-gpio -c {thing.config}" for thing in batch]
         lines += ["", f"--- {batch[0].config} ---", batch[0].config.read_text().rstrip()]
     lines += ["", "Press Ctrl+C to stop.", ""]
