@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     desired.set_defaults(handler=cmd_desired)
     _add_ota_commands(commands)
     from gateway.cli.certs import add_certs_parser, add_provision_parser
+    from gateway.cli.configcmd import add_config_parser
+
+    add_config_parser(commands)
 
     add_provision_parser(commands)
     add_certs_parser(commands)

@@ -1,0 +1,49 @@
+"""Examples in the README (and docs/) are what the code prints: each documented check-config
+run is repeated on its config and must print exactly the documented lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# A ```yaml block whose first line names the file, then the ```text block check-config prints.
+EXAMPLE = re.compile(r"```yaml\n(# gateway\.yaml, [^\n]*\n.*?)```\n\n```text\n(.*?)```", re.S)
+
+
+def examples() -> list[tuple[str, str, str]]:
+    found = []
+    for page in PAGES:
+        for index, match in enumerate(EXAMPLE.finditer(page.read_text())):
+            found.append((f"{page.name}#{index}", match.group(1), match.group(2)))
+    return found
+
+
+def test_the_readme_has_a_check_config_example() -> None:
+    assert any(name.startswith("README.md") for name, _, _ in examples())
+
+
+@pytest.mark.parametrize(("name", "config", "expected"), examples(), ids=lambda v: str(v)[:20])
+def test_a_documented_check_config_output_is_what_the_code_prints(
+    name: str, config: str, expected: str, tmp_path: Path
+) -> None:
+    (tmp_path / "gateway.yaml").write_text(config)
+    for line in config.splitlines():  # the files it names exist (placeholders)
+        if (found := re.match(r"\s+(?:ca|cert|key): (\S+)", line)) is not None:
+            (tmp_path / found.group(1)).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / found.group(1)).write_text("placeholder")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", "gateway.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr == expected, f"{name} is out of date; the code prints:\n{result.stderr}"
