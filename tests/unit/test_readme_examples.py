@@ -47,3 +47,29 @@ def test_a_documented_check_config_output_is_what_the_code_prints(
     )
     assert result.returncode == 2
     assert result.stderr == expected, f"{name} is out of date; the code prints:\n{result.stderr}"
+
+
+DESIRED = re.compile(r"```text\n\$ edge-gateway desired ([^\n]*)\n(.*?)```", re.S)
+
+
+def desired_examples() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for page in PAGES for m in DESIRED.finditer(page.read_text())]
+
+
+def test_the_docs_have_a_desired_refusal_example() -> None:
+    assert desired_examples()
+
+
+@pytest.mark.parametrize(("args", "expected"), desired_examples())
+def test_a_documented_desired_refusal_is_what_the_demo_config_refuses(
+    args: str, expected: str
+) -> None:
+    from gateway.cli.desired import DesiredRefused, check_before_sending, parse_assignment
+    from gateway.cli.failures import describe
+
+    desired = dict(parse_assignment(item) for item in args.split())
+    with pytest.raises(DesiredRefused) as caught:
+        check_before_sending(REPO / "config" / "demo.yaml", desired)
+    lines, code = describe(caught.value)
+    assert code == 1
+    assert "\n".join(lines) + "\n" == expected
