@@ -39,7 +39,7 @@ class DeltaPlan:
     apply: Mapping[str, NativeValue] = field(default_factory=dict)
     rejected: Mapping[str, str] = field(default_factory=dict)  # configured name -> reason
     unknown: tuple[str, ...] = ()  # desired keys that name no configured device
-    # The desired values as they came (rejected and unknown ones are remembered by value).
+    # The desired values as they came (a refusal is remembered with its value).
     desired: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,7 +156,7 @@ class Reconciler:
             apply=apply,
             rejected=rejected,
             unknown=tuple(unknown),
-            desired={name: delta[name] for name in (*rejected, *unknown)},
+            desired={name: value for name, value in delta.items() if name != GATEWAY_KEY},
         )
 
     def first_refusals(self, plan: DeltaPlan) -> tuple[dict[str, str], tuple[str, ...]]:
