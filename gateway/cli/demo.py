@@ -66,8 +66,7 @@ async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, i
             codec_for=codec_for,
         )
         admin = broker.credentials(broker.admin_identities[0])
-        _write_discovery(workdir, cloud, admin, thing, config.shadow.name)
-        _note_config(workdir, config_path)
+        _write_discovery(workdir, cloud, admin, thing, config.shadow.name, config_path)
         cloud.hub.add_thing(thing, controls_for(config))
         structlog.contextvars.bind_contextvars(thing=thing)
         gateway = build_gateway(config, mock_gpio=True)
@@ -86,8 +85,13 @@ async def _demo(workdir: Path, config_path: Path, thing: str, http: tuple[str, i
     print("demo stopped")
 
 
-def _write_discovery(
-    workdir: Path, cloud: DevCloud, admin: Credentials, thing: str, shadow: str | None
+def _write_discovery(  # noqa: PLR0917  # one call site, all of them the demo's facts
+    workdir: Path,
+    cloud: DevCloud,
+    admin: Credentials,
+    thing: str,
+    shadow: str | None,
+    config: Path,
 ) -> None:
     broker = cloud.broker
     info = {
@@ -99,15 +103,10 @@ def _write_discovery(
         "thing": thing,
         "shadow": shadow,
         "dashboard": cloud.dashboard_url,
+        # the gateway's config: 'edge-gateway desired' refuses what the gateway would refuse
+        "config": str(config.resolve()),
     }
     (workdir / DISCOVERY_FILE).write_text(json.dumps(info, indent=2))
-
-
-def _note_config(workdir: Path, config_path: Path) -> None:
-    """The gateway's config, so ``edge-gateway desired`` refuses what the gateway would."""
-    path = workdir / DISCOVERY_FILE
-    info = json.loads(path.read_text())
-    path.write_text(json.dumps({**info, "config": str(config_path.resolve())}, indent=2))
 
 
 def _print_instructions(cloud: DevCloud, thing: str, workdir: Path) -> None:
