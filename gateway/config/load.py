@@ -8,6 +8,7 @@ them together with any validation error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path, PurePath
 from types import UnionType
@@ -24,7 +25,7 @@ from gateway.config.schema import (
     ProvisionSetup,
     resolve_path,
 )
-from gateway.config.suggest import closest_key
+from gateway.config.suggest import closest_key, closest_word
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
 
@@ -65,6 +66,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "union_tag_invalid":
         tags = error.get("ctx", {}).get("expected_tags", "")
         tag = error.get("ctx", {}).get("tag", "")
+        suggestion = closest_word(str(tag), re.findall(r"'([^']+)'", str(tags)))
+        if suggestion is not None:
+            return f"unknown device type {tag!r}; did you mean `{suggestion}`?"
         return f"unknown device type {tag!r}; expected one of {tags}"
     if kind == "union_tag_not_found":
         return "missing 'type'; expected a gpiozero device class name such as LED or Button"

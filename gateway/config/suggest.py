@@ -71,9 +71,15 @@ def known_keys(loc: tuple[str | int, ...]) -> list[str]:
     return keys
 
 
+def closest_word(word: str, choices: list[str]) -> str | None:
+    """The choice closest to ``word`` (case aside), if one is close enough."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[matches[0]] if matches else None
+
+
 def closest_key(loc: tuple[str | int, ...]) -> str | None:
     """The allowed key closest to the unknown one at ``loc``, if one is close enough."""
     if not loc or not isinstance(loc[-1], str):
         return None
-    matches = difflib.get_close_matches(loc[-1], known_keys(loc), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    return closest_word(loc[-1], known_keys(loc))

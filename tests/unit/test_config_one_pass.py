@@ -102,3 +102,13 @@ def test_a_misspelt_nested_key_suggests_the_closest_key() -> None:
 def test_a_key_close_to_nothing_gets_no_suggestion() -> None:
     assert closest_key(("devices", "led", "LED", "zzzzzz")) is None
     assert closest_key(("devices", "led", "LED", "bounce")) is None  # LED has no bounce_ms
+
+
+def test_a_misspelt_device_type_suggests_the_closest_type(cfg_dir: Path) -> None:
+    lines = all_problems(cfg_dir, "devices:\n  led: {type: Led, pin: 17}\n")
+    assert any(line.endswith("unknown device type 'Led'; did you mean `LED`?") for line in lines)
+
+
+def test_a_device_type_close_to_none_lists_the_types(cfg_dir: Path) -> None:
+    lines = all_problems(cfg_dir, "devices:\n  x: {type: Frob, pin: 17}\n")
+    assert any("unknown device type 'Frob'; expected one of 'LED'" in line for line in lines)
