@@ -116,3 +116,23 @@ async def test_a_good_value_is_sent_and_applied(
         assert result.stdout.strip() == "desired state updated"
         await shadow_client.wait_for(thing, reported("led", True), timeout=5)
         assert running.pin(17).state == 1
+
+
+async def test_a_devcloud_things_own_config_is_used_to_refuse(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "devcloud"
+    folder = workdir / "things" / "thing-001"
+    folder.mkdir(parents=True)
+    (folder / "gateway.yaml").write_text(
+        "thing: thing-001\nmqtt: {host: h, ca: ca.pem, cert: cert.pem, key: privkey.pem}\n"
+        "devices:\n  fan: {type: PWMLED, pin: 18}\n"
+    )
+    discovery(workdir, broker, "unused", None)
+    info = json.loads((workdir / "devcloud.json").read_text())
+    del info["thing"], info["shadow"]  # a devcloud serves a batch, not one demo thing
+    (workdir / "devcloud.json").write_text(json.dumps(info))
+    result = await desired(workdir, "--thing", "thing-001", "fan=7")
+    assert result.returncode == 1
+    assert "refused (nothing sent)" in result.stderr
+    assert "  fan: 7 is out of range" in result.stderr
