@@ -187,7 +187,12 @@ async def _exchange(
                 if document is None:
                     raise GatewayError(f"thing {target.thing!r} has no shadow yet")
             return document, answer
-    except (aiomqtt.MqttError, OSError, ShadowTimeoutError) as exc:
+    except ShadowTimeoutError as exc:
+        raise GatewayError(
+            f"the dev cloud at {target.host}:{target.port} did not answer ({exc}): "
+            "is its shadow service running?"
+        ) from exc
+    except (aiomqtt.MqttError, OSError) as exc:
         raise GatewayError(
             f"cannot reach the dev cloud's broker at {target.host}:{target.port} ({exc}): "
             "is 'edge-gateway demo' (or 'edge-gateway devcloud') running?"

@@ -150,3 +150,14 @@ def test_run_in_a_folder_it_cannot_write_names_it_and_what_to_do(tmp_path: Path)
     assert_failed_cleanly(result)
     assert f"state_dir: cannot use {Path(UNUSABLE).parent}" in result.stderr
     assert "state_dir: ~/.local/state/edge-gateway" in result.stderr
+
+
+def test_desired_with_the_broker_up_but_no_shadow_service_fails_cleanly(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    workdir = discovery(tmp_path / "demo", broker, thing="demo-pi", shadow=None)
+    info = json.loads((workdir / "devcloud.json").read_text())
+    (workdir / "devcloud.json").write_text(json.dumps({**info, "port": broker.port}))
+    result = cli("desired", "--workdir", str(workdir), "--show", cwd=tmp_path)
+    assert_failed_cleanly(result)
+    assert "did not answer" in result.stderr
