@@ -60,8 +60,15 @@ def describe(exc: BaseException) -> tuple[list[str], int]:
 
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, so a closed pipe is seen here and not at exit
+        return code
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``): not a failure. Point stdout at /dev/null so
+        # the interpreter's last flush at exit has nowhere to fail either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # the one place every failure becomes a line
         if os.environ.get(DEBUG_ENV) and not isinstance(exc, GatewayError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -75,9 +76,34 @@ def test_the_parser_enumeration_finds_the_nested_commands() -> None:
     assert len(COMMANDS) >= 10
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS), ids=" ".join)
+WITH_INPUTS = sorted(command for command, parser in COMMANDS.items() if unusable_argv(parser))
+
+
+@pytest.mark.parametrize("command", WITH_INPUTS, ids=" ".join)
 def test_unusable_files_and_folders_fail_cleanly(command: tuple[str, ...], tmp_path: Path) -> None:
     assert_failed_cleanly(cli(*command, *unusable_argv(COMMANDS[command]), cwd=tmp_path))
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - set(WITH_INPUTS)), ids=" ".join)
+def test_a_command_without_inputs_writing_into_a_closed_pipe_ends_quietly(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as after '| head -1'
+    try:
+        result = subprocess.run(
+            [*GATEWAY, *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS), ids=" ".join)
