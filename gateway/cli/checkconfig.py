@@ -27,24 +27,29 @@ def _blame(message: str, config: GatewayConfig) -> str:
 
 
 def file_problems(config: GatewayConfig, path: Path) -> list[str]:
-    """What ``run`` would refuse in the files ``config`` names, as ``FILE:LINE:COL: key:``."""
+    """What ``run`` would refuse in the files and folders ``config`` names, as
+    ``FILE:LINE:COL: key: what``."""
+    from gateway.cli.preflight import folder_problems
     from gateway.config.yamlsource import load_yaml
 
+    document = load_yaml(path, collect=True)
+    # The folders the daemon writes, as the user running this (nothing is created).
+    found = [
+        f"{document.locate((key,))}: {key}: {message}"
+        for key, message in folder_problems(
+            path, config.state_dir, config.admin_socket, create=False
+        )
+    ]
     mqtt = config.mqtt
     if config.provision is not None and not (mqtt.cert.is_file() and mqtt.key.is_file()):
-        return []  # provisioning obtains the pair at the first start
-    problems: list[str] = []
+        return found  # provisioning obtains the pair at the first start
     for check in (_tls_problem, _certificate_problem):
         problem = check(config)
         if problem is not None:
-            problems.append(problem)
+            key = _blame(problem, config)
+            found.append(f"{document.locate(('mqtt', key))}: mqtt.{key}: {problem}")
             break  # the second check reads the same files: one reason is enough
-    document = load_yaml(path, collect=True)
-    return [
-        f"{document.locate(('mqtt', key))}: mqtt.{key}: {message}"
-        for message in problems
-        for key in [_blame(message, config)]
-    ]
+    return found
 
 
 def _tls_problem(config: GatewayConfig) -> str | None:

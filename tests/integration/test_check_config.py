@@ -63,8 +63,22 @@ def unreadable_ca(folder: Path) -> str:
     return "mqtt.ca: cannot load CA certificate"
 
 
+def unusable_state_dir(folder: Path) -> str:
+    config = folder / "gateway.yaml"
+    blocked = folder / "ca.pem" / "state"  # below a file: nobody, root included, can make it
+    config.write_text(config.read_text().replace(str(folder / "state"), str(blocked)))
+    return f"state_dir: cannot use {blocked}"
+
+
 @pytest.mark.parametrize(
-    "spoil", [world_readable_key, key_of_another_certificate, expired_certificate, unreadable_ca]
+    "spoil",
+    [
+        world_readable_key,
+        key_of_another_certificate,
+        expired_certificate,
+        unreadable_ca,
+        unusable_state_dir,
+    ],
 )
 def test_a_credential_defect_run_refuses_is_refused_by_check_config(
     spoil: Callable[[Path], str], broker: MosquittoBroker, tmp_path: Path
