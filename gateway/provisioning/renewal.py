@@ -54,7 +54,7 @@ MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a 
 
 
 def paths_of(config: GatewayConfig) -> CredentialPaths:
-    return CredentialPaths(config.mqtt.cert, config.mqtt.key)
+    return CredentialPaths(config.shadow_mqtt.cert, config.shadow_mqtt.key)
 
 
 def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:
@@ -162,7 +162,7 @@ class Renewer:
                 log.error("certificate_check_failed", error=str(exc))
                 await self._sleep(config.certs.retry_s)
                 continue
-            self._report_expiry(warn_if_expiring(health, str(config.mqtt.cert)))
+            self._report_expiry(warn_if_expiring(health, str(config.shadow_mqtt.cert)))
             due = certs.renewal_due_at(health.expires_at, renew_days)
             wait = due - self._clock()
             if wait > 0:

@@ -24,8 +24,8 @@ def examples() -> list[tuple[str, str, str]]:
     return found
 
 
-def test_the_readme_has_a_check_config_example() -> None:
-    assert any(name.startswith("README.md") for name, _, _ in examples())
+def test_the_docs_have_a_check_config_example() -> None:
+    assert any(name.startswith("configuration.md") for name, _, _ in examples())
 
 
 @pytest.mark.parametrize(("name", "config", "expected"), examples(), ids=lambda v: str(v)[:20])
