@@ -21,7 +21,8 @@ from gateway.exitcodes import EXIT_OK
 
 def _blame(message: str, config: GatewayConfig) -> str:
     """The mqtt key whose file the message names first (the certificate when unclear)."""
-    files = {"ca": config.mqtt.ca, "cert": config.mqtt.cert, "key": config.mqtt.key}
+    mqtt = config.shadow_mqtt
+    files = {"ca": mqtt.ca, "cert": mqtt.cert, "key": mqtt.key}
     named = [(message.find(str(path)), key) for key, path in files.items() if str(path) in message]
     return min(named)[1] if named else "cert"
 
@@ -41,6 +42,8 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
         )
     ]
     mqtt = config.mqtt
+    if mqtt is None:
+        return found  # no shadow link: run checks no MQTT credentials either
     if config.provision is not None and not (mqtt.cert.is_file() and mqtt.key.is_file()):
         return found  # provisioning obtains the pair at the first start
     for check in (_tls_problem, _certificate_problem):
@@ -55,7 +58,7 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
 def _tls_problem(config: GatewayConfig) -> str | None:
     from gateway.core.tls import client_context
 
-    mqtt = config.mqtt
+    mqtt = config.shadow_mqtt
     try:
         client_context(mqtt.ca, mqtt.cert, mqtt.key)
     except GatewayError as exc:
@@ -97,5 +100,6 @@ def check_config(path: Path, *, files: bool = True) -> int:
     if files and (problems := file_problems(config, path)):
         raise ConfigError(problems)
     note = "" if files else "; files not checked"
-    print(f"{path}: OK (thing {config.thing!r}, {plural(len(config.devices), 'device')}{note})")
+    thing = f"thing {config.thing!r}, " if config.thing is not None else ""
+    print(f"{path}: OK ({thing}{plural(len(config.devices), 'device')}{note})")
     return EXIT_OK

@@ -199,7 +199,7 @@ def _partial_cross_checks(
     except ValidationError:
         interlock = None
     skipped = [str(name) for name in raw if name not in valid]
-    stand_in = GatewayConfig.model_construct(devices=valid, interlock=interlock)  # type: ignore[call-arg]
+    stand_in = GatewayConfig.model_construct(devices=valid, interlock=interlock)
     problems = [
         (loc, message)
         for loc, message in cross_field_problems(stand_in, codec_for)
