@@ -155,20 +155,23 @@ def load_config(
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [
-            line
-            for line in format_validation_error(document, exc)
-            if not (said and line.startswith(said))
-        ] + _located(document, missing)
-        found += misread + [_provisioning_hint(line, data) for line in lines]
+        lines = format_validation_error(document, exc) + _located(document, missing)
+        found += misread + [_provisioning_hint(line, data) for line in _unsaid(lines, said)]
         # The checks across devices still run on every device that is valid by itself.
         found += _partial_cross_checks(document, data, base_dir, codec_for)
         raise ConfigError(found) from exc
-    found += misread + [_provisioning_hint(line, data) for line in _located(document, missing)]
+    lines = _unsaid(_located(document, missing), said)
+    found += misread + [_provisioning_hint(line, data) for line in lines]
     found += _located(document, cross_field_problems(config, codec_for))
     if found:
         raise ConfigError(found)
     return config
+
+
+def _unsaid(lines: list[str], said: tuple[str, ...]) -> list[str]:
+    """``lines`` without those at a place a YAML 1.1 misreading is reported (they add nothing
+    to it)."""
+    return [line for line in lines if not (said and line.startswith(said))]
 
 
 def _partial_cross_checks(
@@ -210,7 +213,7 @@ def _partial_cross_checks(
         and not (loc == ("devices",) and skipped)  # the size budget needs every device
     ]
     lines = _located(document, problems)
-    if skipped:
+    if skipped and len(raw) > 1:  # a lone device has nothing to clash with
         names = ", ".join(repr(name) for name in skipped[:5])
         names += ", ..." if len(skipped) > 5 else ""
         lines.append(
