@@ -149,6 +149,8 @@ if [ ! -f "$etc/gateway.yaml" ]; then
   owner "$etc/gateway.yaml"
   echo "new config: edit /etc/$name/gateway.yaml and put the certificates into /etc/$name/certs"
 fi
+# The config's JSON Schema, named by its yaml-language-server modeline (editors check it).
+install -m 0644 "$src/config/schema.json" "$etc/schema.json"
 
 say "unit /etc/systemd/system/$name.service"
 install -D -m 0644 "$(shipped "$name.service")" "$unit"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli.text import plural
 from gateway.errors import ConfigError, GatewayError
 
 # The certificate tools (and cryptography) are imported inside each command: building the
@@ -246,7 +247,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     batch = certs.thing_batch(ca_cert, ca_key, names, days=args.days)
     # The zip holds private keys: it gets the same protection as a key file.
     _write(Path(args.output), certs.thing_batch_zip(ca_cert, batch), 0o600, force=args.force)
-    print(f"{len(batch)} things ({names[0]} .. {names[-1]}) in {args.output}")
+    print(f"{plural(len(batch), 'thing')} ({names[0]} .. {names[-1]}) in {args.output}")
     return EXIT_OK
 
 

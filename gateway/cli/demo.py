@@ -12,21 +12,19 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from gateway.app import build_gateway
+from gateway.cli.desired import DISCOVERY_FILE
 from gateway.config import load_config
 from gateway.core.values import codec_for
-from gateway.devcloud import ShadowClient
 from gateway.devcloud.pki import Credentials
 from gateway.devcloud.web.cloud import DEFAULT_HTTP, DevCloud, controls_for
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
 
 log = structlog.get_logger()
-DISCOVERY_FILE = "devcloud.json"
 
 
 def run_demo(
@@ -77,7 +75,7 @@ async def _demo(
             codec_for=codec_for,
         )
         admin = broker.credentials(broker.admin_identities[0])
-        _write_discovery(workdir, cloud, admin, thing, config.shadow.name)
+        _write_discovery(workdir, cloud, admin, thing, config.shadow.name, config_path)
         cloud.hub.add_thing(thing, controls_for(config))
         structlog.contextvars.bind_contextvars(thing=thing)
         gateway = build_gateway(config, mock_gpio=True)
@@ -103,8 +101,13 @@ async def _demo(
     print("demo stopped")
 
 
-def _write_discovery(
-    workdir: Path, cloud: DevCloud, admin: Credentials, thing: str, shadow: str | None
+def _write_discovery(  # noqa: PLR0917  # one call site, all of them the demo's facts
+    workdir: Path,
+    cloud: DevCloud,
+    admin: Credentials,
+    thing: str,
+    shadow: str | None,
+    config: Path,
 ) -> None:
     broker = cloud.broker
     info = {
@@ -116,6 +119,8 @@ def _write_discovery(
         "thing": thing,
         "shadow": shadow,
         "dashboard": cloud.dashboard_url,
+        # the gateway's config: 'edge-gateway desired' refuses what the gateway would refuse
+        "config": str(config.resolve()),
     }
     (workdir / DISCOVERY_FILE).write_text(json.dumps(info, indent=2))
 
@@ -140,43 +145,3 @@ State lives in {workdir}. Press Ctrl+C to stop.
 """,
         flush=True,
     )
-
-
-def _parse_assignment(text: str) -> tuple[str, Any]:
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise GatewayError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(raw)
-    except json.JSONDecodeError:
-        return name, raw
-
-
-async def _desired(workdir: Path, assignments: list[str], show: bool) -> dict[str, Any] | None:
-    try:
-        info = json.loads((workdir / DISCOVERY_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GatewayError(
-            f"no demo dev cloud found in {workdir}: is 'edge-gateway demo' running?"
-        ) from exc
-    creds = Credentials(ca=Path(info["ca"]), cert=Path(info["cert"]), key=Path(info["key"]))
-    async with ShadowClient(info["host"], info["port"], creds, timeout=5.0) as client:
-        if assignments:
-            desired = dict(_parse_assignment(item) for item in assignments)
-            await client.update(info["thing"], {"desired": desired}, shadow_name=info["shadow"])
-        if show or not assignments:
-            return await client.get(info["thing"], shadow_name=info["shadow"])
-    return None
-
-
-def set_desired(workdir: Path, assignments: list[str], *, show: bool = False) -> int:
-    """``edge-gateway desired``: set desired keys of the demo's thing, or show its document."""
-    try:
-        document = asyncio.run(_desired(workdir, assignments, show))
-    except* GatewayError as group:
-        raise group.exceptions[0] from None
-    if document is not None:
-        print(json.dumps(document.get("state", {}), indent=2, sort_keys=True))
-    elif assignments:
-        print("desired state updated")
-    return 0

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError
-from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from gateway.cli.text import plural
+from gateway.errors import GatewayError
+from gateway.exitcodes import EXIT_OK, EXIT_RUNTIME
 from gateway.paths import default_admin_socket, default_config_path
 
 SYSTEM_SOCKET = Path("/run/edge-gateway/admin.sock")
@@ -57,12 +58,9 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.core.values import codec_for
+    from gateway.cli.checkconfig import check_config
 
-    config = load_config(Path(args.config), codec_for=codec_for)
-    print(f"{args.config}: OK (thing {config.thing!r}, {len(config.devices)} devices)")
-    return EXIT_OK
+    return check_config(Path(args.config), files=not args.no_files)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,6 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup = load_provision_setup(Path(args.config))
     # Once, from the same logging section the full config has (provisioned.yaml adds none).
     configure_logging(setup.logging.format, setup.logging.level)
+    from gateway.cli.preflight import check_folders
+
+    check_folders(Path(args.config), setup.state_dir)  # before provisioning writes there
     if setup.needs_provisioning:
         # First start with a provision: block: obtain the certificate, then load the config
         # (provisioned.yaml completes it with the thing, endpoint and credentials).
@@ -82,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if code != EXIT_OK:
             return code
     config = load_config(Path(args.config), codec_for=codec_for)
+    check_folders(Path(args.config), config.state_dir, config.admin_socket)
     import structlog
 
     from gateway.app import run_gateway
@@ -155,7 +157,8 @@ def _health_line(reply: dict[str, Any]) -> str:
         if reply.get(key) is not None:
             parts.append(f"{label} {reply[key]}")
     days = reply.get("certificate_days_left")
-    parts.append("certificate unreadable" if days is None else f"certificate {days:.0f} days left")
+    left = None if days is None else plural(round(days), "day")
+    parts.append("certificate unreadable" if left is None else f"certificate {left} left")
     return ", ".join(parts)
 
 
@@ -209,10 +212,11 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
 
 
 def cmd_desired(args: argparse.Namespace) -> int:
-    from gateway.cli.demo import set_desired
+    from gateway.cli.desired import set_desired
 
     workdir = Path(args.workdir) if args.workdir else demo_dir()
-    return set_desired(workdir, args.assignments, show=args.show)
+    config = Path(args.config) if args.config else None
+    return set_desired(workdir, args.assignments, show=args.show, thing=args.thing, config=config)
 
 
 def _add_socket_options(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", default=str(default_config_path()), help=CONFIG_HELP)
+    check.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the structure only, not the certificate and key files (e.g. on a laptop)",
+    )
     check.set_defaults(handler=cmd_check_config)
 
     status = commands.add_parser("status", help="show the state of a running gateway")
@@ -305,9 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     desired.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="e.g. led=true")
     desired.add_argument("--show", action="store_true", help="print the shadow document")
     desired.add_argument("--workdir", help=f"the demo's state folder (default {demo_dir()})")
+    desired.add_argument("--thing", help="the thing (for a 'devcloud' folder; default: the demo's)")
+    desired.add_argument(
+        "-c", "--config", help="the thing's gateway config, to refuse bad values before sending"
+    )
     desired.set_defaults(handler=cmd_desired)
     _add_ota_commands(commands)
     from gateway.cli.certs import add_certs_parser, add_provision_parser
+    from gateway.cli.configcmd import add_config_parser
+
+    add_config_parser(commands)
 
     add_provision_parser(commands)
     add_certs_parser(commands)
@@ -432,24 +448,10 @@ def _add_ota_commands(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.handler(args)
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EXIT_USAGE
-    except GatewayError as exc:
-        print(f"edge-gateway: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except ModuleNotFoundError as exc:  # an optional library (the dev cloud's aiohttp)
-        from gateway.cli.extras import missing_extra
+    from gateway.cli.failures import run_handler
 
-        if (line := missing_extra(exc)) is None:
-            raise
-        print(line, file=sys.stderr)
-        return EXIT_RUNTIME
+    args = build_parser().parse_args(argv)
+    code: int = run_handler(args.handler, args)
     return code
 
 

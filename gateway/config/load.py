@@ -8,6 +8,7 @@ them together with any validation error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path, PurePath
 from types import UnionType
@@ -18,7 +19,13 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
 from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.provisioned import default_credential_paths, read_provisioned
-from gateway.config.schema import MAX_CLIENT_ID_BYTES, GatewayConfig, ProvisionSetup
+from gateway.config.schema import (
+    MAX_CLIENT_ID_BYTES,
+    DeviceConfig,
+    GatewayConfig,
+    ProvisionSetup,
+)
+from gateway.config.suggest import closest_key, closest_word
 from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
@@ -52,12 +59,18 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     message = str(error["msg"])
     if kind == "extra_forbidden":
+        suggestion = closest_key(tuple(error["loc"]))
+        if suggestion is not None:
+            return f"unknown key; did you mean `{suggestion}`?"
         return "unknown key; expected one of the documented keys (check the spelling)"
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
         tags = error.get("ctx", {}).get("expected_tags", "")
         tag = error.get("ctx", {}).get("tag", "")
+        suggestion = closest_word(str(tag), re.findall(r"'([^']+)'", str(tags)))
+        if suggestion is not None:
+            return f"unknown device type {tag!r}; did you mean `{suggestion}`?"
         return f"unknown device type {tag!r}; expected one of {tags}"
     if kind == "union_tag_not_found":
         return "missing 'type'; expected a gpiozero device class name such as LED or Button"
@@ -121,8 +134,9 @@ def load_config(
     (``gateway.core.values.codec_for``) so fail-safe values are checked against the device; without
     it they are left to the engine. The CLI, the demo and the daemon's reload pass it.
     """
-    document = load_yaml(path, is_name_place)
+    document = load_yaml(path, is_name_place, collect=True)
     data = document.data
+    found = list(document.problems)  # duplicate keys: reported with everything else
     if not isinstance(data, dict):
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
     # Numbers YAML 1.1 read differently from what was written: reported with everything else.
@@ -141,20 +155,72 @@ def load_config(
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [
-            line
-            for line in format_validation_error(document, exc)
-            if not (said and line.startswith(said))
-        ] + _located(document, missing)
-        hinted = [_provisioning_hint(line, data) for line in lines]
-        raise ConfigError(misread + hinted) from exc
-    if missing or misread:
-        hinted = [_provisioning_hint(line, data) for line in _located(document, missing)]
-        raise ConfigError(misread + hinted)
-    problems = cross_field_problems(config, codec_for)
-    if problems:
-        raise ConfigError(_located(document, problems))
+        lines = format_validation_error(document, exc) + _located(document, missing)
+        found += misread + [_provisioning_hint(line, data) for line in _unsaid(lines, said)]
+        # The checks across devices still run on every device that is valid by itself.
+        found += _partial_cross_checks(document, data, base_dir, codec_for)
+        raise ConfigError(found) from exc
+    lines = _unsaid(_located(document, missing), said)
+    found += misread + [_provisioning_hint(line, data) for line in lines]
+    found += _located(document, cross_field_problems(config, codec_for))
+    if found:
+        raise ConfigError(found)
     return config
+
+
+def _unsaid(lines: list[str], said: tuple[str, ...]) -> list[str]:
+    """``lines`` without those at a place a YAML 1.1 misreading is reported (they add nothing
+    to it)."""
+    return [line for line in lines if not (said and line.startswith(said))]
+
+
+def _partial_cross_checks(
+    document: YamlDocument,
+    data: Mapping[str, Any],
+    base_dir: Path,
+    codec_for: CodecFactory | None,
+) -> list[str]:
+    """The cross-device checks on the devices that validate by themselves (the config as a
+    whole did not), and a note naming what they could not cover."""
+    from pydantic import TypeAdapter
+
+    raw = data.get("devices", {})
+    where = f"{document.locate(('devices',))}: devices"
+    if not isinstance(raw, dict):
+        return [f"{where}: note: the checks across devices did not run (fix devices first)"]
+    adapter: TypeAdapter[Any] = TypeAdapter(DeviceConfig)
+    valid: dict[str, Any] = {}
+    for name, device in raw.items():
+        try:
+            valid[name] = adapter.validate_python(device, context={"base_dir": base_dir})
+        except ValidationError:
+            continue
+    interlock: Any = None
+    try:
+        interlock = GatewayConfig.model_fields["interlock"].annotation
+        interlock = TypeAdapter(interlock).validate_python(data.get("interlock"))
+    except ValidationError:
+        interlock = None
+    skipped = [str(name) for name in raw if name not in valid]
+    stand_in = GatewayConfig.model_construct(devices=valid, interlock=interlock)
+    problems = [
+        (loc, message)
+        for loc, message in cross_field_problems(stand_in, codec_for)
+        # only the devices' checks: the stand-in holds nothing else
+        if loc[:1] in (("devices",), ("interlock",))
+        # a follow or interlock naming a device left out here is not unknown
+        and not any(repr(name) in message for name in skipped)
+        and not (loc == ("devices",) and skipped)  # the size budget needs every device
+    ]
+    lines = _located(document, problems)
+    if skipped and len(raw) > 1:  # a lone device has nothing to clash with
+        names = ", ".join(repr(name) for name in skipped[:5])
+        names += ", ..." if len(skipped) > 5 else ""
+        lines.append(
+            f"{where}: note: the checks across devices (shared pins, follows, interlocks, "
+            f"shadow size) could not include {names}: fix the errors above, then check again"
+        )
+    return lines
 
 
 def _identity_problems(data: Mapping[str, Any]) -> list[Problem]:

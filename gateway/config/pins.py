@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 # BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
 BOARD_TO_BCM: dict[int, int] = {
@@ -46,7 +46,12 @@ def parse_pin(value: object) -> int:
     return bcm
 
 
-Pin = Annotated[int, BeforeValidator(parse_pin)]
+# What the JSON Schema (editors) shows a pin may be: a BCM number or a pin name.
+_PIN_INPUT = (
+    int
+    | Annotated[str, Field(pattern=r"^([Gg][Pp][Ii][Oo]|[Bb][Cc][Mm]|[Bb][Oo][Aa][Rr][Dd])[0-9]+$")]
+)
+Pin = Annotated[int, BeforeValidator(parse_pin, json_schema_input_type=_PIN_INPUT)]
 
 
 def spi_pins(port: int, device: int) -> dict[str, int]:

@@ -109,7 +109,7 @@ class _OutputBase(_DeviceBase):
     # Mirror (or invert, or toggle on each press) another device, locally, with no cloud.
     follow: FollowConfig | None = None
 
-    @field_validator("follow", mode="before")
+    @field_validator("follow", mode="before", json_schema_input_type=str | FollowConfig | None)
     @classmethod
     def _follow_shorthand(cls, value: object) -> object:
         return {"device": value} if isinstance(value, str) else value
@@ -352,7 +352,7 @@ class LoggingConfig(_Frozen):
 
 class MetricsConfig(_Frozen):
     # Prometheus /metrics and /healthz over HTTP; loopback unless you mean to expose it.
-    listen: Annotated[tuple[str, int], BeforeValidator(parse_listen)]
+    listen: Annotated[tuple[str, int], BeforeValidator(parse_listen, json_schema_input_type=str)]
 
 
 # -- provisioning and certificates (see gateway/provision.py) ---------------------------------

@@ -59,6 +59,9 @@ class YamlDocument:
     positions: dict[KeyPath, Position]
     # key path -> (text, resolved tag) of each plain (unquoted) scalar value not read as a name
     plain: dict[KeyPath, tuple[str, str]] = field(default_factory=dict)
+    # Problems found while building that did not stop it (duplicate keys: the first one is
+    # kept), reported together with the validation's.
+    problems: tuple[str, ...] = ()
 
     def position_of(self, key_path: KeyPath) -> Position:
         """The position of ``key_path``, or of its nearest ancestor that exists in the file."""
@@ -170,6 +173,7 @@ class _Builder:
         self.positions: dict[KeyPath, Position] = {}
         self.plain: dict[KeyPath, tuple[str, str]] = {}
         self.constructor = yaml.SafeLoader("")
+        self.problems: list[str] = []
 
     def _as_name(self, node: yaml.Node, key_path: KeyPath, is_key: bool) -> bool:
         """A plain scalar YAML 1.1 would read as something other than text, at a name's place."""
@@ -189,9 +193,16 @@ class _Builder:
                 key = key_node.value if as_name else self._construct(key_node)
                 if not isinstance(key, str | int | bool | float) or key is None:
                     raise self._error(key_node, f"mapping keys must be plain scalars, got {key!r}")
-                if key in result:
-                    raise self._error(key_node, f"duplicate key {key!r}")
                 child: KeyPath = (*key_path, key if isinstance(key, str | int) else str(key))
+                if key in result:
+                    # Reported with every other problem; the first value is the one checked.
+                    first = self.positions[child]
+                    pos = _position(key_node)
+                    self.problems.append(
+                        f"{self.path}:{pos.line}:{pos.column}: duplicate key {key!r} "
+                        f"(first at line {first.line}, which is the one checked)"
+                    )
+                    continue
                 # A key's position is where the key is written, which is what users look for.
                 self.positions[child] = _position(key_node)
                 result[key] = self.build(value_node, child)
@@ -223,10 +234,11 @@ class _Builder:
         return ConfigError([f"{self.path}:{pos.line}:{pos.column}: {message}"])
 
 
-def load_yaml(path: Path, names: NameRule = _never) -> YamlDocument:
+def load_yaml(path: Path, names: NameRule = _never, *, collect: bool = False) -> YamlDocument:
     """Read ``path`` into plain data with positions; syntax errors, an oversized file and an
     alias bomb become ``ConfigError``. Plain scalars where ``names`` says a name goes are read
-    as their text."""
+    as their text. Duplicate keys are errors too, unless ``collect``: then they are in
+    ``problems`` (the first value kept) so the caller reports them with the rest."""
     text = _read_bounded(path)
     try:
         root = yaml.compose(text, Loader=_BoundedLoader)
@@ -240,4 +252,12 @@ def load_yaml(path: Path, names: NameRule = _never) -> YamlDocument:
     data = {} if root is None else builder.build(root, ())
     if root is not None:
         builder.positions[()] = _position(root)
-    return YamlDocument(path=path, data=data, positions=builder.positions, plain=builder.plain)
+    if builder.problems and not collect:
+        raise ConfigError(builder.problems)
+    return YamlDocument(
+        path=path,
+        data=data,
+        positions=builder.positions,
+        plain=builder.plain,
+        problems=tuple(builder.problems),
+    )

@@ -132,6 +132,16 @@ def test_install_puts_a_private_example_config(installed: tuple[Path, dict[str, 
     assert (root / "etc/edge-gateway/certs").is_dir()
 
 
+def test_install_puts_the_schema_the_configs_modeline_names(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    root, _ = installed
+    schema = root / "etc/edge-gateway/schema.json"
+    assert schema.read_text() == (ROOT / "config/schema.json").read_text()
+    first = (root / "etc/edge-gateway/gateway.yaml").read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=schema.json"
+
+
 def test_the_wheel_carries_every_file_a_command_needs(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())

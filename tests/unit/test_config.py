@@ -41,9 +41,10 @@ def write(directory: Path, text: str) -> Path:
 
 
 def problems(path: Path) -> list[str]:
+    """The problems found, without the notes on checks that could not run (tested apart)."""
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    return caught.value.problems
+    return [line for line in caught.value.problems if ": note: " not in line]
 
 
 def test_valid_config_loads_with_paths_resolved_against_its_folder(cfg_dir: Path) -> None:

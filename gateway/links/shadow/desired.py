@@ -195,18 +195,21 @@ class DesiredSync:
         plan = plan.outcome(applied, refused)
         for name, shown in applied.items():
             log.info("desired_applied", device=name, value=shown, version=plan.version)
-        for name, reason in plan.rejected.items():
+        # A value refused before comes back with every delta our own report causes (AWS
+        # publishes one while desired and reported differ): counted and logged once.
+        rejected, unknown = self._link.reconciler.first_refusals(plan)
+        for name, reason in rejected.items():
             log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
-        if plan.unknown:
+        if unknown:
             # One line however many keys: a desired document full of junk must not flood logs.
             log.warning(
                 "desired_unknown_keys",
-                count=len(plan.unknown),
-                names=[name[:64] for name in plan.unknown[:10]],
+                count=len(unknown),
+                names=[name[:64] for name in unknown[:10]],
                 version=plan.version,
             )
         self._link.counters["deltas_applied"] += len(applied)
-        self._link.counters["deltas_rejected"] += len(plan.rejected) + len(plan.unknown)
+        self._link.counters["deltas_rejected"] += len(rejected) + len(unknown)
         update = self._link.reconciler.build_update(
             plan,
             applied,
@@ -219,10 +222,26 @@ class DesiredSync:
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
         request = self._link.protocol.answered(accepted.client_token)
+        if request is None and not self._link.stopping:
+            self._on_others_update(accepted)
         if request is not None:
             self._link.reconciler.observe_version(accepted.version)  # only our own: trusted
             if request.batch and self._link.writer is not None:
                 self._link.writer.delivered(request.batch)  # the outbox may forget these now
+
+    def _on_others_update(self, accepted: UpdateAccepted) -> None:
+        """Someone else's accepted update (the cloud app's): a desired key set to null, or the
+        whole section deleted, ends its error or unknown-key entry (no delta says so)."""
+        state = accepted.state or {}
+        if "desired" not in state:
+            return
+        desired = state["desired"]
+        if desired is not None and not isinstance(desired, dict):
+            return
+        changes = self._link.reconciler.undesired_changes(desired, self._link.values)
+        if changes:
+            log.info("desired_refusals_cleared", version=accepted.version)
+            self._link.enqueue_update(ShadowUpdate(reported=changes))
 
 
 def _log_held(names: list[str]) -> None:

@@ -68,6 +68,8 @@ class ShadowDocument(_Reply):
 
 class UpdateAccepted(_Reply):
     version: int = Field(ge=0)
+    # The request's state as accepted (AWS echoes it): null values are deletions.
+    state: dict[str, Any] | None = None
 
 
 class ErrorReply(_Reply):

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.config import ERROR_REASON_CHARS
+from gateway.core.jsonlimits import json_equal
 from gateway.core.values import JsonValue, NativeValue, ValueCodec
 from gateway.errors import DeviceValueError
 
@@ -38,10 +39,13 @@ class DeltaPlan:
     apply: Mapping[str, NativeValue] = field(default_factory=dict)
     rejected: Mapping[str, str] = field(default_factory=dict)  # configured name -> reason
     unknown: tuple[str, ...] = ()  # desired keys that name no configured device
+    # The desired values as they came (a refusal is remembered with its value).
+    desired: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "apply", MappingProxyType(dict(self.apply)))
         object.__setattr__(self, "rejected", MappingProxyType(dict(self.rejected)))
+        object.__setattr__(self, "desired", MappingProxyType(dict(self.desired)))
 
     def without(self, names: Iterable[str]) -> DeltaPlan:
         """This plan with ``names`` no longer applied (nor rejected)."""
@@ -102,6 +106,10 @@ class Reconciler:
         # Desired keys naming no device (insertion-ordered, capped), and what was last reported.
         self.unknown: dict[str, None] = {}
         self._unknown_reported: JsonValue = None
+        # name -> the desired value last refused (rejected or unknown): AWS publishes a delta
+        # after every update while desired and reported differ, so our own report of a
+        # rejection brings the same value back; it is counted and logged once.
+        self._refused: dict[str, Any] = {}
 
     def reason(self, text: str) -> str:
         """An error reason cut to the length every device's entry may have."""
@@ -142,7 +150,78 @@ class Reconciler:
             if len(self.unknown) >= MAX_UNKNOWN_TRACKED:
                 break
             self.unknown[name] = None
-        return DeltaPlan(version=version, apply=apply, rejected=rejected, unknown=tuple(unknown))
+        if from_document:
+            # Anything refused that the document no longer desires (set to null, or now equal
+            # to reported) is over: its error entry goes, and a new refusal counts again.
+            refused = set(self._refused) | set(self.errors)
+            self.forget([name for name in refused if name not in delta])
+        return DeltaPlan(
+            version=version,
+            apply=apply,
+            rejected=rejected,
+            unknown=tuple(unknown),
+            desired={name: value for name, value in delta.items() if name != GATEWAY_KEY},
+        )
+
+    def first_refusals(self, plan: DeltaPlan) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The plan's rejected and unknown keys whose value was not already refused (a repeat
+        is neither counted nor logged again); applied keys are forgotten."""
+        for name in plan.apply:
+            self._refused.pop(name, None)
+        fresh: list[str] = []
+        for name in (*plan.rejected, *plan.unknown):
+            value = plan.desired.get(name)
+            if name in self._refused and json_equal(self._refused[name], value):
+                continue
+            fresh.append(name)
+            if name in plan.rejected or len(self._refused) < MAX_UNKNOWN_TRACKED + len(
+                self._codecs
+            ):
+                self._refused[name] = value
+        rejected = {name: plan.rejected[name] for name in fresh if name in plan.rejected}
+        return rejected, tuple(name for name in fresh if name not in plan.rejected)
+
+    def forget(self, names: Iterable[str]) -> bool:
+        """``names`` are no longer desired: drop their error entries (reported as null by the
+        next full or corrective report) and unknown-key entries. True if anything changed."""
+        changed = False
+        for name in names:
+            self._refused.pop(name, None)
+            if self.errors.pop(name, None) is not None:
+                changed = True
+            if name in self.unknown:
+                del self.unknown[name]
+                changed = True
+        return changed
+
+    def forget_all(self) -> bool:
+        """The whole desired section was deleted."""
+        return self.forget([*self._refused, *self.errors, *self.unknown])
+
+    def undesired_changes(
+        self, desired: Mapping[str, Any] | None, values: Mapping[str, JsonValue]
+    ) -> dict[str, JsonValue]:
+        """What someone else's accepted update of ``desired`` ends: keys set to null (None:
+        the whole section deleted) and keys now desired as they are reported. Returns the
+        ``reported.gateway`` changes to send (error entries as null, the unknown-key summary)."""
+        if desired is None:
+            names = [*self.errors, *self.unknown, *self._refused]
+        else:
+            names = [
+                name
+                for name, value in desired.items()
+                if value is None or (name in values and json_equal(value, values[name]))
+            ]
+        cleared = [name for name in names if name in self.errors]
+        if not self.forget(names) and not cleared:
+            return {}
+        section: dict[str, JsonValue] = {}
+        if cleared:
+            section["errors"] = dict.fromkeys(cleared)
+        unknown_changed, unknown = self.unknown_change()
+        if unknown_changed:
+            section[UNKNOWN_KEYS_KEY] = unknown
+        return {GATEWAY_KEY: section} if section else {}
 
     def unknown_summary(self) -> JsonValue:
         """``reported.gateway.unknown_keys``: bounded, or None when no unknown key is desired."""
@@ -390,3 +469,15 @@ class ClientTokens:
     def is_ours(self, token: str | None) -> bool:
         """Whether ``token`` came from this process (AWS echoes it in the replies it causes)."""
         return token is not None and token.startswith(f"eg-{self._prefix}-")
+
+
+def refusals(
+    codecs: Mapping[str, ValueCodec],
+    desired: Mapping[str, Any],
+    *,
+    reason_chars: int = ERROR_REASON_CHARS,
+) -> dict[str, str]:
+    """What this link would refuse of ``desired`` and why, in the words it reports (an unknown
+    key with ``UNKNOWN_REASON``): for a client that wants to refuse a value before sending it."""
+    plan = Reconciler(codecs, reason_chars=reason_chars).plan(desired, 0, from_document=True)
+    return {**plan.rejected, **dict.fromkeys(plan.unknown, UNKNOWN_REASON)}

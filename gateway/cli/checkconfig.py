@@ -1,0 +1,105 @@
+"""``edge-gateway check-config``: the checks ``run`` makes before it touches a pin, so a config
+it passes does not make ``run`` exit at start.
+
+Structure (the config's own checks, ``gateway.config.load_config``), then the files, unless
+``--no-files`` (a laptop without the Pi's certificates): the TLS context ``run`` builds (stdlib
+``ssl``: the CA loads, the certificate and key load and belong together), and ``run``'s
+start-up certificate check (the key's mode, the pair, the validity dates; the same
+functions the daemon calls). A pair provisioning has still to obtain is not checked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from gateway.cli.text import plural
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError, GatewayError
+from gateway.exitcodes import EXIT_OK
+
+
+def _blame(message: str, config: GatewayConfig) -> str:
+    """The mqtt key whose file the message names first (the certificate when unclear)."""
+    mqtt = config.shadow_mqtt
+    files = {"ca": mqtt.ca, "cert": mqtt.cert, "key": mqtt.key}
+    named = [(message.find(str(path)), key) for key, path in files.items() if str(path) in message]
+    return min(named)[1] if named else "cert"
+
+
+def file_problems(config: GatewayConfig, path: Path) -> list[str]:
+    """What ``run`` would refuse in the files and folders ``config`` names, as
+    ``FILE:LINE:COL: key: what``."""
+    from gateway.cli.preflight import folder_problems
+    from gateway.config.yamlsource import load_yaml
+
+    document = load_yaml(path, collect=True)
+    # The folders the daemon writes, as the user running this (nothing is created).
+    found = [
+        f"{document.locate((key,))}: {key}: {message}"
+        for key, message in folder_problems(
+            path, config.state_dir, config.admin_socket, create=False
+        )
+    ]
+    mqtt = config.mqtt
+    if mqtt is None:
+        return found  # no shadow link: run checks no MQTT credentials either
+    if config.provision is not None and not (mqtt.cert.is_file() and mqtt.key.is_file()):
+        return found  # provisioning obtains the pair at the first start
+    for check in (_tls_problem, _certificate_problem):
+        problem = check(config)
+        if problem is not None:
+            key = _blame(problem, config)
+            found.append(f"{document.locate(('mqtt', key))}: mqtt.{key}: {problem}")
+            break  # the second check reads the same files: one reason is enough
+    return found
+
+
+def _tls_problem(config: GatewayConfig) -> str | None:
+    from gateway.core.tls import client_context
+
+    mqtt = config.shadow_mqtt
+    try:
+        client_context(mqtt.ca, mqtt.cert, mqtt.key)
+    except GatewayError as exc:
+        return str(exc)
+    return None
+
+
+def _certificate_problem(config: GatewayConfig) -> str | None:
+    # The daemon's own start-up check (gateway.provisioning.renewal), without its repair of
+    # a half-renewed pair: check-config changes no file.
+    from gateway.provisioning import certs
+    from gateway.provisioning.credstore import key_file_facts, read_pair
+    from gateway.provisioning.renewal import paths_of
+
+    paths = paths_of(config)
+    try:
+        cert_data, key_data = read_pair(paths)
+        mode, dedicated = key_file_facts(paths.key)
+        certs.check_pair(
+            cert_data=cert_data,
+            key_data=key_data,
+            cert_source=str(paths.cert),
+            key_source=str(paths.key),
+            key_mode=mode,
+            dedicated_group=dedicated,
+            now=time.time(),
+            warn_before_days=config.certs.warn_before_days,
+        )
+    except GatewayError as exc:
+        return str(exc)
+    return None
+
+
+def check_config(path: Path, *, files: bool = True) -> int:
+    from gateway.config import load_config
+    from gateway.core.values import codec_for
+
+    config = load_config(path, codec_for=codec_for, check_files=files)
+    if files and (problems := file_problems(config, path)):
+        raise ConfigError(problems)
+    note = "" if files else "; files not checked"
+    thing = f"thing {config.thing!r}, " if config.thing is not None else ""
+    print(f"{path}: OK ({thing}{plural(len(config.devices), 'device')}{note})")
+    return EXIT_OK
