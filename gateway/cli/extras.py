@@ -7,6 +7,14 @@ from __future__ import annotations
 EXTRAS = {"aiohttp": "devcloud"}
 
 
+def require(module: str) -> None:
+    """Import ``module`` now (a ``ModuleNotFoundError`` then names its extra, see
+    ``missing_extra``), so a command fails on it before doing anything else."""
+    import importlib
+
+    importlib.import_module(module)
+
+
 def missing_extra(exc: ModuleNotFoundError) -> str | None:
     """The line to print for ``exc`` if an extra provides the missing module, else None."""
     module = (exc.name or "").split(".")[0]

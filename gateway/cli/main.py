@@ -213,6 +213,9 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
 
 def cmd_desired(args: argparse.Namespace) -> int:
     from gateway.cli.desired import set_desired
+    from gateway.cli.extras import require
+
+    require("aiohttp")  # the dev cloud's client: say which extra is missing before anything
 
     workdir = Path(args.workdir) if args.workdir else demo_dir()
     config = Path(args.config) if args.config else None

@@ -226,7 +226,9 @@ def _partial_cross_checks(
 def _identity_problems(data: Mapping[str, Any]) -> list[Problem]:
     """The shadow link's broker without its thing (checked on the raw data, so it is reported
     beside any field error in the same run)."""
-    if data.get("mqtt") is not None and data.get("thing") is None:
+    if "thing" in data and data["thing"] is None:  # written, but YAML read it as null
+        return [(("thing",), _describe_thing({"input": None}))]
+    if data.get("mqtt") is not None and "thing" not in data:
         return [(("thing",), "required key is missing")]
     return []
 
