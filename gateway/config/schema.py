@@ -23,7 +23,9 @@ from pydantic import (
 
 from gateway.config.formats import Window, parse_listen, url_problem
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
+from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve
 from gateway.config.provisioned import default_credential_paths
+from gateway.config.thinx import ThinxConfig
 
 MAX_CLIENT_ID_BYTES = 128
 
@@ -282,28 +284,8 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-class MustExist:
-    """Marks a path field whose file must exist; the load step checks it after validation."""
-
-    def __repr__(self) -> str:
-        return "MustExist()"
-
-
-MUST_EXIST = MustExist()
-ExistingFile = Annotated[Path, MUST_EXIST]
-OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
-
-
-def resolve_path(path: Path, base_dir: Path | None) -> Path:
-    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
-    path = path.expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
-    return path
-
-
 def _resolve(path: Path, info: ValidationInfo) -> Path:
-    return resolve_path(path, (info.context or {}).get("base_dir"))
+    return resolve(path, info)
 
 
 class ReconnectConfig(_Frozen):
@@ -519,6 +501,7 @@ class GatewayConfig(_Frozen):
     ota: OtaConfig | None = None  # not given: offers are only logged
     provision: ProvisionConfig | None = None  # obtain credentials at first start
     certs: CertsConfig = CertsConfig()
+    thinx: ThinxConfig | None = None  # not given: no THiNX link (docs/thinx.md)
     # Outputs that must never be active together: one group, or a list of groups.
     interlock: list[str] | list[list[str]] | None = None
 

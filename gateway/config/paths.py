@@ -1,0 +1,33 @@
+"""Path fields: the marker for files that must exist (checked by ``gateway.config.load``) and
+the resolution of relative paths against the config file's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import ValidationInfo
+
+
+class MustExist:
+    """Marks a path field whose file must exist; the load step checks it after validation."""
+
+    def __repr__(self) -> str:
+        return "MustExist()"
+
+
+MUST_EXIST = MustExist()
+ExistingFile = Annotated[Path, MUST_EXIST]
+OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
+
+
+def resolve_path(path: Path, base_dir: Path | None) -> Path:
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
+    path = path.expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    return path
+
+
+def resolve(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))
