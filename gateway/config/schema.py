@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from gateway.config.formats import Window, parse_listen, url_problem
-from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve
+from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
 from gateway.config.thinx import ThinxConfig
 

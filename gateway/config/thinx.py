@@ -107,4 +107,3 @@ class ThinxConfig(_Frozen):
         except ValueError as exc:
             raise ValueError(f"status: {exc}") from exc
         return self
-

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ import structlog
 from gateway.core.backoff import Backoff
 from gateway.core.ports import DeviceCore, InboundMessage, MqttSession
 from gateway.core.values import JsonValue
-from gateway.errors import GatewayError, MqttConnectionError, UpdateError
+from gateway.errors import GatewayError, UpdateError
 from gateway.links.thinx.ports import (
     ConnectorFactory,
     FirmwareHandler,
@@ -534,10 +534,8 @@ def primary_mac() -> str:
                 names.append(fields[0])
     except OSError:
         pass
-    try:
+    with suppress(OSError):
         names += sorted(os.listdir("/sys/class/net"))
-    except OSError:
-        pass
     for name in names:
         if name == "lo":
             continue
