@@ -119,6 +119,21 @@ class Gateway:
             healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
             restart=self._restart_for_update,
         )
+        # Extra cloud links (THiNX): each on its own connection loop, with its own tasks.
+        self.extra: dict[str, tuple[ConnectionLoop, Any]] = {}
+        if config.thinx is not None:
+            from gateway.thinx_wiring import thinx_parts
+
+            parts = thinx_parts(
+                config,
+                engine=self.engine,
+                updater=self.updater,
+                gateway_errors=lambda: bool(self.shadow.reconciler.errors),
+                main_link_up=lambda: self.shadow.connected,
+            )
+            self.links["thinx"] = parts.link
+            loop = ConnectionLoop(parts.connector, backoff_for(config), parts.link.run_session)
+            self.extra["thinx"] = (loop, parts)
 
     @property
     def connector(self) -> MqttConnector:
@@ -149,6 +164,8 @@ class Gateway:
     def stop(self) -> None:
         self.stop_event.set()
         self.connection.stop()
+        for loop, _ in self.extra.values():
+            loop.stop()
 
     def _restart_for_update(self) -> None:
         """Stop cleanly and exit 75 so systemd starts whatever ``current`` now points to."""
@@ -203,6 +220,8 @@ class Gateway:
         if expiring is not None:
             self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
+        for loop, _ in self.extra.values():
+            await loop.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
         await self.shadow.recover()
         # gpiozero may block opening devices: a thread, so the loop never waits on it.
@@ -257,6 +276,10 @@ class Gateway:
         self._start(self.updater.watch_health(), "ota_health")
         if self.config.provision is not None and self.config.certs.renew_before_days:
             self._start(renewer_for(self).run(), "cert_renewal")
+        for name, (loop, parts) in self.extra.items():
+            self._start(loop.run(), f"{name}_connection")
+            for task_name, task in parts.tasks.items():
+                self._start(task(), task_name)
         await self.stop_event.wait()
         log.info("gateway_stopping")
         self.notifier.stopping()
@@ -316,6 +339,7 @@ class Gateway:
             "certificate_days_left": days_left,
             **self.updater.snapshot(),
             **self.reload_counts,
+            "links": {name: link.status() for name, link in self.links.items() if name != "shadow"},
         }
 
 

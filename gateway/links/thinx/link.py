@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from gateway.links.thinx.protocol import (
     ThinxProtocolError,
     device_topic,
     is_auth_failure,
+    normalized_mac,
     parse_answer,
     parse_message,
     registration_body,
@@ -122,7 +123,7 @@ class ThinxLink:
         settings: ThinxLinkSettings,
         *,
         engine: DeviceCore,
-        api_key: str,
+        api_key_file: Path,
         running_version: Callable[[], str],
         http: HttpFactory,
         firmware: FirmwareHandler | None = None,
@@ -133,7 +134,9 @@ class ThinxLink:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self._api_key = api_key
+        self._api_key_file = api_key_file
+        self._api_key = ""  # read by prepare()
+        self.prepared = asyncio.Event()
         self._running_version = running_version
         self._http = http
         self._firmware = firmware
@@ -155,6 +158,22 @@ class ThinxLink:
         self._changed = asyncio.Event()
         self._checkin_now = asyncio.Event()
         engine.add_listener(self)
+
+    async def prepare(self) -> None:
+        """Read the API key (and find the MAC when none is configured) before anything runs;
+        a key file readable by others fails here, before any pin is touched."""
+        if self.prepared.is_set():
+            return
+        self._api_key = await asyncio.to_thread(read_api_key, self._api_key_file)
+        identity = self.settings.identity
+        if not identity.mac or not identity.platform:
+            mac = identity.mac or await asyncio.to_thread(primary_mac)
+            platform = identity.platform or await asyncio.to_thread(platform_name)
+            self.settings = replace(
+                self.settings,
+                identity=replace(identity, mac=normalized_mac(mac), platform=platform),
+            )
+        self.prepared.set()
 
     # -- what the device core tells us ----------------------------------------------------------
 
@@ -212,6 +231,7 @@ class ThinxLink:
         """Check in at start and every interval (±10 %); failures back off. Until cancelled."""
         settings = self.settings
         backoff = Backoff(settings.retry_min_s, settings.retry_max_s, float("inf"), self._rng)
+        await self.prepared.wait()
         async with self._http() as http:
             while True:
                 delay: float
@@ -496,10 +516,12 @@ class ThinxConnector:
         self._inner: Any = None
 
     async def prepare(self) -> None:
-        """Nothing to load before the registration: the TLS context is built per login."""
+        """The API key (the broker's password) is read up front; the TLS context per login."""
+        await self._link.prepare()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[MqttSession]:
+        await self._link.prepared.wait()
         await self._link.registered.wait()
         login = self._link.login()
         if login != self._login or self._inner is None:
