@@ -345,7 +345,7 @@ async def test_an_unsigned_artifact_is_refused_when_a_public_key_is_set(
     assert not (tmp_path / "flashed.bin").exists()
 
 
-# -- failures ---------------------------------------------------------------------------------------
+# -- failures ---------------------------------------------------------------------------------
 
 
 async def test_a_wrong_api_key_is_an_auth_failure_naming_the_servers_reason(
