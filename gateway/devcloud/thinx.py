@@ -69,6 +69,9 @@ KEYS_FILE: Final = "keys.json"
 DEVICES_FILE: Final = "devices.json"
 FIRMWARE_FILE: Final = "firmware.json"
 FIRMWARE_DIR: Final = "firmware"
+PUSH_DIR: Final = "push"  # drop {"udid", "configuration"[, "double_encoded"]} files here
+OWNER_FILE: Final = "owner"
+API_KEY_FILE: Final = "apikey"
 SERVICE_USER: Final = "thinx-service"
 _MAX_BODY: Final = 64 * 1024
 _START_TIMEOUT: Final = 10.0
@@ -323,6 +326,17 @@ class ThinxService:
 
     # -- what a user does in THiNX's console ---------------------------------------------------
 
+    def dev_owner(self) -> tuple[str, Path]:
+        """The dev cloud's owner id and its API key file (made on the first start)."""
+        owner_file = self.state_dir / OWNER_FILE
+        key_file = self.state_dir / API_KEY_FILE
+        if owner_file.is_file() and key_file.is_file():
+            return owner_file.read_text().strip(), key_file
+        owner = secrets.token_hex(32)  # THiNX owner ids are 64 hex digits
+        self.create_api_key(owner, key_file)
+        write_atomic(owner_file, owner.encode() + b"\n", 0o644)
+        return owner, key_file
+
     def create_api_key(self, owner: str, key_file: Path | None = None) -> str:
         """A new API key for ``owner`` (stored hashed; written to ``key_file`` 0600 if given)."""
         if not owner or any(c.isspace() or c in "#+/" for c in owner):
@@ -532,6 +546,24 @@ class ThinxService:
                 if status is not None:
                     await asyncio.to_thread(self._set_status, udid, status)
 
+    async def watch_pushes(self, interval_s: float = 0.5) -> None:
+        """Publish every ``push/*.json`` file dropped in the state folder, then delete it."""
+        folder = self.state_dir / PUSH_DIR
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        while True:
+            for path in sorted(await asyncio.to_thread(lambda: list(folder.glob("*.json")))):
+                try:
+                    push = json.loads(await asyncio.to_thread(path.read_bytes))
+                    udid, values = push["udid"], push["configuration"]
+                    owner = self.devices()[udid]["owner"]
+                    double = push.get("double_encoded", True) is not False
+                    await self.push_configuration(owner, udid, values, double_encoded=double)
+                    log.info("thinx_configuration_pushed", udid=udid, keys=sorted(values))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    log.warning("thinx_push_file_invalid", file=path.name, error=repr(exc))
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+            await asyncio.sleep(interval_s)
+
     def _set_status(self, udid: str, status: str) -> None:
         devices = self._read(DEVICES_FILE)
         device = devices.get(udid)
@@ -610,9 +642,10 @@ async def _firmware_post(request: web.Request) -> web.Response:
     return _binary(*result)
 
 
-def thinx_app(service: ThinxService) -> web.Application:
-    """THiNX's device API; serve it over HTTPS (``provision.server_ssl_context``)."""
-    app = web.Application(client_max_size=_MAX_BODY)
+def thinx_app(service: ThinxService, app: web.Application | None = None) -> web.Application:
+    """THiNX's device API (added to ``app``, e.g. the Provision API's, when given); serve it
+    over HTTPS (``provision.server_ssl_context``)."""
+    app = app if app is not None else web.Application(client_max_size=_MAX_BODY)
     app[_SERVICE] = service
     app.router.add_post("/device/register", _register)
     app.router.add_get("/device/firmware", _firmware_get)

@@ -450,3 +450,42 @@ def test_the_api_key_file_must_not_be_readable_by_others(tmp_path: Path) -> None
         read_api_key(key)
     os.chmod(key, 0o600)
     assert read_api_key(key) == "abc"
+
+
+# -- the dev cloud, as docs/thinx.md uses it by hand --------------------------------------------
+
+
+async def test_the_dev_cloud_serves_thinx_with_a_dev_owner_and_push_files(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from tests.integration.harness import running_config
+    from tests.integration.test_devcloud_web import running_devcloud
+
+    async with running_devcloud(tmp_path / "cloud") as cloud:
+        (batch,) = await cloud.create_things(1, prefix="thx")
+        owner, key_file = cloud.thinx.dev_owner()
+        discovery = json.loads((cloud.state_dir / "devcloud.json").read_text())["thinx"]
+        config = (
+            batch.config.read_text()
+            + f"""\
+thinx:
+  url: {discovery["url"]}
+  owner: "{discovery["owner"]}"
+  api_key_file: {discovery["api_key_file"]}
+  ca: {discovery["ca"]}
+  status: "relay {{relay}}"
+  retry: {{min_s: 0.1, max_s: 0.5}}
+  mqtt: {{host: {discovery["mqtt_host"]}, port: {discovery["mqtt_port"]}, ca: {discovery["ca"]}}}
+"""
+        )
+        batch.config.write_text(config)
+        loaded = load_config(batch.config)
+        async with running_config(loaded, tmp_path / "mock") as running:
+            link = thinx_of(running)
+            await until(lambda: link.connected)
+            udid = link.registration.udid
+            push = cloud.thinx.state_dir / "push" / "one.json"
+            push.write_text(json.dumps({"udid": udid, "configuration": {"LEVEL": "3"}}))
+            await until(lambda: link.configuration == {"LEVEL": "3"})
+            await until(lambda: cloud.thinx.devices()[udid].get("status") == "relay off")
+    assert owner == discovery["owner"] and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not push.exists()
