@@ -215,10 +215,11 @@ class Gateway:
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
         # Certificates first: a bad pair fails here, before any pin is touched.
-        health = await asyncio.to_thread(check_credentials, self.config)
-        expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
-        if expiring is not None:
-            self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
+        if self.config.mqtt.cert is not None:  # none with a user name and password
+            health = await asyncio.to_thread(check_credentials, self.config)
+            expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
+            if expiring is not None:
+                self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
         for loop, _ in self.extra.values():
             await loop.connector.prepare()

@@ -96,14 +96,18 @@ class ThinxConfig(_Frozen):
     def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else resolve(value, info)
 
-    @model_validator(mode="after")
-    def _template_parses(self) -> ThinxConfig:
+    @field_validator("status")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
         from string import Formatter
 
         try:
-            for _, field, spec, conversion in Formatter().parse(self.status):
-                if field is not None and (not field.isidentifier() or spec or conversion):
-                    raise ValueError(f"status: {{{field}}} must name a device, e.g. {{door}}")
+            fields = [
+                (f, spec, conv) for _, f, spec, conv in Formatter().parse(value) if f is not None
+            ]
         except ValueError as exc:
-            raise ValueError(f"status: {exc}") from exc
-        return self
+            raise ValueError(f"not a valid template ({exc}); write {{{{ for a brace") from exc
+        for _, name, spec, conversion in parsed:
+            if name is not None and (not name.isidentifier() or spec or conversion):
+                raise ValueError("write a device name in braces, e.g. {door}; nothing else")
+        return value

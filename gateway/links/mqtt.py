@@ -26,6 +26,7 @@ from gateway.core.ports import InboundMessage
 from gateway.core.tls import client_context
 from gateway.errors import (
     CertificateRejectedError,
+    GatewayError,
     MqttAuthError,
     MqttConnectionError,
     TlsProtocolError,
@@ -57,6 +58,7 @@ class MqttSettings:
     will: Will | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None  # read by prepare() (one line), instead of password
     tls: bool = True  # False only for plain MQTT to a loopback host (tests), asked for explicitly
 
 
@@ -209,15 +211,26 @@ class AiomqttSession:
             raise _convert(exc, "connection lost") from exc
 
 
+def _read_password(path: Path) -> str:
+    """The first line of ``path`` (size-checked; blocking)."""
+    from gateway.core.credfiles import read_credential_file
+
+    text = read_credential_file(path, "mqtt.password_file").decode("utf-8", "replace")
+    return text.splitlines()[0] if text else ""
+
+
 class AiomqttConnector:
     """Opens sessions to one broker with one identity; the TLS context is built once."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
         self._tls: ssl.SSLContext | None = None
+        self._password = settings.password
 
     async def prepare(self) -> None:
         await self.tls_context()
+        if self.settings.password_file is not None and self._password is None:
+            self._password = await asyncio.to_thread(_read_password, self.settings.password_file)
 
     async def tls_context(self) -> ssl.SSLContext | None:
         if not self.settings.tls:
@@ -232,6 +245,11 @@ class AiomqttConnector:
     async def connect(self) -> AsyncIterator[AiomqttSession]:
         s = self.settings
         tls = await self.tls_context()
+        if s.password_file is not None and self._password is None:  # a connector built on reload
+            try:
+                self._password = await asyncio.to_thread(_read_password, s.password_file)
+            except GatewayError as exc:
+                raise MqttConnectionError(str(exc)) from exc
         will = None
         if s.will is not None:
             will = aiomqtt.Will(s.will.topic, s.will.payload, qos=1, retain=s.will.retain)
@@ -250,7 +268,7 @@ class AiomqttConnector:
             clean_session=True,
             will=will,
             username=s.username,
-            password=s.password,
+            password=self._password,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         before = _cancels()

@@ -44,8 +44,9 @@ def files_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def tls_files(config: GatewayConfig) -> tuple[Path, Path, Path]:
-    return (config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
+def tls_files(config: GatewayConfig) -> tuple[Path, ...]:
+    mqtt = config.mqtt
+    return tuple(p for p in (mqtt.ca, mqtt.cert, mqtt.key, mqtt.password_file) if p is not None)
 
 
 def plan_reload(

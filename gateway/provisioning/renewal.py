@@ -54,7 +54,9 @@ MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a 
 
 
 def paths_of(config: GatewayConfig) -> CredentialPaths:
-    return CredentialPaths(config.mqtt.cert, config.mqtt.key)
+    cert, key = config.mqtt.cert, config.mqtt.key
+    assert cert is not None and key is not None  # the config requires them with provision:
+    return CredentialPaths(cert, key)
 
 
 def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:
