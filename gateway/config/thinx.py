@@ -102,9 +102,7 @@ class ThinxConfig(_Frozen):
         from string import Formatter
 
         try:
-            fields = [
-                (f, spec, conv) for _, f, spec, conv in Formatter().parse(value) if f is not None
-            ]
+            parsed = list(Formatter().parse(value))
         except ValueError as exc:
             raise ValueError(f"not a valid template ({exc}); write {{{{ for a brace") from exc
         for _, name, spec, conversion in parsed:
