@@ -268,7 +268,8 @@ class DevCloud:
             listener=hub.record,
         )
         await asyncio.to_thread(fleet.prepare)
-        thinx_broker = ThinxBroker(state / "thinx-broker", ca, host=self._mqtt[0])
+        thinx_port = self._mqtt[1] + 1 if self._mqtt[1] else 0  # 8884 beside 8883
+        thinx_broker = ThinxBroker(state / "thinx-broker", ca, host=self._mqtt[0], port=thinx_port)
         self._thinx = ThinxService(state / "thinx", thinx_broker)
         await asyncio.to_thread(self._thinx.prepare)
         await asyncio.to_thread(self._thinx.dev_owner)

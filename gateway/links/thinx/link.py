@@ -75,6 +75,7 @@ JITTER = 0.1
 STATUS_MIN_INTERVAL_S = 1.0  # the status is re-published on change at most once a second
 MAX_ERROR_CHARS = 300
 MAX_COMMAND_OUTPUT = 4096
+FINAL_STATUS_TIMEOUT_S = 1.0
 
 
 class ThinxApiKeyError(GatewayError):
@@ -391,6 +392,10 @@ class ThinxLink:
                 await stop.wait()
                 for task in tasks:
                     task.cancel()
+            # A clean stop says what the Last Will would have said.
+            with suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_STATUS_TIMEOUT_S):
+                    await session.publish(topic, LAST_WILL, retain=self.settings.retain_status)
         finally:
             self.connected = False
 
