@@ -302,6 +302,7 @@ class ThinxService:
     checkins: list[dict[str, Any]] = field(default_factory=list)  # registration bodies seen
     statuses: dict[str, list[Any]] = field(default_factory=dict)  # udid -> status messages
     _otts: dict[str, _Ott] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None  # the listener is called on it
 
     @property
     def firmware_dir(self) -> Path:
@@ -520,6 +521,7 @@ class ThinxService:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Record what devices publish on their status topics until cancelled."""
+        self._loop = asyncio.get_running_loop()
         async with self._client() as client:
             await client.subscribe("/+/+/status", qos=1)
             if ready is not None:
@@ -571,11 +573,16 @@ class ThinxService:
             device["status"] = status
             device["status_at"] = time.time()
             self._write(DEVICES_FILE, devices)
-            self._notify(udid, "status", {"status": status})
+            self._notify(udid, "status", _public(device))
 
     def _notify(self, udid: str, kind: str, details: dict[str, Any]) -> None:
-        if self.listener is not None:
+        """Tell the listener (the dashboard) on the event loop's thread (callers run in one)."""
+        if self.listener is None:
+            return
+        if self._loop is None:
             self.listener(udid, kind, details)
+        else:
+            self._loop.call_soon_threadsafe(self.listener, udid, kind, details)
 
 
 # -- the HTTP app ---------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ class DevCloud:
         await asyncio.to_thread(fleet.prepare)
         thinx_port = self._mqtt[1] + 1 if self._mqtt[1] else 0  # 8884 beside 8883
         thinx_broker = ThinxBroker(state / "thinx-broker", ca, host=self._mqtt[0], port=thinx_port)
-        self._thinx = ThinxService(state / "thinx", thinx_broker)
+        self._thinx = ThinxService(state / "thinx", thinx_broker, listener=hub.record_thinx)
         await asyncio.to_thread(self._thinx.prepare)
         await asyncio.to_thread(self._thinx.dev_owner)
         await asyncio.to_thread(thinx_broker.start)
