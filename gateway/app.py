@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,18 @@ from typing import Any
 import structlog
 
 from gateway import __version__
+from gateway.cloudlinks import cloud_links
 from gateway.config import GatewayConfig
 from gateway.core.backoff import Backoff
 from gateway.core.outbox import Change, Outbox, OutboxWriter
-from gateway.core.ports import CloudLink, DeviceBank, MqttConnector
+from gateway.core.ports import (
+    CloudLink,
+    DeviceBank,
+    DeviceCore,
+    GatewayFacts,
+    LinkPlan,
+    MqttConnector,
+)
 from gateway.core.values import JsonValue, codec_for
 from gateway.devices.engine import DeviceEngine
 from gateway.devices.gpio import GpiozeroBank, make_pin_factory
@@ -87,6 +95,7 @@ class Gateway:
         rewiring: Rewiring | None = None,
         notifier: Notifier | None = None,
         outbox: Outbox | None = None,
+        extra_links: Callable[[DeviceCore], Sequence[LinkPlan]] | None = None,
     ) -> None:
         self.config = config
         self.bank = bank
@@ -99,12 +108,21 @@ class Gateway:
         self.shadow = ShadowSync(
             shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
         )
-        # The cloud links (the shadow today), each on its own connection loop.
+        # The cloud links: the shadow, and any others configured beside it (THiNX,
+        # MindConnect, ...), each with its own connection loop.
         self.links: dict[str, CloudLink] = {"shadow": self.shadow}
         # MQTT sessions one at a time; reloads, renewed credentials and stop are its commands.
         self.connection = ConnectionLoop(
             connector, backoff or backoff_for(config), self.shadow.run_session
         )
+        self.extra_links = list(extra_links(self.engine) if extra_links else ())
+        self.extra_connections: dict[str, ConnectionLoop] = {}
+        for plan in self.extra_links:
+            self.links[plan.name] = plan.link
+            if plan.connector is not None:
+                self.extra_connections[plan.name] = ConnectionLoop(
+                    plan.connector, backoff_for(config), plan.link.run_session
+                )
         self.rewiring = rewiring
         self.reloader = ConfigReloader(self)
         self.notifier = notifier or Notifier({})  # no NOTIFY_SOCKET: every message a no-op
@@ -119,21 +137,14 @@ class Gateway:
             healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
             restart=self._restart_for_update,
         )
-        # Extra cloud links (THiNX): each on its own connection loop, with its own tasks.
-        self.extra: dict[str, tuple[ConnectionLoop, Any]] = {}
-        if config.thinx is not None:
-            from gateway.thinx_wiring import thinx_parts
-
-            parts = thinx_parts(
-                config,
-                engine=self.engine,
-                updater=self.updater,
-                gateway_errors=lambda: bool(self.shadow.reconciler.errors),
-                main_link_up=lambda: self.shadow.connected,
-            )
-            self.links["thinx"] = parts.link
-            loop = ConnectionLoop(parts.connector, backoff_for(config), parts.link.run_session)
-            self.extra["thinx"] = (loop, parts)
+        facts = GatewayFacts(
+            main_link_up=lambda: self.shadow.connected,
+            gateway_errors=lambda: bool(self.shadow.reconciler.errors),
+            updater=self.updater,
+        )
+        for plan in self.extra_links:
+            if plan.attach is not None:
+                plan.attach(facts)
 
     @property
     def connector(self) -> MqttConnector:
@@ -164,7 +175,7 @@ class Gateway:
     def stop(self) -> None:
         self.stop_event.set()
         self.connection.stop()
-        for loop, _ in self.extra.values():
+        for loop in self.extra_connections.values():
             loop.stop()
 
     def _restart_for_update(self) -> None:
@@ -221,7 +232,7 @@ class Gateway:
             if expiring is not None:
                 self.report_gateway_status(CERT_EXPIRES_KEY, expiring)
         await self.connector.prepare()
-        for loop, _ in self.extra.values():
+        for loop in self.extra_connections.values():
             await loop.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
         await self.shadow.recover()
@@ -252,6 +263,12 @@ class Gateway:
         """Start every named task, wait for stop, then end them within the shutdown bound."""
         self._start(self.engine.run(), "device_engine")
         connection = self._start(self.connection.run(), "mqtt_connection")
+        connections = [connection]
+        for name, loop in self.extra_connections.items():
+            connections.append(self._start(loop.run(), f"{name}_connection"))
+        for plan in self.extra_links:
+            for task_name, make_task in plan.tasks.items():
+                self._start(make_task(), f"{plan.name}_{task_name}")
         self.start_sensor_poller()
         admin = self._start(
             serve_admin(self.config.admin_socket, self._admin, self.admin_ready), "admin_socket"
@@ -277,20 +294,18 @@ class Gateway:
         self._start(self.updater.watch_health(), "ota_health")
         if self.config.provision is not None and self.config.certs.renew_before_days:
             self._start(renewer_for(self).run(), "cert_renewal")
-        for name, (loop, parts) in self.extra.items():
-            self._start(loop.run(), f"{name}_connection")
-            for task_name, task in parts.tasks.items():
-                self._start(task(), task_name)
         await self.stop_event.wait()
         log.info("gateway_stopping")
         self.notifier.stopping()
         self._tasks["sensor_poller"].cancel()
+        # Every link reports its final state and closes its session, within one bound.
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
-                await asyncio.shield(connection)
+                await asyncio.shield(asyncio.gather(*connections, return_exceptions=True))
         except TimeoutError:
             log.warning("shutdown_timed_out", timeout_s=SHUTDOWN_TIMEOUT_S)
-            connection.cancel()
+            for task in connections:
+                task.cancel()
         admin.cancel()
         for task in self._tasks.values():
             task.cancel()
@@ -340,8 +355,18 @@ class Gateway:
             "certificate_days_left": days_left,
             **self.updater.snapshot(),
             **self.reload_counts,
-            "links": {name: link.status() for name, link in self.links.items() if name != "shadow"},
+            **({"links": self.links_status()} if self.extra_links else {}),
         }
+
+    def links_status(self) -> dict[str, dict[str, Any]]:
+        """Each link configured beside the shadow, as ``status`` shows it under ``links``."""
+        links: dict[str, dict[str, Any]] = {}
+        for plan in self.extra_links:
+            links[plan.name] = plan.link.status()
+            loop = self.extra_connections.get(plan.name)
+            if loop is not None:
+                links[plan.name]["reconnects"] = loop.reconnects
+        return links
 
 
 def drive_mock_input(
@@ -426,6 +451,7 @@ def build_gateway(
         connector=make_connector(config),
         rewiring=rewiring,
         notifier=notifier,
+        extra_links=lambda core: cloud_links(config, core),
     )
 
 

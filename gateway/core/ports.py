@@ -10,7 +10,7 @@ only, never on aiomqtt, gpiozero or each other, so they are tested with plain fa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -137,3 +137,34 @@ class MqttConnector(Protocol):
         """Load credentials up front, so bad ones fail before any pin is touched."""
 
     def connect(self) -> AbstractAsyncContextManager[MqttSession]: ...
+
+
+LinkTask = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class GatewayFacts:
+    """What a link beside the shadow may ask of the gateway once it is built: whether the main
+    (shadow) link is up, whether the gateway reports device errors (``reported.gateway.errors``),
+    and its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
+    imports no service)."""
+
+    main_link_up: Callable[[], bool]
+    gateway_errors: Callable[[], bool]
+    updater: object
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """A cloud link the gateway runs beside the shadow (THiNX, MindConnect, ...): the link,
+    the connector its own connection loop opens MQTT sessions on (None for a link without
+    MQTT), and the named background tasks it needs besides (an HTTP check-in, say). The
+    gateway supervises them all in its task group and shows ``link.status()`` under
+    ``links.<name>`` in ``edge-gateway status``."""
+
+    name: str
+    link: CloudLink
+    connector: MqttConnector | None = None
+    tasks: Mapping[str, LinkTask] = field(default_factory=dict)
+    # Called once the gateway is built (its updater exists), before anything runs.
+    attach: Callable[[GatewayFacts], None] | None = None

@@ -125,8 +125,8 @@ class ThinxLink:
         *,
         engine: DeviceCore,
         api_key_file: Path,
-        running_version: Callable[[], str],
         http: HttpFactory,
+        running_version: Callable[[], str] | None = None,
         firmware: FirmwareHandler | None = None,
         gateway_errors: Callable[[], bool] = lambda: False,
         main_link_up: Callable[[], bool] = lambda: True,
@@ -138,11 +138,13 @@ class ThinxLink:
         self._api_key_file = api_key_file
         self._api_key = ""  # read by prepare()
         self.prepared = asyncio.Event()
-        self._running_version = running_version
         self._http = http
-        self._firmware = firmware
-        self._gateway_errors = gateway_errors
-        self._main_link_up = main_link_up
+        # Set by the plan once the gateway is built (GatewayFacts): the version the gateway
+        # reports as running, its firmware path, and what the status marks look at.
+        self.running_version = running_version or (lambda: settings.identity.version)
+        self.firmware = firmware
+        self.gateway_errors = gateway_errors
+        self.main_link_up = main_link_up
         self._rng = rng
         self._monotonic = monotonic
         self.connected = False
@@ -201,8 +203,8 @@ class ThinxLink:
         return render_status(
             self.settings.status_template,
             self.engine.values,
-            errors=self._gateway_errors(),
-            main_link_down=not self._main_link_up(),
+            errors=self.gateway_errors(),
+            main_link_down=not self.main_link_up(),
             ota=self.ota,
         )
 
@@ -216,7 +218,7 @@ class ThinxLink:
 
     def checkin_body(self) -> dict[str, Any]:
         identity = self._identity()
-        version = self._running_version()
+        version = self.running_version()
         identity = Identity(
             mac=identity.mac,
             firmware=identity.firmware,
@@ -301,7 +303,7 @@ class ThinxLink:
         changes: dict[str, Any] = {
             "last_checkin": now.isoformat(timespec="seconds"),
             "last_checkin_at": now.timestamp(),
-            "version": self._running_version(),
+            "version": self.running_version(),
         }
         if isinstance(answer, Registered):
             changes.update(
@@ -338,10 +340,10 @@ class ThinxLink:
 
     async def _update(self, http: ThinxHttp, answer: FirmwareUpdate) -> bool:
         log.info("thinx_firmware_offered", version=answer.version, ott=answer.ott is not None)
-        if self._firmware is None:
+        if self.firmware is None:
             log.warning("thinx_firmware_not_applied", version=answer.version, reason="no ota:")
             return False
-        if answer.version == self._running_version():
+        if answer.version == self.running_version():
             log.info("thinx_firmware_skipped", version=answer.version, reason="up to date")
             return False
         base = f"{self.settings.url}/device/firmware"
@@ -359,8 +361,8 @@ class ThinxLink:
                 },
                 headers=self._headers(),
             )
-        applied = await self._firmware(http, request)
-        return applied and self._running_version() == answer.version
+        applied = await self.firmware(http, request)
+        return applied and self.running_version() == answer.version
 
     # -- the MQTT session ----------------------------------------------------------------------
 

@@ -1,38 +1,28 @@
-"""The THiNX link's parts for a config: the link, its MQTT connector (aiomqtt, logged in as the
-udid with the API key), its HTTP client (``HttpClient``) and firmware handler (the gateway's
-update path), and the extra task that checks in (``thinx_checkin``).
-
-Composition only: the link package knows none of these modules (see ``gateway.links.thinx``).
+"""The THiNX link's plan for a config (``gateway.cloudlinks``): the link, its MQTT connector
+(aiomqtt, logged in as the udid with the API key), its HTTP client (``HttpClient``), the extra
+task that checks in (``checkin``), and, once the gateway is built, its firmware handler (the
+gateway's update path) and what the status marks look at.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig
 from gateway.config.thinx import ThinxConfig
-from gateway.core.ports import DeviceCore, MqttConnector
+from gateway.core.ports import DeviceCore, GatewayFacts, LinkPlan, MqttConnector
 from gateway.core.tls import client_context
 from gateway.links.mqtt import AiomqttConnector, MqttSettings, Will
+from gateway.links.thinx.firmware import ThinxFirmware
 from gateway.links.thinx.link import ThinxConnector, ThinxLink, ThinxLinkSettings
 from gateway.links.thinx.ports import MqttLogin, ThinxHttp
 from gateway.links.thinx.protocol import Identity
 from gateway.updates.http import HttpClient
 from gateway.updates.ota import Updater
-from gateway.updates.thinx_ota import ThinxFirmware
-
-
-@dataclass
-class ThinxParts:
-    link: ThinxLink
-    connector: ThinxConnector
-    tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
 
 
 def thinx_settings(config: GatewayConfig, thinx: ThinxConfig) -> ThinxLinkSettings:
@@ -79,15 +69,12 @@ def thinx_mqtt_settings(thinx: ThinxConfig, login: MqttLogin) -> MqttSettings:
     )
 
 
-def thinx_parts(
+def thinx_plan(
     config: GatewayConfig,
+    core: DeviceCore,
     *,
-    engine: DeviceCore,
-    updater: Updater,
-    gateway_errors: Callable[[], bool],
-    main_link_up: Callable[[], bool],
     make_connector: Callable[[MqttSettings], MqttConnector] = AiomqttConnector,
-) -> ThinxParts:
+) -> LinkPlan:
     """The THiNX link of ``config`` (which must have a ``thinx:`` block)."""
     thinx = config.thinx
     assert thinx is not None
@@ -98,18 +85,30 @@ def thinx_parts(
 
     link = ThinxLink(
         thinx_settings(config, thinx),
-        engine=engine,
+        engine=core,
         api_key_file=thinx.api_key_file,
-        running_version=lambda: updater.running_version,
         http=http,
-        firmware=ThinxFirmware(updater, product_id=thinx.product_id) if config.ota else None,
-        gateway_errors=gateway_errors,
-        main_link_up=main_link_up,
     )
-    connector = ThinxConnector(
-        link, lambda login: make_connector(thinx_mqtt_settings(thinx, login))
+
+    def attach(facts: GatewayFacts) -> None:
+        updater = facts.updater
+        assert isinstance(updater, Updater)
+        link.running_version = lambda: updater.running_version
+        link.gateway_errors = facts.gateway_errors
+        link.main_link_up = facts.main_link_up
+        if config.ota is not None:
+            link.firmware = ThinxFirmware(updater, product_id=thinx.product_id)
+
+    def connector_for(login: MqttLogin) -> MqttConnector:
+        return make_connector(thinx_mqtt_settings(thinx, login))
+
+    return LinkPlan(
+        name="thinx",
+        link=link,
+        connector=ThinxConnector(link, connector_for),
+        tasks={"checkin": link.run_checkins},
+        attach=attach,
     )
-    return ThinxParts(link, connector, {"thinx_checkin": link.run_checkins})
 
 
 class _ThinxHttp:
