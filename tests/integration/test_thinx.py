@@ -218,6 +218,23 @@ async def test_status_marks_a_main_link_down_with_w(
         await until(lambda: "led off, button off #w" in statuses(thinx, udid), timeout=5)
 
 
+async def test_status_marks_device_errors_in_the_shadow_with_e(
+    shadow_service: ShadowService,
+    shadow_client: ShadowClient,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with gateway_with_thinx(tmp_path, broker, thing, thinx_block(thinx)) as running:
+        link = thinx_of(running)
+        await until(lambda: link.connected)
+        udid = link.registration.udid
+        await shadow_client.update(thing, {"desired": {"led": "banana"}})  # refused: an error
+        await until(lambda: "led off, button off #e" in statuses(thinx, udid), timeout=5)
+        assert running.gateway.shadow.reconciler.errors
+
+
 async def test_configuration_push_plain_and_double_encoded_is_stored_and_handed_over(
     shadow_service: ShadowService,
     broker: MosquittoBroker,
@@ -429,6 +446,8 @@ async def test_a_server_that_is_down_backs_off_while_the_shadow_keeps_syncing(
             assert not thinx_of(running).registered.is_set()
     failures = [e for e in logs if e["event"] == "thinx_checkin_failed"]
     assert all(0 <= e["retry_in_s"] <= 0.5 for e in failures)
+    # An unregistered link (no MQTT login yet) stops at once with the gateway.
+    assert not any(e["event"] == "shutdown_timed_out" for e in logs)
 
 
 def _closed_port() -> int:

@@ -21,7 +21,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ import structlog
 from gateway.core.backoff import Backoff
 from gateway.core.ports import DeviceCore, InboundMessage, MqttSession
 from gateway.core.values import JsonValue
-from gateway.errors import GatewayError, UpdateError
+from gateway.errors import GatewayError, MqttConnectionError, UpdateError
 from gateway.links.thinx.ports import (
     ConnectorFactory,
     FirmwareHandler,
@@ -377,6 +377,20 @@ class ThinxLink:
         )
 
     async def run_session(self, session: MqttSession, stop: asyncio.Event) -> None:
+        if isinstance(session, Unregistered):
+            # No udid yet (no MQTT login): wait for the first check-in, or for a stop.
+            waits: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self.registered.wait()),
+            }
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            if stop.is_set():
+                return
+            raise MqttConnectionError("registered with THiNX: logging in to its broker")
         owner, udid = self.settings.owner, self.registration.udid
         topic = status_topic(owner, udid)
         await session.subscribe([device_topic(owner, udid)])
@@ -512,6 +526,23 @@ class _AuthRefused(UpdateError):
         self.reason = reason
 
 
+class Unregistered:
+    """The "session" before the first registration: no connection, nothing to send (the
+    link's run_session waits in it for the udid or a stop)."""
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        raise MqttConnectionError("not registered with THiNX yet")
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        raise MqttConnectionError("not registered with THiNX yet")
+
+    async def messages(self) -> AsyncIterator[InboundMessage]:
+        raise MqttConnectionError("not registered with THiNX yet")
+        yield  # an async generator that ends at once
+
+
 class ThinxConnector:
     """The link's MQTT connector: waits for the registration (the udid is the user name),
     then connects through a connector ``make`` builds for that login (rebuilt if it changes)."""
@@ -529,7 +560,9 @@ class ThinxConnector:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[MqttSession]:
         await self._link.prepared.wait()
-        await self._link.registered.wait()
+        if not self._link.registered.is_set():
+            yield Unregistered()  # no login before the server assigns a udid
+            return
         login = self._link.login()
         if login != self._login or self._inner is None:
             inner = self._make(login)
