@@ -44,6 +44,15 @@ _COUNTERS = (
 )
 
 
+# The THiNX link (status["links"]["thinx"]): (key, metric name, type, help).
+_THINX = (
+    ("registered", "thinx_registered", "gauge", "1 once THiNX has assigned this device a udid"),
+    ("connected", "thinx_mqtt_connected", "gauge", "1 while logged in to THiNX's broker"),
+    ("last_checkin_at", "thinx_last_checkin_timestamp_seconds", "gauge", "last THiNX check-in"),
+    ("checkin_failures", "thinx_checkin_failures_total", "counter", "failed THiNX check-ins"),
+)
+
+
 def _label(value: object) -> str:
     text = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return f'"{text}"'
@@ -86,6 +95,10 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
     counters = {**status, **(status.get("counters") or {})}
     for key, name, text in _COUNTERS:
         _family(lines, name, "counter", text, counters.get(key))
+    thinx = (status.get("links") or {}).get("thinx")
+    if isinstance(thinx, Mapping):
+        for key, name, kind, text in _THINX:
+            _family(lines, name, kind, text, thinx.get(key))
     return "\n".join(lines) + "\n"
 
 

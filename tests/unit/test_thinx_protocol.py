@@ -135,3 +135,41 @@ def test_mosquitto_password_hash_has_mosquitto_2s_pbkdf2_sha512_format() -> None
     hashed = mosquitto_password_hash("key", salt=b"0123456789ab")
     assert hashed.startswith("$7$101$MDEyMzQ1Njc4OWFi$")
     assert len(hashed.split("$")[-1]) == 88  # 64 bytes of SHA-512 in base64
+
+
+def test_the_thinx_link_shows_in_the_metrics() -> None:
+    from gateway.ops.metrics import render_prometheus
+
+    status = {
+        "links": {
+            "thinx": {
+                "registered": True,
+                "connected": False,
+                "last_checkin_at": 1700000000.5,
+                "checkin_failures": 3,
+            }
+        }
+    }
+    text = render_prometheus(status)
+    assert "edge_gateway_thinx_registered 1\n" in text
+    assert "edge_gateway_thinx_mqtt_connected 0\n" in text
+    assert "edge_gateway_thinx_last_checkin_timestamp_seconds 1700000000.5\n" in text
+    assert "edge_gateway_thinx_checkin_failures_total 3\n" in text
+
+
+def test_edge_gateway_status_shows_one_line_per_link() -> None:
+    from gateway.cli.main import _link_line
+
+    line = _link_line(
+        "thinx",
+        {
+            "connected": True,
+            "udid": "u-1",
+            "last_checkin": "2026-12-01T10:00:00+00:00",
+            "status": "door on #w",
+            "checkin_error": None,
+        },
+    )
+    assert line == (
+        "thinx: connected, udid u-1, last check-in 2026-12-01T10:00:00+00:00, status door on #w"
+    )
