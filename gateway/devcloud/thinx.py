@@ -282,6 +282,7 @@ class ThinxMisbehaviour:
 
     wrong_md5: bool = False  # x-MD5 that does not match the artifact
     register_status: int | None = None  # answer registrations with this HTTP status
+    omit_ott: bool = False  # offer FIRMWARE_UPDATE without an ott (the device POSTs for it)
 
 
 @dataclass
@@ -446,9 +447,11 @@ class ThinxService:
         }
         offer = self._offer(owner)
         if offer is not None and self._update_available(device):
-            ott = secrets.token_hex(32)
-            self._otts[ott] = _Ott(owner, udid, time.time() + _OTT_TTL_S)
-            answer.update(ott=ott, status="FIRMWARE_UPDATE", version=offer[0])
+            answer.update(status="FIRMWARE_UPDATE", version=offer[0])
+            if not self.misbehaviour.omit_ott:
+                ott = secrets.token_hex(32)
+                self._otts[ott] = _Ott(owner, udid, time.time() + _OTT_TTL_S)
+                answer["ott"] = ott
             answer["mac"] = device.get("mac")
             del answer["owner"], answer["success"]
             return 200, json.dumps({"registration": answer})  # device.js sends a string here

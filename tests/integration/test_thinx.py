@@ -326,6 +326,73 @@ async def test_unsigned_firmware_is_applied_when_no_key_is_configured(
     assert (tmp_path / "flashed.bin").read_bytes() == FIRMWARE
 
 
+async def test_without_an_ott_the_firmware_is_fetched_by_post_with_the_api_key(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    thinx.service.offer_firmware(OWNER, FIRMWARE, "2.0")
+    thinx.service.misbehaviour.omit_ott = True
+    text = thinx_block(thinx) + command_ota(tmp_path)
+    async with gateway_with_thinx(tmp_path, broker, thing, text) as running:
+        await until(lambda: running.gateway.updater.status["state"] == "applied", timeout=15)
+        await until(lambda: thinx.service.checkins[-1]["version"] == "2.0")
+    assert (tmp_path / "flashed.bin").read_bytes() == FIRMWARE
+
+
+async def test_retained_status_reaches_a_late_subscriber(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    text = thinx_block(thinx).replace(
+        "ca: " + str(thinx.ca) + "}", f"ca: {thinx.ca}, retain_status: true}}"
+    )
+    async with gateway_with_thinx(tmp_path, broker, thing, text) as running:
+        link = thinx_of(running)
+        await until(lambda: link.published_status == "led off, button off")
+        udid = link.registration.udid
+        async with thinx.service._client() as client:  # subscribes after the publish
+            await client.subscribe(f"/{OWNER}/{udid}/status")
+            async with asyncio.timeout(5):
+                message = await anext(aiter(client.messages))
+    assert message.retain and json.loads(message.payload) == {"status": "led off, button off"}
+
+
+async def test_a_device_may_not_read_another_devices_topic(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    import ssl
+
+    import aiomqtt
+
+    async with gateway_with_thinx(tmp_path, broker, thing, thinx_block(thinx)) as running:
+        link = thinx_of(running)
+        await until(lambda: link.connected)
+        udid = link.registration.udid
+    key = thinx.key_file.read_text().strip()
+    context = ssl.create_default_context(cafile=str(thinx.ca))
+    async with aiomqtt.Client(
+        "127.0.0.1", thinx.broker.port, username=udid, password=key, tls_context=context
+    ) as client:
+        await client.subscribe(f"/{OWNER}/someone-else")
+        await client.subscribe(f"/{OWNER}/{udid}")
+        await thinx.service.publish_raw(f"/{OWNER}/someone-else", b"not for you")
+        await thinx.service.publish_raw(f"/{OWNER}/{udid}", b"yours")
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+    # The ACL lets mosquitto deliver only the device's own topic (checked on delivery).
+    assert message.topic.value == f"/{OWNER}/{udid}" and message.payload == b"yours"
+
+
 async def test_an_md5_mismatch_deletes_the_artifact_and_never_applies_it(
     shadow_service: ShadowService,
     broker: MosquittoBroker,
