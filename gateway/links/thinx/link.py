@@ -148,26 +148,29 @@ class ThinxLink:
         self._rng = rng
         self._monotonic = monotonic
         self.connected = False
-        self.registration = load_registration(settings.state_dir)
+        self.registration = Registration()  # the stored one is read by prepare()
         self.registered = asyncio.Event()
-        if self.registration.udid:
-            self.registered.set()
-        self.configuration = load_configuration(settings.state_dir)
+        self.configuration: dict[str, Any] | None = None
         self.configuration_received_at: str | None = None
         self.checkin_error: str | None = None
         self.checkin_failures = 0
         self.published_status: str | None = None
-        self.ota: str | None = None  # "downloading 2.0" while an update runs
+        self.ota: str | None = None  # "2.0: downloading" while an update runs
         self._changed = asyncio.Event()
-        self._checkin_now = asyncio.Event()
         engine.add_listener(self)
 
     async def prepare(self) -> None:
-        """Read the API key (and find the MAC when none is configured) before anything runs;
-        a key file readable by others fails here, before any pin is touched."""
+        """Read the API key, the stored registration and configuration (and find the MAC when
+        none is configured) before anything runs; a key file readable by others fails here,
+        before any pin is touched."""
         if self.prepared.is_set():
             return
         self._api_key = await asyncio.to_thread(read_api_key, self._api_key_file)
+        directory = self.settings.state_dir
+        self.registration = await asyncio.to_thread(load_registration, directory)
+        if self.registration.udid:
+            self.registered.set()
+        self.configuration = await asyncio.to_thread(load_configuration, directory)
         identity = self.settings.identity
         if not identity.mac or not identity.platform:
             mac = identity.mac or await asyncio.to_thread(primary_mac)
@@ -213,21 +216,8 @@ class ThinxLink:
     def _headers(self) -> dict[str, str]:
         return {**REQUEST_HEADERS, "Authentication": self._api_key}
 
-    def _identity(self) -> Identity:
-        return self.settings.identity
-
     def checkin_body(self) -> dict[str, Any]:
-        identity = self._identity()
-        version = self.running_version()
-        identity = Identity(
-            mac=identity.mac,
-            firmware=identity.firmware,
-            version=version,
-            commit=identity.commit,
-            owner=identity.owner,
-            alias=identity.alias,
-            platform=identity.platform,
-        )
+        identity = replace(self.settings.identity, version=self.running_version())
         return registration_body(identity, udid=self.registration.udid, status=self.status_text())
 
     async def run_checkins(self) -> None:
@@ -268,15 +258,7 @@ class ThinxLink:
                         retry_in_s=round(delay, 1),
                     )
                 if delay > 0:
-                    self._checkin_now.clear()
-                    try:
-                        async with asyncio.timeout(delay):
-                            await self._checkin_now.wait()
-                    except TimeoutError:
-                        pass
-
-    def check_in_soon(self) -> None:
-        self._checkin_now.set()
+                    await asyncio.sleep(delay)
 
     def _interval(self) -> float:
         return self.settings.checkin_interval_s * self._rng(1.0 - JITTER, 1.0 + JITTER)
