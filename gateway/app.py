@@ -36,6 +36,7 @@ from gateway.core.ports import (
     GatewayFacts,
     LinkPlan,
     MqttConnector,
+    MqttSession,
 )
 from gateway.core.values import JsonValue, codec_for
 from gateway.devices.engine import DeviceEngine
@@ -43,7 +44,7 @@ from gateway.devices.gpio import GpiozeroBank, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
 from gateway.errors import GatewayError
 from gateway.exitcodes import EXIT_RESTART_FOR_UPDATE
-from gateway.links.connection import ConnectionLoop
+from gateway.links.connection import ConnectionLoop, NoShadowConnector
 from gateway.links.mqtt import AiomqttConnector
 from gateway.links.shadow.sync import ShadowSync
 from gateway.ops.admin import serve_admin
@@ -105,15 +106,22 @@ class Gateway:
         # The device core, and the shadow link it reports through; a reload reconfigures both.
         self.engine = DeviceEngine(bank=bank, **engine_options(config))
         self.writer = OutboxWriter(self.outbox, self._on_persisted)
-        self.shadow = ShadowSync(
-            shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
-        )
-        # The cloud links: the shadow, and any others configured beside it (THiNX,
-        # MindConnect, ...), each with its own connection loop.
-        self.links: dict[str, CloudLink] = {"shadow": self.shadow}
-        # MQTT sessions one at a time; reloads, renewed credentials and stop are its commands.
+        # The cloud links: the shadow (when ``mqtt`` is configured), and any others configured
+        # beside it (THiNX, MindConnect, ...), each with its own connection loop.
+        self.links: dict[str, CloudLink] = {}
+        self.shadow: ShadowSync | None = None
+        if config.has_shadow:
+            self.shadow = ShadowSync(
+                shadow_options(config), engine=self.engine, outbox=self.outbox, writer=self.writer
+            )
+            self.links["shadow"] = self.shadow
+        # The shadow's MQTT sessions one at a time; reloads, renewed credentials and stop are
+        # its commands. Without the shadow the same loop holds idle "sessions", so reloads and
+        # stop take the same path.
         self.connection = ConnectionLoop(
-            connector, backoff or backoff_for(config), self.shadow.run_session
+            connector,
+            backoff or backoff_for(config),
+            self.shadow.run_session if self.shadow is not None else idle_session,
         )
         self.extra_links = list(extra_links(self.engine) if extra_links else ())
         self.extra_connections: dict[str, ConnectionLoop] = {}
@@ -134,17 +142,24 @@ class Gateway:
         self.updater = Updater(
             config,
             report=partial(self.report_gateway_status, "ota"),
-            healthy=lambda: self.shadow.connected and self.shadow.synced.is_set(),
+            healthy=self.links_healthy,
             restart=self._restart_for_update,
         )
         facts = GatewayFacts(
-            main_link_up=lambda: self.shadow.connected,
-            gateway_errors=lambda: bool(self.shadow.reconciler.errors),
+            # Without the shadow link there is no main link to be down, nor its error table.
+            main_link_up=lambda: self.shadow is None or self.shadow.connected,
+            gateway_errors=lambda: self.shadow is not None and bool(self.shadow.reconciler.errors),
             updater=self.updater,
         )
         for plan in self.extra_links:
             if plan.attach is not None:
                 plan.attach(facts)
+
+    def links_healthy(self) -> bool:
+        """Every cloud link is connected (and the shadow synced): an update may stay."""
+        if self.shadow is not None and not self.shadow.synced.is_set():
+            return False
+        return all(link.connected for link in self.links.values())
 
     @property
     def connector(self) -> MqttConnector:
@@ -200,7 +215,8 @@ class Gateway:
                 log.warning("shutdown_value_failed", device=name, error=str(exc))
 
     def _on_persisted(self, changes: list[Change]) -> None:
-        self.shadow.on_persisted(changes)
+        if self.shadow is not None:
+            self.shadow.on_persisted(changes)
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._group is not None
@@ -226,7 +242,7 @@ class Gateway:
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
         # Certificates first: a bad pair fails here, before any pin is touched.
-        if self.config.mqtt.cert is not None:  # none with a user name and password
+        if self.config.mqtt is not None and self.config.mqtt.cert is not None:  # none: a password
             health = await asyncio.to_thread(check_credentials, self.config)
             expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
             if expiring is not None:
@@ -235,7 +251,8 @@ class Gateway:
         for loop in self.extra_connections.values():
             await loop.connector.prepare()
         await asyncio.to_thread(self.outbox.open)
-        await self.shadow.recover()
+        if self.shadow is not None:
+            await self.shadow.recover()
         # gpiozero may block opening devices: a thread, so the loop never waits on it.
         await asyncio.to_thread(self.bank.open, self.engine.on_input)
         self.engine.link_down()  # no link is up until the first connect: fail-safe timers run
@@ -317,15 +334,23 @@ class Gateway:
         if self.reloader.reloading:
             return "reloading the configuration"
         mqtt = self.config.mqtt
-        if self.shadow.connected:
-            state = f"connected to {mqtt.host}:{mqtt.port}"
-            state += ", shadow synced" if self.shadow.synced.is_set() else ", syncing the shadow"
-        elif self.reconnects:
-            state = f"disconnected, retrying {mqtt.host}:{mqtt.port} ({self.reconnects} retries)"
-        else:
-            state = f"connecting to {mqtt.host}:{mqtt.port}"
-        line = f"{state}; {len(self.config.devices)} devices"
-        if errors := len(self.shadow.reconciler.errors):
+        states = []
+        if self.shadow is not None and mqtt is not None:
+            if self.shadow.connected:
+                state = f"connected to {mqtt.host}:{mqtt.port}"
+                synced = self.shadow.synced.is_set()
+                state += ", shadow synced" if synced else ", syncing the shadow"
+            elif self.reconnects:
+                state = (
+                    f"disconnected, retrying {mqtt.host}:{mqtt.port} ({self.reconnects} retries)"
+                )
+            else:
+                state = f"connecting to {mqtt.host}:{mqtt.port}"
+            states.append(state)
+        for plan in self.extra_links:
+            states.append(f"{plan.name} {'connected' if plan.link.connected else 'not connected'}")
+        line = f"{', '.join(states)}; {len(self.config.devices)} devices"
+        if self.shadow is not None and (errors := len(self.shadow.reconciler.errors)):
             line += f", {errors} with errors"
         return line
 
@@ -341,7 +366,7 @@ class Gateway:
         days_left = None
         if self.cert_expiry is not None:
             days_left = round((self.cert_expiry - time.time()) / 86_400, 3)
-        shadow = self.shadow.status()
+        shadow = self.shadow.status() if self.shadow is not None else {}
         outbox = shadow.get("outbox", {})
         return {
             **shadow,
@@ -438,6 +463,8 @@ def build_gateway(
         return GpiozeroBank(current.devices, factory, loop=loop, is_mock=mock, mock_dir=mocks)
 
     def make_connector(current: GatewayConfig) -> MqttConnector:
+        if not current.has_shadow:
+            return NoShadowConnector()
         return AiomqttConnector(mqtt_settings(current))
 
     rewiring = None
@@ -455,12 +482,19 @@ def build_gateway(
     )
 
 
+async def idle_session(session: MqttSession, stop: asyncio.Event) -> None:
+    """The connection loop's "session" when no shadow link is configured: nothing to sync,
+    only commands (reload, stop) to wait for."""
+    await stop.wait()
+
+
 async def run_gateway(
     config: GatewayConfig, *, mock_gpio: bool = False, config_path: Path | None = None
 ) -> int:
     """Run until SIGTERM/SIGINT, reloading on SIGHUP; used by ``edge-gateway run``. Returns
     the exit code: 0, or EXIT_RESTART_FOR_UPDATE after an update or a rollback."""
-    structlog.contextvars.bind_contextvars(thing=config.thing)
+    if config.thing is not None:
+        structlog.contextvars.bind_contextvars(thing=config.thing)
     gateway = build_gateway(
         config, mock_gpio=mock_gpio, config_path=config_path, notifier=Notifier()
     )

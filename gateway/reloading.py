@@ -47,7 +47,7 @@ class Reloadable(Protocol):
     config: GatewayConfig
     bank: DeviceBank
     engine: DeviceEngine
-    shadow: ShadowSync
+    shadow: ShadowSync | None
     connection: ConnectionLoop
     rewiring: Rewiring | None
     notifier: Notifier
@@ -138,7 +138,8 @@ class ConfigReloader:
             if plan.devices_changed:
                 gateway.bank = await self._reopen(new, old_values, plan.devices_changed)
             gateway.engine.configure(bank=gateway.bank, **engine_options(new))
-            gateway.shadow.configure(shadow_options(new))
+            if gateway.shadow is not None:
+                gateway.shadow.configure(shadow_options(new))
             gateway.config = new
             gateway.engine.prime(await read_all(new.devices, gateway.bank))
             if plan.reconnect:

@@ -13,6 +13,7 @@ from gateway.config import (
     OUTPUT_CONFIGS,
     BinaryOutputConfig,
     GatewayConfig,
+    ReconnectConfig,
     error_reason_chars,
     is_output,
 )
@@ -27,11 +28,11 @@ from gateway.ops.reload import files_digest, tls_files
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:
-    mqtt = config.mqtt
+    mqtt = config.shadow_mqtt
     return MqttSettings(
         host=mqtt.host,
         port=mqtt.port,
-        client_id=config.thing,
+        client_id=config.shadow_thing,
         ca=mqtt.ca,
         cert=mqtt.cert,
         key=mqtt.key,
@@ -91,7 +92,7 @@ def engine_options(config: GatewayConfig) -> dict[str, Any]:
 def shadow_options(config: GatewayConfig) -> ShadowLinkSettings:
     """The shadow link's settings from a config (for building it and for reloads)."""
     return ShadowLinkSettings(
-        thing=config.thing,
+        thing=config.shadow_thing,
         shadow=config.shadow,
         codecs=codecs_for(config),
         restore=frozenset(
@@ -120,7 +121,7 @@ def shutdown_values(config: GatewayConfig) -> dict[str, NativeValue]:
 
 
 def backoff_for(config: GatewayConfig) -> Backoff:
-    policy = config.mqtt.reconnect
+    policy = config.mqtt.reconnect if config.mqtt is not None else ReconnectConfig()
     return Backoff(policy.min_s, policy.max_s, policy.reset_after_s)
 
 
@@ -136,5 +137,8 @@ def outbox_for(config: GatewayConfig) -> Outbox:
 
 def tls_facts(config: GatewayConfig) -> tuple[str, float | None]:
     """A digest of the TLS files and the client certificate's expiry (blocking)."""
-    cert = config.mqtt.cert
+    mqtt = config.mqtt
+    if mqtt is None:
+        return "", None
+    cert = mqtt.cert
     return files_digest(tls_files(config)), None if cert is None else certificate_expiry(cert)

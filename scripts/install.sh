@@ -94,7 +94,7 @@ gid="$(awk -F: -v n="$name" '$1 == n { print $3 }' "$prefix/etc/group")"
 [ -n "$gid" ] || die "group $name was not created"
 
 # A/B slots: the service runs /opt/$name/current (-> slots/a or slots/b); an OTA update installs
-# into the other slot and switches the link (README: "Updates (check-in and OTA)").
+# into the other slot and switches the link (docs/updates.md).
 slot=a
 if [ -L "$opt/current" ]; then slot="$(basename "$(readlink "$opt/current")")"; fi
 say "virtualenv /opt/$name/slots/$slot (current)"

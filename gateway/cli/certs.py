@@ -1,5 +1,7 @@
 """``edge-gateway provision ...`` and ``edge-gateway certs ...``: provisioning by hand and the
-certificate tools for users who run their own CA (as MIC and MindConnect allow)."""
+certificate tools for users who run their own CA (e.g. registered with AWS IoT, or for a broker
+of their own). A thing's folder holds the issuing CA as ``issuing-ca.pem``, never as ``ca.pem``,
+which in Managed IoT Cloud's layout is the broker's CA."""
 
 from __future__ import annotations
 
@@ -100,6 +102,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     print(f"  cert       {cert}")
     print(f"  key        {key} (0600)")
     print(f"  assigned   {setup.state_dir / 'provisioned.yaml'}")
+    if new.identity is not None:  # getCerts' id: what check-ins send as "id"
+        account = new.identity.account_id or "-"
+        record = setup.state_dir / "provision.json"
+        print(f"  device id  {new.identity.id} (account {account}, {record})")
     return EXIT_OK
 
 
@@ -223,8 +229,10 @@ def cmd_issue(args: argparse.Namespace) -> int:
         _write(out / "privkey.pem", thing.key_pem, 0o600, force=args.force)
         cert = certs.load_certificate(thing.cert_pem, "certificate")
     _write(out / "cert.pem", certs.certificate_pem(cert), 0o644, force=args.force)
-    _write(out / "ca.pem", certs.certificate_pem(ca_cert), 0o644, force=args.force)
-    print(f"thing {args.thing!r}: {out}/ (cert.pem{'' if args.csr else ', privkey.pem'}, ca.pem)")
+    issuing = certs.ISSUING_CA_FILE  # not ca.pem: that is the broker's CA in MIC's layout
+    _write(out / issuing, certs.certificate_pem(ca_cert), 0o644, force=args.force)
+    files = f"cert.pem{'' if args.csr else ', privkey.pem'}, {issuing}"
+    print(f"thing {args.thing!r}: {out}/ ({files}; mqtt.ca is the broker's CA, not {issuing})")
     return EXIT_OK
 
 

@@ -35,7 +35,7 @@ def run_demo(*, workdir: Path, config: Path, http: tuple[str, int] | None = None
     workdir.mkdir(parents=True, exist_ok=True)
     # Validate the gateway config (placeholder certificates) before starting anything;
     # a ConfigError goes to the CLI, which exits 2.
-    thing = load_config(config, check_files=False, codec_for=codec_for).thing
+    thing = load_config(config, check_files=False, codec_for=codec_for).shadow_thing
     code = 0
     try:
         asyncio.run(_demo(workdir, config, thing, http))

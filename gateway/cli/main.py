@@ -123,6 +123,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
     )
     print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    if reply.get("device_id") is not None:  # check-in identity (getCerts' id and accountId)
+        print(f"check-in id {reply['device_id']}, account {reply.get('account_id') or '-'}")
     print(_health_line(reply))
     ota = reply.get("ota") or {}
     if ota.get("state") not in (None, "idle"):
@@ -311,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_provision_parser(commands)
     add_certs_parser(commands)
+    from gateway.cli.importbatch import add_import_batch_parser
+
+    add_import_batch_parser(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from gateway.config.pins import is_spi_field, spi_pins
 from gateway.config.schema import (
+    CLOUD_BLOCKS,
     OUTPUT_CONFIGS,
     BinaryOutputConfig,
     DeviceConfig,
@@ -78,6 +79,7 @@ def cross_field_problems(
             elif owner is None:
                 owners[pin] = (name, field)
     problems += behaviour_problems(config, codec_for)
+    problems += cloud_problems(config)
     size = _reported_size_estimate(config)
     if size > SHADOW_DOCUMENT_LIMIT_BYTES:
         problems.append(
@@ -88,6 +90,27 @@ def cross_field_problems(
                 "shorter names",
             )
         )
+    return problems
+
+
+def cloud_problems(config: GatewayConfig) -> list[Problem]:
+    """At least one cloud; the shadow link needs both ``thing`` and ``mqtt``, and so do the
+    parts that work on its identity (check-in, provisioning)."""
+    problems: list[Problem] = []
+    if not any(getattr(config, block) is not None for block in CLOUD_BLOCKS):
+        others = ", ".join(f"'{block}'" for block in CLOUD_BLOCKS[1:])
+        problems.append(
+            (
+                ("mqtt",),
+                "required key is missing: expected 'mqtt' (the AWS IoT shadow's broker)"
+                + (f" or another cloud's block ({others})" if others else ""),
+            )
+        )
+    elif config.thing is not None and config.mqtt is None:
+        problems.append((("mqtt",), "required key is missing: the broker of the 'thing' given"))
+    for key in ("checkin", "provision"):
+        if getattr(config, key) is not None and not config.has_shadow:
+            problems.append(((key,), "needs the shadow link: expected 'thing' and 'mqtt'"))
     return problems
 
 

@@ -18,7 +18,12 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
 from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.provisioned import default_credential_paths, read_provisioned
-from gateway.config.schema import GatewayConfig, ProvisionSetup
+from gateway.config.schema import (
+    MAX_CLIENT_ID_BYTES,
+    GatewayConfig,
+    ProvisionSetup,
+)
+from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
 
@@ -68,12 +73,29 @@ def _shows_input(error: Mapping[str, Any]) -> bool:
     return isinstance(value, str | int | float | bool) and error["type"] != "value_error"
 
 
+_THING_ERRORS = frozenset({"string_type", "string_pattern_mismatch", "string_too_long"})
+
+
+def _describe_thing(error: Mapping[str, Any]) -> str:
+    """A refused ``thing`` (a value YAML read as something else is kept as its text)."""
+    value = error.get("input")
+    shown = "null" if value is None else repr(value)[:60]
+    hint = " (or leave the key out to use the provisioned thing)" if value is None else ""
+    return (
+        f"{shown} is not a thing name: expected 1-{MAX_CLIENT_ID_BYTES} characters of "
+        f"a-z A-Z 0-9 : _ -{hint}"
+    )
+
+
 def format_validation_error(document: YamlDocument, exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         path = _data_path(document.data, tuple(error["loc"]))
         if error["type"] == "union_tag_invalid":
             path = (*path, "type")
+        if path == ("thing",) and error["type"] in _THING_ERRORS:
+            lines.append(f"{document.locate(path)}: thing: {_describe_thing(error)}")
+            continue
         lines.append(f"{document.locate(path)}: {_dotted(path)}: {_describe(error)}")
     return lines
 
@@ -102,28 +124,48 @@ def load_config(
     (``gateway.core.values.codec_for``) so fail-safe values are checked against the device; without
     it they are left to the engine. The CLI, the demo and the daemon's reload pass it.
     """
-    document = load_yaml(path)
+    document = load_yaml(path, is_name_place)
     data = document.data
     if not isinstance(data, dict):
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
+    # Numbers YAML 1.1 read differently from what was written: reported with everything else.
+    misread_at = yaml11_problems(document)
+    misread = _located(document, misread_at)
+    # what the validation says about a misread value adds nothing to the misreading
+    said = tuple(f"{document.locate(loc)}: {_dotted(loc)}: " for loc, _ in misread_at)
     if overrides:
         data = _deep_merge(data, overrides)
     base_dir = path.resolve().parent
     data, pending = _with_provisioning(data, base_dir)
     # The models never touch the disk: the files are checked here, and reported together
     # with any validation error so one run shows every problem.
-    missing = file_problems(data, base_dir, pending) if check_files else []
+    missing = _identity_problems(data)
+    missing += file_problems(data, base_dir, pending) if check_files else []
     try:
         config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
-        raise ConfigError(lines + _located(document, missing)) from exc
-    if missing:
-        raise ConfigError(_located(document, missing))
+        lines = [
+            line
+            for line in format_validation_error(document, exc)
+            if not (said and line.startswith(said))
+        ] + _located(document, missing)
+        hinted = [_provisioning_hint(line, data) for line in lines]
+        raise ConfigError(misread + hinted) from exc
+    if missing or misread:
+        hinted = [_provisioning_hint(line, data) for line in _located(document, missing)]
+        raise ConfigError(misread + hinted)
     problems = cross_field_problems(config, codec_for)
     if problems:
         raise ConfigError(_located(document, problems))
     return config
+
+
+def _identity_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """The shadow link's broker without its thing (checked on the raw data, so it is reported
+    beside any field error in the same run)."""
+    if data.get("mqtt") is not None and data.get("thing") is None:
+        return [(("thing",), "required key is missing")]
+    return []
 
 
 def _located(document: YamlDocument, problems: list[Problem]) -> list[str]:
@@ -204,12 +246,15 @@ def _provisioning_hint(line: str, data: Mapping[str, Any]) -> str:
         return line
     if data.get("provision") is not None:
         return line + " (provisioning sets it: run 'edge-gateway provision' or give it here)"
-    return line + " (give it here, or add a 'provision:' block to obtain it from the cloud)"
+    return line + (
+        " (give it here, or add a 'provision:' block to obtain it from the cloud,"
+        " or install a Thing Batch's thing with 'edge-gateway import-batch')"
+    )
 
 
 def load_provision_setup(path: Path) -> ProvisionSetup:
     """The provisioning-related settings of ``path``; ``ConfigError`` with FILE:LINE:COL."""
-    document = load_yaml(path)
+    document = load_yaml(path, is_name_place)
     data = document.data
     if not isinstance(data, dict):
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])

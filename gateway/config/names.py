@@ -12,6 +12,9 @@ import re
 
 MAX_THING_NAME = 128
 _THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+# The Provision API's device and account ids (Ioto's ``id`` and ``accountId``): opaque tokens the
+# cloud assigns; they go back in check-in bodies and show in status, so no spaces or controls.
+_CLOUD_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _SHOWN_CHARS = 40  # how much of a refused value an error quotes
 
@@ -37,6 +40,16 @@ def thing_name(value: object, field: str = "thing") -> str:
         raise AnswerError(
             f"{field} {shown(value)} is not a valid thing name "
             f"(1-{MAX_THING_NAME} characters of a-z A-Z 0-9 : _ -)"
+        )
+    return value
+
+
+def cloud_id(value: object, field: str = "id") -> str:
+    """A device or account id the Provision API assigned: 1-128 printable ASCII characters."""
+    if not isinstance(value, str) or not _CLOUD_ID.fullmatch(value):
+        raise AnswerError(
+            f"{field} {shown(value)} is not a valid id "
+            "(1-128 printable ASCII characters, no spaces)"
         )
     return value
 

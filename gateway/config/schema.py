@@ -282,7 +282,8 @@ ShadowName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-
 
 class ShadowConfig(_Frozen):
     name: ShadowName | None = None
-    clear_desired: bool = True
+    # true: null each applied desired key; "section": "desired": null (MIC's Thing API convention)
+    clear_desired: Literal["section"] | bool = True
     send_timestamp: bool = False
 
 
@@ -510,10 +511,19 @@ class OtaConfig(_Frozen):
 _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 
 
+# Top-level keys that each configure a cloud link; a config needs at least one. ``mqtt`` is
+# the AWS IoT Device Shadow's broker (with ``thing`` and ``shadow``).
+CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "thinx")
+
+
 class GatewayConfig(_Frozen):
-    thing: Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_ID_BYTES, pattern=_THING_NAME)]
+    # The AWS IoT thing (required with ``mqtt``: the shadow link's identity).
+    thing: (
+        Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_ID_BYTES, pattern=_THING_NAME)]
+        | None
+    ) = None
     shadow: ShadowConfig = ShadowConfig()
-    mqtt: MqttConfig
+    mqtt: MqttConfig | None = None  # not given: no shadow link (another cloud only)
     gpio: GpioConfig = GpioConfig()
     devices: dict[
         Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")],
@@ -540,7 +550,7 @@ class GatewayConfig(_Frozen):
 
     @model_validator(mode="after")
     def _certificate_where_needed(self) -> GatewayConfig:
-        if self.mqtt.cert is None:
+        if self.mqtt is not None and self.mqtt.cert is None:
             if self.provision is not None:
                 raise ValueError("provision: obtains mqtt.cert and mqtt.key; name them")
             if self.checkin is not None and self.checkin.client_cert:
@@ -570,8 +580,27 @@ class GatewayConfig(_Frozen):
         return [single, *groups] if single else groups
 
     @property
+    def has_shadow(self) -> bool:
+        """The AWS IoT Device Shadow link is configured (``mqtt`` and ``thing``)."""
+        return self.mqtt is not None and self.thing is not None
+
+    @property
+    def shadow_mqtt(self) -> MqttConfig:
+        """``mqtt``, for code that runs only with the shadow link configured."""
+        if self.mqtt is None:
+            raise ValueError("no 'mqtt' block: the shadow link is not configured")
+        return self.mqtt
+
+    @property
+    def shadow_thing(self) -> str:
+        """``thing``, for code that runs only with the shadow link configured."""
+        if self.thing is None:
+            raise ValueError("no 'thing': the shadow link is not configured")
+        return self.thing
+
+    @property
     def status_topic(self) -> str:
-        return self.mqtt.will_topic or f"things/{self.thing}/status"
+        return self.shadow_mqtt.will_topic or f"things/{self.thing}/status"
 
     @property
     def event_topic(self) -> str:

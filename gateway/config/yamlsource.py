@@ -4,6 +4,12 @@ pydantic reports errors by a path of keys; users need ``file:line:col``. We comp
 node tree ourselves (PyYAML's ``SafeLoader``), build plain Python data from it, and keep a map
 from each key path to the source position, so any error can be pointed at its line.
 
+YAML 1.1 (PyYAML's resolver) reads some plain scalars as something other than what was written:
+``00000001`` as the octal number 1, ``off`` as false, ``1:30`` as 90. A ``NameRule`` tells the
+builder which places hold names (a thing name, device names): a plain scalar there is read as
+its text. The text and resolved tag of every other plain scalar are kept (``plain``), so the
+config can refuse the forms that silently change a number (``gateway.config.yaml11``).
+
 Loading is bounded before any data is built: the file's size (``MAX_YAML_BYTES``), the nesting
 depth (``MAX_DEPTH``) and the number of values the document stands for once every alias is
 expanded (``MAX_NODES``). An alias is a reference, so a few hundred bytes can stand for billions
@@ -14,7 +20,8 @@ at the first node over the bound, naming its line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -25,6 +32,12 @@ from yaml.events import AliasEvent
 from gateway.errors import ConfigError
 
 KeyPath: TypeAlias = tuple[str | int, ...]
+# (key path, is_key) -> whether a plain scalar there is a name, read as its text. For a key the
+# path is the mapping's own.
+NameRule: TypeAlias = Callable[[KeyPath, bool], bool]
+
+STR_TAG = "tag:yaml.org,2002:str"
+NULL_TAG = "tag:yaml.org,2002:null"
 
 MAX_YAML_BYTES = 1024 * 1024  # a gateway config is a few KB
 MAX_DEPTH = 64  # the config schema is 4-5 levels deep
@@ -44,6 +57,8 @@ class YamlDocument:
     path: Path
     data: Any
     positions: dict[KeyPath, Position]
+    # key path -> (text, resolved tag) of each plain (unquoted) scalar value not read as a name
+    plain: dict[KeyPath, tuple[str, str]] = field(default_factory=dict)
 
     def position_of(self, key_path: KeyPath) -> Position:
         """The position of ``key_path``, or of its nearest ancestor that exists in the file."""
@@ -144,18 +159,34 @@ def _read_bounded(path: Path) -> str:
         ) from exc
 
 
+def _never(key_path: KeyPath, is_key: bool) -> bool:
+    return False
+
+
 class _Builder:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, names: NameRule = _never) -> None:
         self.path = path
+        self.names = names
         self.positions: dict[KeyPath, Position] = {}
+        self.plain: dict[KeyPath, tuple[str, str]] = {}
         self.constructor = yaml.SafeLoader("")
+
+    def _as_name(self, node: yaml.Node, key_path: KeyPath, is_key: bool) -> bool:
+        """A plain scalar YAML 1.1 would read as something other than text, at a name's place."""
+        return (
+            isinstance(node, yaml.ScalarNode)
+            and node.style is None
+            and node.tag not in (STR_TAG, NULL_TAG)
+            and self.names(key_path, is_key)
+        )
 
     def build(self, node: yaml.Node, key_path: KeyPath) -> Any:
         if isinstance(node, yaml.MappingNode):
             self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self._construct(key_node)
+                as_name = self._as_name(key_node, key_path, True)
+                key = key_node.value if as_name else self._construct(key_node)
                 if not isinstance(key, str | int | bool | float) or key is None:
                     raise self._error(key_node, f"mapping keys must be plain scalars, got {key!r}")
                 if key in result:
@@ -172,6 +203,10 @@ class _Builder:
                 self.positions[child] = _position(item_node)
                 items.append(self.build(item_node, child))
             return items
+        if self._as_name(node, key_path, False):
+            return node.value
+        if isinstance(node, yaml.ScalarNode) and node.style is None:
+            self.plain[key_path] = (node.value, node.tag)
         return self._construct(node)
 
     def _construct(self, node: yaml.Node) -> Any:
@@ -188,9 +223,10 @@ class _Builder:
         return ConfigError([f"{self.path}:{pos.line}:{pos.column}: {message}"])
 
 
-def load_yaml(path: Path) -> YamlDocument:
+def load_yaml(path: Path, names: NameRule = _never) -> YamlDocument:
     """Read ``path`` into plain data with positions; syntax errors, an oversized file and an
-    alias bomb become ``ConfigError``."""
+    alias bomb become ``ConfigError``. Plain scalars where ``names`` says a name goes are read
+    as their text."""
     text = _read_bounded(path)
     try:
         root = yaml.compose(text, Loader=_BoundedLoader)
@@ -200,8 +236,8 @@ def load_yaml(path: Path) -> YamlDocument:
         raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {exc}"]) from exc
-    builder = _Builder(path)
+    builder = _Builder(path, names)
     data = {} if root is None else builder.build(root, ())
     if root is not None:
         builder.positions[()] = _position(root)
-    return YamlDocument(path=path, data=data, positions=builder.positions)
+    return YamlDocument(path=path, data=data, positions=builder.positions, plain=builder.plain)

@@ -171,7 +171,9 @@ class DevCA:
     ) -> Credentials:
         """Issue a client (or ``server``) certificate into ``directory``.
 
-        Writes ``cert.pem``, ``privkey.pem`` (0600) and a copy of the CA as ``ca.pem``.
+        Writes ``cert.pem``, ``privkey.pem`` (0600) and a copy of the CA as ``ca.pem``: the CA
+        the dev cloud's broker (and HTTPS server) certificates chain to, which is what ``ca.pem``
+        means in Managed IoT Cloud's layout.
         """
         if server:
             dns_names = ["localhost", *dns_names]

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
 
 from gateway.core.backoff import Backoff
-from gateway.core.ports import MqttConnector, MqttSession
+from gateway.core.ports import InboundMessage, MqttConnector, MqttSession
 from gateway.errors import CertificateRejectedError, MqttAuthError, MqttConnectionError
 
 log = structlog.get_logger()
@@ -219,3 +220,37 @@ def _settle_unapplied(command: Command) -> None:
         command.applied.set_result(False)
     elif isinstance(command, SwitchConnector) and not command.connected.done():
         command.connected.cancel()
+
+
+class _NoSession:
+    """Stands in for a session when there is nothing to connect to."""
+
+    async def subscribe(self, topics: Sequence[str]) -> None:
+        return None
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        return None
+
+    def messages(self) -> AsyncIterator[InboundMessage]:
+        return self
+
+    def __aiter__(self) -> AsyncIterator[InboundMessage]:
+        return self
+
+    async def __anext__(self) -> InboundMessage:
+        await asyncio.Event().wait()  # never a message: waits until cancelled
+        raise StopAsyncIteration
+
+
+class NoShadowConnector:
+    """The connector of the shadow's connection loop when no shadow link is configured (only
+    other clouds): "connects" at once to nothing, so reloads and stop keep their one path."""
+
+    async def prepare(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[MqttSession]:
+        yield _NoSession()

@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.core.credfiles import CredentialFileError, read_credential_file
 
 # Top-level keys a running gateway cannot switch; a reload keeps the old value and says so.
+SHADOW_KEYS = ("mqtt", "thing")  # the shadow link comes or goes only with a restart
 RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio", "checkin", "ota")
 
 
@@ -45,7 +46,10 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 
 def tls_files(config: GatewayConfig) -> tuple[Path, ...]:
+    """The shadow link's TLS files and password file (none without the shadow link)."""
     mqtt = config.mqtt
+    if mqtt is None:
+        return ()
     return tuple(p for p in (mqtt.ca, mqtt.cert, mqtt.key, mqtt.password_file) if p is not None)
 
 
@@ -60,9 +64,12 @@ def plan_reload(
     reconnect = old.mqtt != new.mqtt or old.thing != new.thing or old_tls_digest != new_tls_digest
     restart_session = bool(devices_changed) or old.shadow != new.shadow or reconnect
     restart_only = tuple(key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key))
+    if old.has_shadow != new.has_shadow:  # adding or removing the shadow link itself
+        restart_only += SHADOW_KEYS
     return ReloadPlan(devices_changed, restart_session, reconnect, restart_only)
 
 
 def keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     """``new`` with the restart-only keys of ``old``: what the running gateway really uses."""
-    return new.model_copy(update={key: getattr(old, key) for key in RESTART_ONLY})
+    keys = RESTART_ONLY + (SHADOW_KEYS if old.has_shadow != new.has_shadow else ())
+    return new.model_copy(update={key: getattr(old, key) for key in keys})

@@ -14,7 +14,15 @@ import json
 from typing import Any
 
 # The value rules live with the config (provisioned.yaml is checked by them when it is loaded).
-from gateway.config.names import MAX_THING_NAME, AnswerError, host_name, port, shown, thing_name
+from gateway.config.names import (
+    MAX_THING_NAME,
+    AnswerError,
+    cloud_id,
+    host_name,
+    port,
+    shown,
+    thing_name,
+)
 from gateway.core.jsonlimits import nests_deeper_than
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "MAX_ANSWER_DEPTH",
     "MAX_THING_NAME",
     "AnswerError",
+    "cloud_id",
     "decode_object",
     "host_name",
     "nests_deeper_than",

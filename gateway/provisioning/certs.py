@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway.errors import GatewayError
 
 __all__ = [
+    "ISSUING_CA_FILE",
     "CertificateError",
     "CertificateHealth",
     "CertificateInfo",
@@ -426,9 +427,15 @@ def thing_batch(
     return batch
 
 
+# The issuing CA's copy in a thing's folder. Not "ca.pem": in Managed IoT Cloud's layout (the
+# Thing API guide) ca.pem is the broker's CA, which a device verifies the broker with; the CA
+# that issued the thing's certificate is a different one (unless the broker's is the same).
+ISSUING_CA_FILE = "issuing-ca.pem"
+
+
 def thing_batch_zip(ca_cert: x509.Certificate, batch: Sequence[ThingCredentials]) -> bytes:
-    """A zip with one folder per thing (``cert.pem``, ``privkey.pem`` 0600, ``ca.pem``),
-    like a Thing Batch download."""
+    """A zip with one folder per thing (``cert.pem``, ``privkey.pem`` 0600, and the issuing
+    CA as ``issuing-ca.pem``), laid out like a Thing Batch download."""
     buffer = io.BytesIO()
     ca_pem = certificate_pem(ca_cert)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -436,7 +443,7 @@ def thing_batch_zip(ca_cert: x509.Certificate, batch: Sequence[ThingCredentials]
             for name, data, mode in (
                 ("cert.pem", thing.cert_pem, 0o644),
                 ("privkey.pem", thing.key_pem, 0o600),
-                ("ca.pem", ca_pem, 0o644),
+                (ISSUING_CA_FILE, ca_pem, 0o644),
             ):
                 info = zipfile.ZipInfo(f"{thing.name}/{name}", date_time=(2020, 1, 1, 0, 0, 0))
                 info.external_attr = (stat.S_IFREG | mode) << 16

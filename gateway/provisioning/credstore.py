@@ -27,8 +27,10 @@ from gateway.config import provisioned
 from gateway.config.provisioned import (  # noqa: F401
     CERT_FILE,
     CERTS_DIR,
+    IDENTITY_FILE,
     KEY_FILE,
     PROVISIONED_FILE,
+    DeviceIdentity,
     provisioned_problems,
 )
 from gateway.core.atomicfile import AtomicWriteError, fsync_dir, stage, write_atomic
@@ -175,3 +177,17 @@ def read_provisioned(state_dir: Path) -> dict[str, Any] | None:
         return provisioned.read_provisioned(state_dir)
     except ConfigError as exc:
         raise CredentialStoreError("; ".join(exc.problems)) from exc
+
+
+def write_identity(state_dir: Path, identity: DeviceIdentity | None) -> None:
+    """``state_dir/provision.json`` (0600, atomic) with the Provision API's device ``id`` and
+    ``accountId``; ``None`` removes a previous one, so a thing provisioned another way (or
+    imported) checks in under its own name, never under a stale id."""
+    path = state_dir / IDENTITY_FILE
+    if identity is None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CredentialStoreError(f"cannot remove {path}: {exc.strerror}") from exc
+        return
+    write_atomic(path, identity.to_json(), 0o600)

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from gateway.config import FleetConfig, GatewayConfig, GetCertsConfig, ProvisionSetup
-from gateway.config.provisioned import PROVISIONED_FILE
+from gateway.config.provisioned import PROVISIONED_FILE, DeviceIdentity
 from gateway.core.credfiles import CredentialFileError, read_credential_file
 from gateway.errors import (
     CertificateRejectedError,
@@ -36,7 +36,12 @@ from gateway.errors import (
 )
 from gateway.links.mqtt import AiomqttConnector, MqttSettings
 from gateway.provisioning import answers, certs
-from gateway.provisioning.credstore import CredentialPaths, install_pair, write_provisioned
+from gateway.provisioning.credstore import (
+    CredentialPaths,
+    install_pair,
+    write_identity,
+    write_provisioned,
+)
 from gateway.provisioning.fleet import FleetClient
 from gateway.provisioning.getcerts import endpoint_url, get_certs
 
@@ -53,6 +58,7 @@ class NewCredentials:
     host: str | None
     port: int | None
     method: str
+    identity: DeviceIdentity | None = None  # getCerts' device id and accountId
 
     def __repr__(self) -> str:  # never show the key, even in a traceback's locals
         return f"NewCredentials(thing={self.thing!r}, host={self.host!r}, method={self.method!r})"
@@ -104,10 +110,19 @@ def getcerts_credentials(body: Mapping[str, Any], source: str) -> NewCredentials
     thing, endpoint, port = body.get("thing"), body.get("endpoint"), body.get("port")
     if thing in (None, ""):
         raise ProvisioningError(f"{source}: the answer has no 'thing'")
+    # Ioto's agent keeps the answer's "id" and "accountId" (src/cloud/provision.c) and sends
+    # that id with every update check (src/cloud/update.c); so does our check-in.
+    device_id, account_id = body.get("id"), body.get("accountId")
     try:
         thing = answers.thing_name(thing)
         host = None if endpoint in (None, "") else answers.host_name(endpoint)
         port = None if port is None else answers.port(port)
+        identity = None
+        if device_id not in (None, ""):
+            identity = DeviceIdentity(
+                answers.cloud_id(device_id, "id"),
+                None if account_id in (None, "") else answers.cloud_id(account_id, "accountId"),
+            )
     except answers.AnswerError as exc:
         raise ProvisioningError(f"{source}: {exc}") from exc
     _checked_pair(certificate.encode(), key.encode(), source)
@@ -118,6 +133,7 @@ def getcerts_credentials(body: Mapping[str, Any], source: str) -> NewCredentials
         host=host,
         port=port,
         method="getcerts",
+        identity=identity,
     )
 
 
@@ -132,6 +148,17 @@ async def request_getcerts(settings: GetCertsConfig) -> NewCredentials:
 
 
 # -- fleet provisioning ----------------------------------------------------------------------
+
+
+def claim_client_id(settings: FleetConfig) -> str:
+    """The client id of the first start's connection with the claim certificate (the claim
+    policy in docs/aws-iot.md allows ``provision-*``)."""
+    return settings.client_id or f"provision-{uuid.uuid4().hex[:12]}"
+
+
+def renewal_client_id(thing: str) -> str:
+    """The client id of a renewal's second connection, beside the thing's own."""
+    return f"{thing}-renew"
 
 
 async def request_fleet(
@@ -221,7 +248,7 @@ async def provision(setup: ProvisionSetup, *, force: bool = False) -> NewCredent
             fleet,
             _setup_endpoint(setup),
             identity=(fleet.claim_cert, fleet.claim_key),
-            client_id=fleet.client_id or f"provision-{uuid.uuid4().hex[:12]}",
+            client_id=claim_client_id(fleet),
             csr_name=setup.thing or "edge-gateway",
         )
     await asyncio.to_thread(store, setup.state_dir, paths, new)
@@ -236,11 +263,16 @@ async def provision(setup: ProvisionSetup, *, force: bool = False) -> NewCredent
     return new
 
 
-def store(state_dir: Path, paths: CredentialPaths, new: NewCredentials) -> None:
-    """provisioned.yaml first, then the pair (the certificate last): a crash at any point
-    leaves no certificate, so the next start provisions again (blocking)."""
+def store(
+    state_dir: Path, paths: CredentialPaths, new: NewCredentials, *, ca: Path | None = None
+) -> None:
+    """provisioned.yaml and the device identity first, then the pair (the certificate last): a
+    crash at any point leaves no certificate, so the next start provisions again (blocking).
+    ``ca``: the broker's CA, installed already (an imported Thing Batch), recorded as mqtt.ca."""
     assigned: dict[str, Any] = {"thing": new.thing}
     mqtt: dict[str, Any] = {"cert": str(paths.cert), "key": str(paths.key)}
+    if ca is not None:
+        mqtt["ca"] = str(ca)
     if new.host is not None:
         mqtt["host"] = new.host
     if new.port is not None:
@@ -250,6 +282,7 @@ def store(state_dir: Path, paths: CredentialPaths, new: NewCredentials) -> None:
     previous = provisioned.read_bytes() if provisioned.exists() else None
     write_provisioned(state_dir, assigned)
     try:
+        write_identity(state_dir, new.identity)
         install_pair(paths, new.cert_pem, new.key_pem)
     except GatewayError:
         with contextlib.suppress(OSError):
@@ -278,7 +311,7 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
     method = config.provision
     if method is None:
         raise ProvisioningError("renewal needs a 'provision:' block in the config")
-    mqtt = config.mqtt
+    mqtt = config.shadow_mqtt
     if method.getcerts is not None:
         new = await request_getcerts(method.getcerts)
     else:
@@ -287,8 +320,8 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
             method.fleet,
             Endpoint(mqtt.host, mqtt.port, mqtt.ca, mqtt.connect_timeout_s),
             identity=_client_pair(mqtt.cert, mqtt.key),
-            client_id=f"{config.thing}-renew",
-            csr_name=config.thing,
+            client_id=renewal_client_id(config.shadow_thing),
+            csr_name=config.shadow_thing,
         )
     if new.thing != config.thing:
         raise ProvisioningError(

@@ -54,9 +54,9 @@ MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a 
 
 
 def paths_of(config: GatewayConfig) -> CredentialPaths:
-    cert, key = config.mqtt.cert, config.mqtt.key
-    assert cert is not None and key is not None  # the config requires them with provision:
-    return CredentialPaths(cert, key)
+    mqtt = config.shadow_mqtt
+    assert mqtt.cert is not None and mqtt.key is not None  # the config requires them here
+    return CredentialPaths(mqtt.cert, mqtt.key)
 
 
 def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:
@@ -164,7 +164,7 @@ class Renewer:
                 log.error("certificate_check_failed", error=str(exc))
                 await self._sleep(config.certs.retry_s)
                 continue
-            self._report_expiry(warn_if_expiring(health, str(config.mqtt.cert)))
+            self._report_expiry(warn_if_expiring(health, str(config.shadow_mqtt.cert)))
             due = certs.renewal_due_at(health.expires_at, renew_days)
             wait = due - self._clock()
             if wait > 0:

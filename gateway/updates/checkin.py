@@ -73,7 +73,7 @@ def version_problem(version: object) -> str | None:
     """Why ``version`` may not be used as a version string, or None."""
     if not isinstance(version, str):
         return "must be a string"
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):  # fullmatch: "$" alone lets a final newline through
         return "must be 1-64 characters of A-Z a-z 0-9 . + _ - starting with a letter or digit"
     return None
 
@@ -174,7 +174,7 @@ def parse_manifest(data: bytes) -> Manifest:
     for name, value in (("version", version), ("min_version", min_version)):
         if (value is not None or name == "version") and (problem := version_problem(value)):
             raise OfferError(f"the manifest's {name!r} {problem}")
-    if not isinstance(sha256, str) or not _HEX64.match(sha256):
+    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
         raise OfferError("the manifest's 'sha256' must be 64 hex digits")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise OfferError("the manifest's 'size' must be a non-negative integer")
@@ -218,6 +218,22 @@ def newer_problem(offer: Offer, running_version: str | None) -> str | None:
     return None
 
 
+def checksum_problem(checksum: object) -> str:
+    """Why an offer's ``checksum`` is refused, by its shape (never quoting it). Ioto computes
+    it as the artifact's SHA-256 in lower-case hex (cryptSha256HashToString in its cryptLib);
+    upper case is accepted too, nothing else (no "sha256:" prefix, no base64)."""
+    expected = "the artifact's SHA-256 as 64 hex digits"
+    if checksum is None:
+        return f"an offer needs 'checksum': {expected}"
+    if not isinstance(checksum, str):
+        return f"'checksum' must be a string ({expected}), not {type(checksum).__name__}"
+    if ":" in checksum[:16]:
+        return f"'checksum' must be bare hex without an algorithm prefix ({expected})"
+    if not re.fullmatch(r"[0-9a-fA-F]*", checksum):
+        return f"'checksum' has characters other than hex digits ({expected})"
+    return f"'checksum' has {len(checksum)} hex digits, not 64 ({expected})"
+
+
 def checkin_body(
     *,
     thing: str,
@@ -226,7 +242,8 @@ def checkin_body(
     version: str,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The request body: configured extra fields never override the four standard ones."""
+    """The request body: configured extra fields never override the four standard ones.
+    ``thing`` is the device's id: getCerts' ``id`` when it gave one, else the thing name."""
     return {
         **dict(extra or {}),
         "id": thing,
@@ -253,8 +270,8 @@ def parse_offer(body: object, running_version: str) -> Offer | None:
         raise OfferError("an offer needs a 'url'")
     if (problem := url_problem(url)) is not None:
         raise OfferError(f"offered url {url[:120]!r}: {problem}")
-    if not isinstance(checksum, str) or not _HEX64.match(checksum):
-        raise OfferError("an offer needs 'checksum': the artifact's SHA-256 as 64 hex digits")
+    if not isinstance(checksum, str) or not _HEX64.fullmatch(checksum):
+        raise OfferError(checksum_problem(checksum))
     manifest, manifest_signature = body.get("manifest"), body.get("manifestSignature")
     for name, value in (
         ("signature", signature),

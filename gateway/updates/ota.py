@@ -98,12 +98,13 @@ class Updater:
         if config.checkin is not None:
             self.checkins = CheckinClient(
                 config.checkin,
-                thing=config.thing,
-                tls_files=(config.mqtt.cert, config.mqtt.key),
+                thing=config.shadow_thing,  # check-in needs the shadow link (a config check)
+                tls_files=(config.shadow_mqtt.cert, config.shadow_mqtt.key),
                 version=version,
                 running_version=lambda: self.running_version,
                 on_answer=self._on_answer,
                 rng=rng,
+                state_dir=config.state_dir,
             )
         ota = self.ota
         if ota is not None:
@@ -249,5 +250,9 @@ class Updater:
             "last_checkin_at": checkins.last_checkin_at if checkins else None,
             "checkin_error": checkins.last_checkin_error if checkins else None,
             "checkin_failures": checkins.checkin_failures if checkins else 0,
+            # what check-ins send as "id" (getCerts' device id, else the thing name) and the
+            # account getCerts named
+            "device_id": checkins.identity.id if checkins else None,
+            "account_id": checkins.identity.account_id if checkins else None,
             "ota_pending": None if pending is None else pending.version,
         }

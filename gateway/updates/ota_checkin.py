@@ -16,9 +16,10 @@ from pathlib import Path
 import structlog
 
 from gateway.config import CheckinConfig
+from gateway.config.provisioned import DeviceIdentity, read_identity
 from gateway.core.backoff import Backoff
 from gateway.core.tls import client_context
-from gateway.errors import TlsSetupError, UpdateError
+from gateway.errors import ConfigError, TlsSetupError, UpdateError
 from gateway.updates.checkin import Offer, OfferError, checkin_body, next_checkin_s, parse_offer
 from gateway.updates.http import HttpClient, HttpStatusError
 from gateway.updates.ota_record import MAX_ERROR_CHARS
@@ -31,7 +32,8 @@ AnswerHandler = Callable[[HttpClient, Offer | None], Awaitable[float]]
 
 class CheckinClient:
     """Check-ins of thing ``thing``, reporting ``running_version()``; answers go to
-    ``on_answer``."""
+    ``on_answer``. The body's ``id`` is the Provision API's device id when getCerts gave one
+    (``state_dir/provision.json``, read when the task starts), else the thing name."""
 
     def __init__(
         self,
@@ -43,9 +45,12 @@ class CheckinClient:
         running_version: Callable[[], str],
         on_answer: AnswerHandler,
         rng: Callable[[float, float], float] = random.uniform,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.thing = thing
+        self.state_dir = state_dir  # where provisioning keeps the device identity
+        self.identity = DeviceIdentity(thing)  # until provision.json is read
         self.tls_files = tls_files  # mqtt.cert and mqtt.key, presented with client_cert: true
         self.version = version  # of the gateway, in the User-Agent
         self.last_checkin: str | None = None  # ISO time of the last answered check-in
@@ -62,7 +67,7 @@ class CheckinClient:
         backoff = Backoff(settings.retry.min_s, settings.retry.max_s, float("inf"), self._rng)
         while True:  # TLS files or the token may be fixed (or renewed) while we wait
             try:
-                context, token = await asyncio.to_thread(self._credentials)
+                context, token, self.identity = await asyncio.to_thread(self._credentials)
                 break
             except UpdateError as exc:
                 delay = backoff.at_cap()
@@ -111,18 +116,24 @@ class CheckinClient:
                     self.checkin_failures += 1
                 await asyncio.sleep(delay)
 
-    def _credentials(self) -> tuple[ssl.SSLContext, str | None]:
-        """The TLS context (with the client certificate if configured) and the token (blocking)."""
+    def _credentials(self) -> tuple[ssl.SSLContext, str | None, DeviceIdentity]:
+        """The TLS context (with the client certificate if configured), the token and the
+        device identity (blocking)."""
         settings = self.settings
         cert, key = self.tls_files if settings.client_cert else (None, None)
         try:
             context = client_context(settings.ca, cert, key)
         except TlsSetupError as exc:
             raise UpdateError(f"cannot set up TLS for check-in: {exc}") from exc
-        if settings.token_file is None:
-            return context, None
         try:
-            return context, settings.token_file.read_text().strip() or None
+            stored = None if self.state_dir is None else read_identity(self.state_dir)
+        except ConfigError as exc:
+            raise UpdateError("; ".join(exc.problems)) from exc
+        identity = stored or DeviceIdentity(self.thing)
+        if settings.token_file is None:
+            return context, None, identity
+        try:
+            return context, settings.token_file.read_text().strip() or None, identity
         except OSError as exc:
             raise UpdateError(f"cannot read checkin.token_file: {exc.strerror or exc}") from exc
 
@@ -130,7 +141,7 @@ class CheckinClient:
         """One check-in and whatever it offers; returns the seconds until the next one."""
         settings = self.settings
         body = checkin_body(
-            thing=self.thing,
+            thing=self.identity.id,
             product_id=settings.product_id,
             test=settings.test,
             version=self._running_version(),

@@ -11,12 +11,13 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.app import build_gateway
-from gateway.config import load_config
+from gateway.app import Gateway, build_gateway
+from gateway.config import GatewayConfig, load_config
 from gateway.core.ports import DeviceCore, LinkPlan, MqttSession
 from gateway.core.values import JsonValue
 from gateway.devcloud import MosquittoBroker, ShadowService
-from gateway.devices.gpio import make_pin_factory
+from gateway.devices.gpio import GpiozeroBank, make_pin_factory
+from gateway.links.connection import NoShadowConnector
 from gateway.links.mqtt import AiomqttConnector
 from gateway.wiring import mqtt_settings
 from tests.integration.harness import admin_client, until, write_config
@@ -112,3 +113,50 @@ async def test_a_link_beside_the_shadow_hears_the_device_core_and_shows_in_statu
     assert not links[0].connected
     assert gateway._tasks["echo_connection"].done()
     assert gateway._tasks["echo_tick"].done()
+
+
+async def test_a_gateway_without_the_shadow_runs_its_other_link_alone(
+    broker: MosquittoBroker, tmp_path: Path, thing: str
+) -> None:
+    with_shadow = load_config(write_config(tmp_path, broker, thing))
+    # Only another cloud: no 'mqtt' and no 'thing' (the cloud's block is the link's business).
+    config = GatewayConfig.model_validate(
+        with_shadow.model_dump(exclude={"mqtt", "thing"}), context={"base_dir": tmp_path}
+    )
+    assert not config.has_shadow
+    topic = f"things/{thing}/echo"
+    links: list[EchoLink] = []
+
+    def plans(core: DeviceCore) -> list[LinkPlan]:
+        links.append(EchoLink(core, topic))
+        settings = dataclasses.replace(mqtt_settings(with_shadow), client_id=f"{thing}-echo")
+        return [LinkPlan("echo", links[0], AiomqttConnector(settings))]
+
+    factory = make_pin_factory("mock")
+    gateway = Gateway(
+        config,
+        bank=GpiozeroBank(config.devices, factory, loop=asyncio.get_running_loop(), is_mock=True),
+        connector=NoShadowConnector(),
+        extra_links=plans,
+    )
+    assert gateway.shadow is None
+    task = asyncio.ensure_future(gateway.run())
+    try:
+        async with admin_client(broker) as cloud:
+            await cloud.subscribe(topic, qos=1)
+            await until(lambda: bool(links) and links[0].connected)
+            status = gateway.status()
+            assert status["links"]["echo"]["connected"] is True
+            assert "shadow" not in status
+            assert gateway.status_line().startswith("echo connected; 4 devices")
+            assert gateway.links_healthy()
+            factory.pin(4).drive_low()
+            async with asyncio.timeout(5):
+                message: aiomqtt.Message = await anext(aiter(cloud.messages))
+            assert json.loads(bytes(message.payload)) == {"button": True}  # type: ignore[arg-type]
+            assert await gateway.reload() is False  # no config file: nothing to re-read
+    finally:
+        gateway.stop()
+        await asyncio.wait_for(task, timeout=10)
+        factory.close()
+    assert not links[0].connected

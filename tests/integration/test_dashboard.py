@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -180,6 +181,10 @@ async def test_the_page_shows_a_live_gateway_and_its_screenshot_is_saved(
     cloud: DevCloud, gateway: LiveGateway, page: Page, tmp_path: Path
 ) -> None:
     await cloud.create_things(12)
+    for step in range(6):  # some history for the charts: a pressed button, a fan ramping up
+        await gateway.admin({"cmd": "mock_set", "name": "button", "value": step % 2 == 0})
+        await cloud.hub.update_desired(THING, {"fan": round(0.1 * step, 1)})
+        await asyncio.sleep(0.5)
     await cloud.hub.update_desired(THING, {"led": True, "fan": 0.6, "servo": -0.3})
     await gateway.admin({"cmd": "mock_set", "name": "motion", "value": True})
     await open_thing(page, cloud)
@@ -189,3 +194,67 @@ async def test_the_page_shows_a_live_gateway_and_its_screenshot_is_saved(
     target = Path(os.environ.get("EDGE_GATEWAY_SCREENSHOT") or tmp_path / "dashboard.png")
     await page.screenshot(path=str(target))
     assert target.read_bytes().startswith(b"\x89PNG")
+
+
+# --- charts of the last hour, plurals, OTA in words -------------------------------------------
+
+
+def chart(page: Page, key: str) -> Any:
+    return row(page, key).locator("svg.chart")
+
+
+async def test_the_buttons_chart_gains_a_point_when_the_mock_button_is_pressed(
+    cloud: DevCloud, gateway: LiveGateway, page: Page
+) -> None:
+    await open_thing(page, cloud)
+    await expect(row(page, "button").locator(".reported")).to_have_text("false")
+    before = int(await chart(page, "button").get_attribute("data-points") or "0")
+    assert before >= 1  # the first report is already plotted
+    await gateway.admin({"cmd": "mock_set", "name": "button", "value": True})
+    await expect(chart(page, "button")).to_have_attribute("data-points", str(before + 1))
+    await expect(chart(page, "button").locator("circle.point")).to_have_count(before + 1)
+
+
+async def test_a_desired_change_is_marked_on_the_outputs_chart(
+    cloud: DevCloud, gateway: LiveGateway, page: Page
+) -> None:
+    await open_thing(page, cloud)
+    led = row(page, "led")
+    await expect(led.locator(".reported")).to_have_text("false")
+    await expect(chart(page, "led").locator("path.desired-mark")).to_have_count(0)
+    await led.get_by_role("switch").check()
+    await expect(led.locator(".reported")).to_have_text("true")
+    await expect(chart(page, "led").locator("path.desired-mark")).to_have_count(1)
+    await expect(chart(page, "led")).to_have_attribute(
+        "aria-label", re.compile("1 desired change,")
+    )
+
+
+async def test_a_page_loaded_later_shows_the_history_it_missed(
+    cloud: DevCloud, gateway: LiveGateway, page: Page
+) -> None:
+    for value in (True, False, True):
+        await gateway.admin({"cmd": "mock_set", "name": "button", "value": value})
+        async with asyncio.timeout(5):
+            while cloud.hub.thing(THING)["shadows"][""]["reported"]["button"] is not value:  # type: ignore[index]
+                await asyncio.sleep(0.02)
+    await open_thing(page, cloud)
+    await expect(chart(page, "button")).to_have_attribute("data-points", "4")  # false, then 3
+
+
+async def test_one_thing_is_counted_in_the_singular(cloud: DevCloud, page: Page) -> None:
+    await cloud.create_things(1)
+    await page.goto(cloud.dashboard_url)
+    await expect(page.locator("#counts")).to_have_text("1 thing · 0 online · 0 offline · 1 unknown")
+
+
+async def test_the_ota_state_is_shown_in_words(
+    cloud: DevCloud, gateway: LiveGateway, page: Page
+) -> None:
+    gateway.gateway.report_gateway_status(
+        "ota", {"state": "rolled_back", "version": "0.3.0", "error": "not healthy in 300 s"}
+    )
+    await open_thing(page, cloud)
+    ota = page.locator("#ota dd").nth(1)
+    await expect(page.locator("#ota dt").nth(1)).to_have_text("OTA")
+    await expect(ota).to_have_text("rolled back 0.3.0: not healthy in 300 s")

@@ -217,14 +217,16 @@ async def test_live_feed_starts_with_a_snapshot_then_pushes_a_checkin(
 async def test_setting_desired_through_the_dashboard_updates_the_shadow(
     cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
+    await cloud.create_things(1)  # an unknown thing is 404 (tests/integration/test_devcloud_api)
     desired = {"desired": {"led": True, "fan": 0.5}, "shadow": None}
     headers = await page_headers(http, cloud.dashboard_url)
-    async with http.post("/api/things/pi-x/desired", json=desired, headers=headers) as response:
+    url = "/api/things/thing-001/desired"
+    async with http.post(url, json=desired, headers=headers) as response:
         assert response.status == 200
         assert (await response.json())["version"] == 1
     admin = cloud.broker.credentials(cloud.broker.admin_identities[0])
     async with ShadowClient(cloud.broker.host, cloud.broker.port, admin) as client:
-        document = await client.get("pi-x")
+        document = await client.get("thing-001")
     assert document is not None
     assert document["state"]["desired"] == {"led": True, "fan": 0.5}
 
@@ -232,9 +234,11 @@ async def test_setting_desired_through_the_dashboard_updates_the_shadow(
 async def test_setting_desired_with_an_empty_object_is_refused_with_400(
     cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
+    await cloud.create_things(1)
     headers = await page_headers(http, cloud.dashboard_url)
     body = {"desired": {}}
-    async with http.post("/api/things/pi-x/desired", json=body, headers=headers) as response:
+    url = "/api/things/thing-001/desired"
+    async with http.post(url, json=body, headers=headers) as response:
         assert response.status == 400
 
 

@@ -575,3 +575,41 @@ thinx:
             await until(lambda: cloud.thinx.devices()[udid].get("status") == "relay off")
     assert owner == discovery["owner"] and stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert not push.exists()
+
+
+async def test_a_thinx_only_gateway_registers_and_reports_without_the_shadow(
+    thinx: ThinxCloud, tmp_path: Path
+) -> None:
+    from gateway.app import build_gateway
+    from gateway.config import load_config
+    from gateway.devices.gpio import make_pin_factory
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"""\
+gpio: {{pin_factory: mock}}
+state_dir: {tmp_path / "state"}
+admin_socket: {tmp_path / "admin.sock"}
+devices:
+  led: {{type: LED, pin: 17}}
+  button: {{type: Button, pin: 4, pull_up: true}}
+{thinx_block(thinx)}"""
+    )
+    config = load_config(path)
+    assert config.mqtt is None and config.thing is None
+    factory = make_pin_factory("mock")
+    gateway = build_gateway(config, pin_factory=factory, mock_dir=tmp_path / "mock")
+    task = asyncio.ensure_future(gateway.run())
+    try:
+        link = gateway.links["thinx"]
+        await until(lambda: link.connected)
+        udid = link.registration.udid
+        # No main link to be down: no " #w" mark.
+        await until(lambda: "led off, button off" in statuses(thinx, udid))
+        factory.pin(4).drive_low()
+        await until(lambda: "led off, button on" in statuses(thinx, udid), timeout=5)
+        assert gateway.status()["links"]["thinx"]["registered"]
+    finally:
+        gateway.stop()
+        await asyncio.wait_for(task, timeout=10)
+        factory.close()

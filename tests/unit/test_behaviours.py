@@ -227,8 +227,8 @@ def test_follow_toggle_flips_on_each_press_only() -> None:
 
 
 def readme_recipes() -> list[str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Behaviours and recipes", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = page.split("## Behaviours and recipes", 1)[1].split("\n## ", 1)[0]
     return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
 
 

@@ -132,7 +132,7 @@ def test_batch_zip_has_one_folder_per_thing_with_a_private_key_0600() -> None:
     batch = certs.thing_batch(CA_CERT, CA_KEY, ["a-1", "a-2"])
     archive = zipfile.ZipFile(io.BytesIO(certs.thing_batch_zip(CA_CERT, batch)))
     assert sorted(archive.namelist()) == [
-        f"{t}/{f}" for t in ("a-1", "a-2") for f in ("ca.pem", "cert.pem", "privkey.pem")
+        f"{t}/{f}" for t in ("a-1", "a-2") for f in ("cert.pem", "issuing-ca.pem", "privkey.pem")
     ]
     info = archive.getinfo("a-1/privkey.pem")
     assert stat.S_IMODE(info.external_attr >> 16) == 0o600

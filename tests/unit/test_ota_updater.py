@@ -1,5 +1,5 @@
 """The update steps on real files with a fake HTTP side: signatures (also the openssl recipe of
-the README), the A/B link switch, the start guard, the window, reuse of a verified artifact and
+docs/updates.md), the A/B link switch, the start guard, the window, reuse of a verified artifact and
 one update at a time."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import GatewayConfig
 from gateway.errors import UpdateError
-from gateway.updates.http import JsonReply
+from gateway.updates.http import Downloaded, JsonReply
 from gateway.updates.ota import Updater, artifact_name, read_slot, run_guard, switch_slot
 from gateway.updates.otastate import MAX_STARTS, OtaState, begin
 from gateway.updates.signing import decode_signature, generate_keypair, sign_file, verify_digest
@@ -66,12 +66,12 @@ class FakeHttp:
     async def fetch(self, url: str, *, max_bytes: int) -> bytes:
         return self.files[url]
 
-    async def download(self, url: str, dest: Path, **_: Any) -> int:
+    async def download(self, url: str, dest: Path, **_: Any) -> Downloaded:
         self.downloads += 1
         if self.gate is not None:
             await self.gate.wait()
         dest.write_bytes(self.files[url])
-        return len(self.files[url])
+        return Downloaded(len(self.files[url]), {})
 
 
 def command_config(tmp_path: Path, **extra: Any) -> GatewayConfig:
@@ -300,7 +300,7 @@ def test_cli_sign_with_a_product_writes_a_manifest_the_gateway_verifies(
 
 
 def test_manifests_signed_with_openssl_verify(tmp_path: Path) -> None:
-    """The README's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
+    """docs/updates.md's openssl recipe for manifests (Ed25519 -rawin, ECDSA dgst -sha256 -sign)."""
     from gateway.updates.checkin import Manifest
     from gateway.updates.signing import verify_manifest
 

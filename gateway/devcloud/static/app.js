@@ -3,7 +3,7 @@
 // the user is dragging or typing in is never overwritten under the pointer.
 "use strict";
 
-const state = { things: new Map(), selected: null, signed: new Set() };
+const state = { things: new Map(), selected: null, signed: new Set(), offset: 0 };
 const $ = (id) => document.getElementById(id);
 // This run's token, served inside the page only: every change sends it back, so other pages in
 // the browser (which cannot read this page) cannot make changes through the dashboard's API.
@@ -21,6 +21,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const json = (value) => (value === undefined ? "" : JSON.stringify(value));
+const plural = (count, one, many = `${one}s`) => `${count} ${count === 1 ? one : many}`;
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
 
 function toast(message) {
@@ -40,13 +41,15 @@ function connect() {
   source.onmessage = (message) => {
     const data = JSON.parse(message.data);
     if (data.type === "snapshot") {
+      syncClock(data.now);
       state.things = new Map(data.things.map((t) => [t.thing, t]));
       renderList();
       if (!state.selected || !state.things.has(state.selected)) select(initialSelection());
       else renderDetail();
     } else if (data.type === "thing") {
       const previous = state.things.get(data.thing.thing);
-      state.things.set(data.thing.thing, { ...data.thing, events: previous ? previous.events : [] });
+      state.things.set(data.thing.thing, { ...data.thing, events: previous ? previous.events : [],
+        history: previous ? previous.history : {} });
       renderListItem(data.thing.thing);
       renderCounts();
       if (!state.selected) select(data.thing.thing);
@@ -57,6 +60,14 @@ function connect() {
       thing.events.push(data.event);
       if (thing.events.length > 200) thing.events.shift();
       if (state.selected === data.thing) prependEvent(data.event);
+    } else if (data.type === "points") {
+      const thing = state.things.get(data.thing);
+      if (!thing) return;
+      syncClock(data.now);
+      for (const point of data.points) addPoint(thing, point);
+      if (state.selected === data.thing) {
+        for (const point of data.points) renderChart(thing, point.shadow, point.key);
+      }
     }
   };
 }
@@ -74,7 +85,7 @@ function renderCounts() {
   const counts = { online: 0, offline: 0, unknown: 0 };
   for (const thing of state.things.values()) counts[thing.status] = (counts[thing.status] || 0) + 1;
   $("counts").textContent =
-    `${state.things.size} things · ${counts.online} online · ${counts.offline} offline` +
+    `${plural(state.things.size, "thing")} · ${counts.online} online · ${counts.offline} offline` +
     (counts.unknown ? ` · ${counts.unknown} unknown` : "");
 }
 
@@ -160,7 +171,7 @@ function renderOta(thing) {
   const facts = [];
   const gateway = (thing.shadows[""] && thing.shadows[""].reported.gateway) || {};
   if (gateway.version !== undefined) facts.push(["gateway version", gateway.version]);
-  if (gateway.ota !== undefined) facts.push(["OTA", json(gateway.ota)]);
+  if (gateway.ota !== undefined) facts.push(["OTA", otaText(gateway.ota)]);
   const checkin = thing.checkin;
   if (checkin) {
     facts.push(["last check-in", `${clock(checkin.at)} · product ${checkin.productId}` +
@@ -170,7 +181,7 @@ function renderOta(thing) {
   } else {
     facts.push(["last check-in", "none yet"]);
   }
-  if (thing.certificates) facts.push(["certificates issued", String(thing.certificates)]);
+  if (thing.certificates) facts.push(["certificates", `${plural(thing.certificates, "certificate")} issued`]);
   const list = $("ota").querySelector("dl");
   list.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
 }
@@ -208,7 +219,7 @@ function renderShadow(thing, name, doc) {
   if (!panel) {
     panel = el("div", { class: "panel shadow", "data-shadow": name },
       el("h3", {}, el("span", { text: name ? `Named shadow "${name}"` : "Classic shadow" }), " ", el("small")),
-      el("table", {}, el("thead", {}, el("tr", {}, ...["resource", "control", "desired", "reported", "delta"]
+      el("table", {}, el("thead", {}, el("tr", {}, ...["resource", "control", "desired", "reported", "delta", "last hour"]
         .map((h) => el("th", { text: h })))), el("tbody")));
     shadows.append(panel);
   }
@@ -222,7 +233,8 @@ function renderShadow(thing, name, doc) {
     let row = body.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
     if (!row) {
       row = el("tr", { "data-key": key }, el("td", { class: "key", text: key }), el("td", { class: "control" }),
-        el("td", { class: "value desired" }), el("td", { class: "value reported" }), el("td", { class: "value delta" }));
+        el("td", { class: "value desired" }), el("td", { class: "value reported" }), el("td", { class: "value delta" }),
+        el("td", { class: "chart" }));
     }
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
     const desired = doc.desired[key];
@@ -232,8 +244,115 @@ function renderShadow(thing, name, doc) {
     row.querySelector(".delta").textContent = json(doc.delta[key]);
     row.classList.toggle("pending", key in doc.delta);
     renderControl(thing, name, key, row.querySelector(".control"), desired, reported, errors[key]);
+    renderChart(thing, name, key);
   });
 }
+
+// --- OTA state in words -------------------------------------------------------------------------
+
+// reported.gateway.ota is {state, version, error}: "applied 0.2.0", "failed 0.2.0: checksum ...".
+function otaText(ota) {
+  if (!ota || typeof ota !== "object" || Array.isArray(ota)) return json(ota);
+  const words = String(ota.state ?? "unknown").replaceAll("_", " ");
+  const version = ota.version ? ` ${ota.version}` : "";
+  const error = ota.error ? `: ${ota.error}` : "";
+  return `${words}${version}${error}`;
+}
+
+// --- charts of the last hour, drawn as inline SVG -----------------------------------------------
+// The dev cloud sends each thing's points of the last hour with the snapshot, then new points
+// ("points" messages) as values change: reported values as a step line with a dot per change,
+// desired values as marks. On/off values are drawn as 1/0.
+
+const WINDOW_S = 3600;
+const MIN_SPAN_S = 60; // a young history is drawn over what it covers, at least a minute
+const MAX_POINTS = 500;
+const SVG = "http://www.w3.org/2000/svg";
+const CHART = { width: 160, height: 30, pad: 3 };
+
+// Times are the dev cloud's: the browser's clock may differ, so charts use the offset between them.
+function syncClock(serverNow) {
+  if (typeof serverNow === "number") state.offset = serverNow - Date.now() / 1000;
+}
+const serverNow = () => Date.now() / 1000 + state.offset;
+
+function addPoint(thing, point) {
+  thing.history = thing.history || {};
+  const shadow = (thing.history[point.shadow] = thing.history[point.shadow] || {});
+  const series = (shadow[point.key] = shadow[point.key] || {});
+  const points = (series[point.kind] = series[point.kind] || []);
+  points.push([point.at, point.value]);
+  if (points.length > MAX_POINTS) points.shift();
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+function renderChart(thing, shadow, key) {
+  const panel = [...$("shadows")?.children || []].find((p) => p.dataset.shadow === shadow);
+  const cell = panel?.querySelector(`tr[data-key="${CSS.escape(key)}"] td.chart`);
+  if (!cell) return;
+  const series = ((thing.history || {})[shadow] || {})[key] || {};
+  const now = serverNow();
+  const hourAgo = now - WINDOW_S;
+  // The newest reported point before the hour is the value the line starts with.
+  const reported = (series.reported || []).filter((p, i, all) => p[0] >= hourAgo || (all[i + 1] || [Infinity])[0] > hourAgo);
+  const desired = (series.desired || []).filter((p) => p[0] >= hourAgo);
+  if (!reported.length && !desired.length) {
+    cell.replaceChildren();
+    return;
+  }
+  // The last hour, or less while the dev cloud has seen less: changes of the first minutes
+  // are spread out instead of squeezed into the right edge.
+  const earliest = Math.min(...[...reported, ...desired].map((p) => p[0]));
+  const span = Math.min(WINDOW_S, Math.max(MIN_SPAN_S, now - earliest));
+  const start = now - span;
+  const values = [...reported, ...desired].map((p) => p[1]);
+  let low = Math.min(...values);
+  let high = Math.max(...values);
+  const hint = thing.controls[key];
+  if (hint && typeof hint.low === "number" && typeof hint.high === "number") {
+    low = Math.min(low, hint.low);
+    high = Math.max(high, hint.high);
+  }
+  if (high === low) { low -= 0.5; high += 0.5; }
+  const { width, height, pad } = CHART;
+  const x = (t) => (pad + (Math.max(t, start) - start) / span * (width - 2 * pad)).toFixed(1);
+  const y = (v) => (height - pad - (v - low) / (high - low) * (height - 2 * pad)).toFixed(1);
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  const visible = reported.filter((p) => p[0] >= hourAgo);
+  chart.dataset.points = String(visible.length);
+  chart.dataset.marks = String(desired.length);
+  const minutes = Math.round(span / 60);
+  chart.dataset.span = String(Math.round(span));
+  chart.setAttribute("aria-label", `${key}, last ${minutes === 60 ? "hour" : plural(minutes, "minute")}: ${plural(visible.length, "change")}` +
+    `, ${plural(desired.length, "desired change")}, from ${+low.toFixed(3)} to ${+high.toFixed(3)}`);
+  if (reported.length) {
+    let path = `M${x(reported[0][0])},${y(reported[0][1])}`;
+    for (const [t, v] of reported.slice(1)) path += `H${x(t)}V${y(v)}`;
+    path += `H${x(now)}`;
+    chart.append(svg("path", { class: "line", d: path }));
+    for (const [t, v] of visible) chart.append(svg("circle", { class: "point", cx: x(t), cy: y(v), r: 1.6 }));
+  }
+  for (const [t, v] of desired) {
+    const cx = Number(x(t));
+    const cy = Number(y(v));
+    chart.append(svg("path", { class: "desired-mark", d: `M${cx},${cy - 3}L${cx + 3},${cy}L${cx},${cy + 3}L${cx - 3},${cy}Z` }));
+  }
+  cell.replaceChildren(chart);
+}
+
+// Time moves on: slide the charts of the selected thing even when nothing changes.
+setInterval(() => {
+  const thing = state.things.get(state.selected);
+  if (!thing) return;
+  for (const shadow of Object.keys(thing.shadows)) {
+    for (const key of Object.keys((thing.history || {})[shadow] || {})) renderChart(thing, shadow, key);
+  }
+}, 15000);
 
 // --- controls, from control hints (the dev cloud's own things) or from the values' types --------
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
+import shlex
+import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +37,14 @@ from gateway.devcloud.thinx import ThinxBroker, ThinxService, thinx_app
 from gateway.devcloud.web.dashboard import DashboardGuard, dashboard_app
 from gateway.devcloud.web.hub import DashboardHub
 
-__all__ = ["BatchThing", "DevCloud", "controls_for", "create_thing_batch", "parse_address"]
+__all__ = [
+    "BatchThing",
+    "DevCloud",
+    "command_prefix",
+    "controls_for",
+    "create_thing_batch",
+    "parse_address",
+]
 
 DEFAULT_HTTP: Final = ("127.0.0.1", 8080)
 DEFAULT_HTTPS: Final = ("127.0.0.1", 8443)
@@ -84,9 +94,21 @@ def controls_for(config: GatewayConfig) -> dict[str, dict[str, Any]]:
     return hints
 
 
+def command_prefix() -> str:
+    """How to call edge-gateway as this process was started: the ``edge-gateway`` script beside
+    this interpreter (a virtualenv's ``bin/``, which need not be on ``PATH``), else
+    ``python -m gateway`` with this interpreter; printed commands then work as printed."""
+    script = Path(sys.executable).parent / "edge-gateway"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m gateway"
+
+
 @dataclass(frozen=True)
 class BatchThing:
-    """One thing of a batch: its folder holds ca.pem, cert.pem, privkey.pem and gateway.yaml."""
+    """One thing of a batch: its folder holds cert.pem, privkey.pem, gateway.yaml and ca.pem,
+    the broker's CA as in Managed IoT Cloud's layout (the dev CA signs the broker's certificate
+    as well as the things')."""
 
     name: str
     folder: Path
@@ -104,13 +126,14 @@ def create_thing_batch(
     An existing folder keeps its certificate; its config is rewritten (the port may change).
     """
     batch = []
+    program = command_prefix()
     for name in names:
         folder = directory / name
         if not (folder / "cert.pem").exists():
             ca.issue(name, folder)
         config = textwrap.dedent(
             f"""\
-            # Ready to run: edge-gateway run --mock-gpio -c {folder / "gateway.yaml"}
+            # Ready to run: {program} run --mock-gpio -c {shlex.quote(str(folder / "gateway.yaml"))}
             thing: {name}
             mqtt:
               host: {host}

@@ -4,9 +4,13 @@ Plain HTTP, meant for loopback only. Everything (HTML, JS, CSS) is served from t
 nothing from a CDN.
 
 - ``GET /`` the page (it carries this run's token); ``GET /static/...`` its assets
-- ``GET /api/things`` every thing (status, shadows, control hints, check-in, recent events)
-- ``GET /api/events`` Server-Sent Events: a ``snapshot`` then ``thing`` and ``event`` changes
+- ``GET /api/things`` every thing (status, shadows, control hints, check-in, recent events,
+  the charts' last hour)
+- ``GET /api/events`` Server-Sent Events: a ``snapshot`` then ``thing``, ``event`` and ``points``
 - ``POST /api/things/{thing}/desired`` ``{"desired": {...}, "shadow": null}`` sets desired state
+  of a thing the dev cloud knows (404 for any other name: nothing is created)
+
+docs/devcloud.md documents each route.
 
 Other pages in the same browser must not drive it (a no-cors ``text/plain`` POST needs no
 preflight, and DNS rebinding turns a foreign name into ours), so ``DashboardGuard`` refuses:
@@ -198,17 +202,22 @@ async def _events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    async with hub.subscribe() as queue:
-        while True:
-            try:
-                async with asyncio.timeout(_KEEPALIVE_S):
-                    message = await queue.get()
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if message is None:
-                break
-            await response.write(f"data: {_dumps(message)}\n\n".encode())
+    try:
+        async with hub.subscribe() as queue:
+            while True:
+                try:
+                    async with asyncio.timeout(_KEEPALIVE_S):
+                        message = await queue.get()
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if message is None:
+                    break
+                await response.write(f"data: {_dumps(message)}\n\n".encode())
+    except ConnectionResetError:
+        # A closed tab or a reload: normal for a stream that never ends on its own. (aiohttp's
+        # ClientConnectionResetError is a ConnectionResetError.)
+        log.info("dashboard_stream_closed")
     return response
 
 
@@ -218,6 +227,11 @@ async def _set_desired(request: web.Request) -> web.Response:
     thing = request.match_info["thing"]
     if not _THING_NAME.fullmatch(thing):
         return _error(400, "invalid thing name")
+    if not hub.knows(thing):
+        # Publishing would make the shadow service create a shadow, and the dashboard a thing,
+        # for a typo: only things the dev cloud knows (a batch thing, one that connected or has
+        # a shadow) can be changed.
+        return _error(404, f"no thing named {thing!r} in this dev cloud")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -13,9 +13,9 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiomqtt
 import structlog
@@ -41,6 +41,7 @@ from gateway.devcloud.shadowdoc import (
     parse_topic,
     shadow_prefix,
 )
+from gateway.devcloud.web.history import History
 
 __all__ = ["CLASSIC", "DashboardHub", "DesiredRejectedError"]
 
@@ -81,8 +82,11 @@ class _Thing:
     thinx: dict[str, Any] | None = None  # the THiNX device of this name (its alias)
     certificates: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_LOG_LENGTH))
+    history: History = field(default_factory=History)
 
-    def view(self, *, with_events: bool) -> dict[str, Any]:
+    def view(self, *, with_events: bool, now: float = 0.0) -> dict[str, Any]:
+        """The thing as the dashboard's feed sends it; ``with_events`` adds the event log and
+        the charts' history (a snapshot), which ``thing`` changes leave out."""
         data: dict[str, Any] = {
             "thing": self.name,
             "status": self.status,
@@ -95,6 +99,7 @@ class _Thing:
         }
         if with_events:
             data["events"] = list(self.events)
+            data["history"] = self.history.view(now)
         return data
 
 
@@ -134,8 +139,10 @@ class DashboardHub:
         credentials: Credentials,
         *,
         store: ShadowStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._host = broker_host
+        self._clock = clock
         self._port = broker_port
         self._credentials = credentials
         self._store = store
@@ -149,11 +156,16 @@ class DashboardHub:
 
     def things(self) -> list[dict[str, Any]]:
         """Every thing with its recent events, sorted by name."""
-        return [self._things[name].view(with_events=True) for name in sorted(self._things)]
+        now = self._clock()
+        return [self._things[name].view(with_events=True, now=now) for name in sorted(self._things)]
+
+    def knows(self, name: str) -> bool:
+        """Whether a thing is known: made by a batch, connected once, or has a shadow."""
+        return name in self._things
 
     def thing(self, name: str) -> dict[str, Any] | None:
         thing = self._things.get(name)
-        return thing.view(with_events=True) if thing is not None else None
+        return thing.view(with_events=True, now=self._clock()) if thing is not None else None
 
     def add_thing(self, name: str, controls: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Make a thing known (before it ever connects), with control hints per shadow key."""
@@ -204,7 +216,7 @@ class DashboardHub:
         if len(text) > _MAX_EVENT_CHARS:
             # Replies a thing publishes itself may carry anything: keep the log's memory bounded.
             text = text[: _MAX_EVENT_CHARS - 1] + "…"
-        entry = {"at": time.time(), "kind": kind, "text": text}
+        entry = {"at": self._clock(), "kind": kind, "text": text}
         thing.events.append(entry)
         self._broadcast({"type": "event", "thing": thing.name, "event": entry})
 
@@ -226,7 +238,7 @@ class DashboardHub:
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
         """A queue receiving a ``snapshot`` first, then every change (None: stream ended)."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=_QUEUE_SIZE)
-        queue.put_nowait({"type": "snapshot", "things": self.things()})
+        queue.put_nowait({"type": "snapshot", "now": self._clock(), "things": self.things()})
         self._subscribers.add(queue)
         try:
             yield queue
@@ -251,7 +263,10 @@ class DashboardHub:
             thing = self._thing(str(item["thing"]))
             state = {"desired": item["desired"], "reported": item["reported"]}
             key = item["name"] or CLASSIC
-            thing.shadows[key] = _document(state, int(item["version"]), item["timestamp"])
+            document = _document(state, int(item["version"]), item["timestamp"])
+            thing.shadows[key] = document
+            # A restarted dev cloud starts each chart with the value it has now.
+            self._plot(thing, key, {}, document["reported"], "reported")
 
     # --- the broker -----------------------------------------------------------------------------
 
@@ -358,6 +373,7 @@ class DashboardHub:
             self._on_documents(thing, key, body)
         elif parsed.operation == "delete" and suffix == "accepted":
             thing.shadows.pop(key, None)
+            thing.history.forget(key)
             self._event(thing, "shadow", "shadow deleted")
             self._changed(thing)
         elif parsed.operation == "update" and suffix in ("accepted", "rejected"):
@@ -382,7 +398,7 @@ class DashboardHub:
         if status == thing.status:
             return
         thing.status = status
-        thing.status_at = time.time()
+        thing.status_at = self._clock()
         self._event(thing, "status", status)
         self._changed(thing)
 
@@ -398,9 +414,34 @@ class DashboardHub:
         before_desired = previous["desired"] if previous is not None else {}
         before_reported = previous["reported"] if previous is not None else {}
         thing.shadows[key] = document
+        points = self._plot(thing, key, before_desired, document["desired"], "desired")
+        points += self._plot(thing, key, before_reported, document["reported"], "reported")
+        if points:
+            self._broadcast(
+                {"type": "points", "thing": thing.name, "now": self._clock(), "points": points}
+            )
         label = f"[{key}] " if key else ""
         if changed := _changes(before_desired, document["desired"]):
             self._event(thing, "desired", f"{label}desired " + ", ".join(changed))
         if changed := _changes(before_reported, document["reported"]):
             self._event(thing, "reported", f"{label}reported " + ", ".join(changed))
         self._changed(thing)
+
+    def _plot(
+        self,
+        thing: _Thing,
+        shadow: str,
+        before: Mapping[str, Any],
+        after: Mapping[str, Any],
+        kind: Literal["reported", "desired"],
+    ) -> list[dict[str, object]]:
+        """Record the values that changed (a desired key set to null marks nothing)."""
+        now = self._clock()
+        points = []
+        for key, value in after.items():
+            if key == "gateway" or (key in before and before[key] == value):
+                continue
+            point = thing.history.add(shadow, key, kind, now, value)
+            if point is not None:
+                points.append(point)
+        return points

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
-from gateway.devcloud.web.cloud import BatchThing, DevCloud
+from gateway.devcloud.web.cloud import BatchThing, DevCloud, command_prefix
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
 
-__all__ = ["parse_claims", "run_devcloud"]
+__all__ = ["command_prefix", "parse_claims", "run_devcloud"]
 
 log = structlog.get_logger()
 
@@ -94,8 +95,24 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  state          {cloud.state_dir}",
     ]
     if batch:
-        lines += ["", f"{len(batch)} things, each folder holds cert.pem, privkey.pem, ca.pem and:"]
-        lines += [f"  edge-gateway run --mock-gpio -c {thing.config}" for thing in batch]
+        program = command_prefix()
+        noun = "thing; its folder holds" if len(batch) == 1 else "things; each folder holds"
+        lines += [
+            "",
+            f"{len(batch)} {noun} cert.pem, privkey.pem, ca.pem (the broker's CA, here the "
+            "dev CA, as in the Thing API guide's layout) and gateway.yaml.",
+            "",
+        ]
+        lines += ["Run a gateway on mock GPIO for each (one terminal each):"]
+        lines += [f"  {program} run --mock-gpio -c {_quoted(thing.config)}" for thing in batch]
+        config = _quoted(batch[0].config)
+        lines += ["", f"Then, from another terminal (for {batch[0].name}):"]
+        lines += [f"  {program} status -c {config}"]
+        lines += [f"  {program} mock set button true -c {config}"]
         lines += ["", f"--- {batch[0].config} ---", batch[0].config.read_text().rstrip()]
     lines += ["", "Press Ctrl+C to stop.", ""]
     print("\n".join(lines), flush=True)
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))

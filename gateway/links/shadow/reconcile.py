@@ -66,10 +66,14 @@ class ShadowUpdate:
     desired: dict[str, None] | None = None
     version: int | None = None
     timestamp_ms: int | None = None
+    # clear_desired "section": the whole desired section goes ("desired": null), not the keys
+    clear_section: bool = False
 
     def to_payload(self, client_token: str) -> dict[str, Any]:
         state: dict[str, Any] = {"reported": self.reported}
-        if self.desired:
+        if self.clear_section and self.desired:
+            state["desired"] = None
+        elif self.desired:
             state["desired"] = self.desired
         payload: dict[str, Any] = {"state": state, "clientToken": client_token}
         if self.version is not None:
@@ -198,7 +202,7 @@ class Reconciler:
         plan: DeltaPlan,
         applied: Mapping[str, JsonValue],
         *,
-        clear_desired: bool,
+        clear_desired: bool | str,
         timestamp_ms: int | None = None,
         extra_reported: Mapping[str, JsonValue] | None = None,
     ) -> ShadowUpdate | None:
@@ -206,6 +210,8 @@ class Reconciler:
 
         With ``clear_desired`` the update carries the delta's version, so a desired value
         written meanwhile is not wiped: the service answers 409 instead and we fetch again.
+        ``"section"`` sends ``"desired": null`` instead of one null per applied key: it also
+        wipes the desired keys that were refused or name no device.
         """
         reported: dict[str, JsonValue] = dict(extra_reported or {})
         reported.update(applied)
@@ -229,6 +235,7 @@ class Reconciler:
                 desired=dict.fromkeys(applied),
                 version=plan.version,
                 timestamp_ms=timestamp_ms,
+                clear_section=clear_desired == "section",
             )
         return ShadowUpdate(reported=reported, timestamp_ms=timestamp_ms)
 
@@ -261,6 +268,7 @@ def merge_updates(older: ShadowUpdate, newer: ShadowUpdate) -> ShadowUpdate:
         desired=desired or None,
         version=newer.version if newer.version is not None else older.version,
         timestamp_ms=newer.timestamp_ms if newer.timestamp_ms is not None else older.timestamp_ms,
+        clear_section=older.clear_section or newer.clear_section,
     )
 
 
