@@ -283,6 +283,7 @@ class ThinxMisbehaviour:
     wrong_md5: bool = False  # x-MD5 that does not match the artifact
     register_status: int | None = None  # answer registrations with this HTTP status
     omit_ott: bool = False  # offer FIRMWARE_UPDATE without an ott (the device POSTs for it)
+    register_body: bytes | None = None  # answer registrations 200 with these raw bytes
 
 
 @dataclass
@@ -602,6 +603,10 @@ async def _register(request: web.Request) -> web.Response:
     service = request.app[_SERVICE]
     if service.misbehaviour.register_status is not None:
         return _json({"success": False, "response": "fault"}, service.misbehaviour.register_status)
+    if service.misbehaviour.register_body is not None:
+        return web.Response(
+            body=service.misbehaviour.register_body, content_type="application/json"
+        )
     try:
         body = await request.json()
     except ValueError:

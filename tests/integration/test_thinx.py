@@ -517,6 +517,49 @@ async def test_a_server_that_is_down_backs_off_while_the_shadow_keeps_syncing(
     assert not any(e["event"] == "shutdown_timed_out" for e in logs)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>not json</html>", b"[" * 5000, b'{"registration": {"status": "OK"}}', b"x" * 70_000],
+    ids=["html", "deeply-nested", "no-udid", "oversized"],
+)
+async def test_a_hostile_registration_answer_backs_off_and_changes_nothing(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+    body: bytes,
+) -> None:
+    thinx.service.misbehaviour.register_body = body
+    with capture_logs() as logs:
+        async with gateway_with_thinx(tmp_path, broker, thing, thinx_block(thinx)) as running:
+            await until(lambda: sum(e["event"] == "thinx_checkin_failed" for e in logs) >= 2)
+            assert not thinx_of(running).registered.is_set()
+            assert running.gateway.healthy()
+    assert not (tmp_path / "state" / "thinx" / "registration.json").exists()
+    failures = [e for e in logs if e["event"] == "thinx_checkin_failed"]
+    assert all(len(e["error"]) <= 300 for e in failures)
+
+
+async def test_an_oversized_configuration_push_is_dropped_and_nothing_is_stored(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    with capture_logs() as logs:
+        async with gateway_with_thinx(tmp_path, broker, thing, thinx_block(thinx)) as running:
+            link = thinx_of(running)
+            await until(lambda: link.connected)
+            udid = link.registration.udid
+            huge = {"configuration": {"BLOB": "x" * 100_000}}
+            await thinx.service.publish_raw(f"/{OWNER}/{udid}", json.dumps(huge).encode())
+            await until(lambda: any(e["event"] == "thinx_message_dropped" for e in logs))
+            assert link.connected and link.configuration is None
+    assert not (tmp_path / "state" / "thinx" / "configuration.json").exists()
+
+
 def _closed_port() -> int:
     import socket
 
