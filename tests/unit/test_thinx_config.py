@@ -102,3 +102,14 @@ def test_without_a_password_the_certificate_is_still_required(cfg_dir: Path) -> 
     assert any(
         "mqtt.cert: required key is missing" in line for line in problems(write(cfg_dir, text))
     )
+
+
+def test_a_changed_thinx_block_needs_a_restart_and_is_kept_on_reload(cfg_dir: Path) -> None:
+    from gateway.ops.reload import keep_restart_only, plan_reload
+
+    old = load_config(write(cfg_dir, BASE + THINX))
+    new = load_config(write(cfg_dir, BASE + THINX.replace('"0a1b2c"', '"other"')))
+    plan = plan_reload(old, new)
+    assert "thinx" in plan.restart_only
+    kept = keep_restart_only(old, new).thinx
+    assert kept is not None and kept.owner == "0a1b2c"
