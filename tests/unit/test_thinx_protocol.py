@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,41 @@ def test_edge_gateway_status_shows_one_line_per_link() -> None:
     assert line == (
         "thinx: connected, udid u-1, last check-in 2026-12-01T10:00:00+00:00, status door on #w"
     )
+
+
+class _Core:
+    """Just enough of the device core for the link's status string."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+
+    def add_listener(self, listener: object) -> None:
+        pass
+
+
+def test_update_progress_shows_in_the_status_while_it_runs(tmp_path: Path) -> None:
+    from gateway.links.thinx.link import ThinxLink, ThinxLinkSettings
+
+    settings = ThinxLinkSettings(
+        url="https://thinx.example",
+        owner="o",
+        identity=IDENTITY,
+        checkin_interval_s=60,
+        retry_min_s=1,
+        retry_max_s=2,
+        status_template="door {door}",
+        retain_status=False,
+        on_configuration=None,
+        on_configuration_timeout_s=1,
+        state_dir=tmp_path,
+    )
+    link = ThinxLink(
+        settings,
+        engine=_Core({"door": True}),  # type: ignore[arg-type]
+        api_key_file=tmp_path / "key",
+        http=None,  # type: ignore[arg-type]
+    )
+    link.report_gateway_status("ota", {"state": "downloading", "version": "2.0", "error": None})
+    assert link.status_text() == "door on (update 2.0: downloading)"
+    link.report_gateway_status("ota", {"state": "applied", "version": "2.0", "error": None})
+    assert link.status_text() == "door on"
