@@ -33,6 +33,7 @@ from gateway.core.ports import (
     CloudLink,
     DeviceBank,
     DeviceCore,
+    GatewayFacts,
     LinkPlan,
     MqttConnector,
     MqttSession,
@@ -155,6 +156,15 @@ class Gateway:
         )
         # Temporary AWS credentials and log shipping (credentials:, logging.cloudwatch).
         self.aws = AwsServices(config, version=__version__, pre_chain=shared_processors())
+        facts = GatewayFacts(
+            # Without the shadow link there is no main link to be down, nor its error table.
+            main_link_up=lambda: self.shadow is None or self.shadow.connected,
+            gateway_errors=lambda: self.shadow is not None and bool(self.shadow.reconciler.errors),
+            updater=self.updater,
+        )
+        for plan in self.extra_links:
+            if plan.attach is not None:
+                plan.attach(facts)
 
     def links_healthy(self) -> bool:
         """Every cloud link is connected (and the shadow synced): an update may stay."""
@@ -243,7 +253,7 @@ class Gateway:
     async def run(self) -> None:
         """Open the devices, then sync until ``stop()``; devices are closed on the way out."""
         # Certificates first: a bad pair fails here, before any pin is touched.
-        if self.config.mqtt is not None:
+        if self.config.mqtt is not None and self.config.mqtt.cert is not None:  # none: a password
             health = await asyncio.to_thread(check_credentials, self.config)
             expiring = warn_if_expiring(health, str(self.config.mqtt.cert))
             if expiring is not None:

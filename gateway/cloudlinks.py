@@ -15,4 +15,8 @@ from gateway.core.ports import DeviceCore, LinkPlan
 def cloud_links(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]:
     """The plans of every cloud link ``config`` asks for besides the shadow."""
     plans: list[LinkPlan] = []
+    if config.thinx is not None:
+        from gateway.links.thinx.plan import thinx_plan
+
+        plans.append(thinx_plan(config, core))
     return plans

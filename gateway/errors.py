@@ -31,6 +31,11 @@ class CertificateRejectedError(MqttConnectionError):
     """The TLS handshake failed on certificates: ours refused, or the broker's not trusted."""
 
 
+class MqttAuthError(MqttConnectionError):
+    """The broker refused the user name or password (CONNACK "bad user name or password" or
+    "not authorized"): a retry with the same credentials cannot succeed."""
+
+
 class TlsProtocolError(MqttConnectionError):
     """The TLS handshake failed before certificates mattered: no common protocol version or
     cipher (e.g. a broker that only speaks TLS 1.1), or a generic handshake failure."""

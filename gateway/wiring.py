@@ -36,6 +36,8 @@ def mqtt_settings(config: GatewayConfig) -> MqttSettings:
         ca=mqtt.ca,
         cert=mqtt.cert,
         key=mqtt.key,
+        username=mqtt.username,
+        password_file=mqtt.password_file,
         keepalive_s=mqtt.keepalive_s,
         connect_timeout_s=mqtt.connect_timeout_s,
         # The broker says "offline" (retained) for us when the link dies without a goodbye.
@@ -135,6 +137,8 @@ def outbox_for(config: GatewayConfig) -> Outbox:
 
 def tls_facts(config: GatewayConfig) -> tuple[str, float | None]:
     """A digest of the TLS files and the client certificate's expiry (blocking)."""
-    if config.mqtt is None:
+    mqtt = config.mqtt
+    if mqtt is None:
         return "", None
-    return files_digest(tls_files(config)), certificate_expiry(config.mqtt.cert)
+    cert = mqtt.cert
+    return files_digest(tls_files(config)), None if cert is None else certificate_expiry(cert)

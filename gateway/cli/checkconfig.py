@@ -44,9 +44,16 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
     mqtt = config.mqtt
     if mqtt is None:
         return found  # no shadow link: run checks no MQTT credentials either
-    if config.provision is not None and not (mqtt.cert.is_file() and mqtt.key.is_file()):
+    if config.provision is not None and not (
+        mqtt.cert is not None
+        and mqtt.key is not None
+        and mqtt.cert.is_file()
+        and mqtt.key.is_file()
+    ):
         return found  # provisioning obtains the pair at the first start
-    for check in (_tls_problem, _certificate_problem):
+    # A broker that logs in with a password (no client certificate): its CA is checked only.
+    checks = (_tls_problem, _certificate_problem) if mqtt.cert is not None else (_tls_problem,)
+    for check in checks:
         problem = check(config)
         if problem is not None:
             key = _blame(problem, config)

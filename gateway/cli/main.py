@@ -138,10 +138,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if ota.get("state") not in (None, "idle"):
         error = f": {ota['error']}" if ota.get("error") else ""
         print(f"update {ota.get('version')}: {ota['state']}{error}")
+    for name, link in sorted((reply.get("links") or {}).items()):
+        print(_link_line(name, link))
     for name, value in sorted(reply.get("devices", {}).items()):
         error = reply.get("errors", {}).get(name)
         print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
     return EXIT_OK
+
+
+def _link_line(name: str, link: dict[str, Any]) -> str:
+    """One cloud link beside the shadow (``links`` in the status), on one line."""
+    parts = ["connected" if link.get("connected") else "disconnected"]
+    labels = (("udid", "udid"), ("last_checkin", "last check-in"), ("status", "status"))
+    parts += [f"{label} {link[key]}" for key, label in labels if link.get(key) is not None]
+    if link.get("checkin_error"):
+        parts.append(f"error: {link['checkin_error']}")
+    return f"{name}: " + ", ".join(parts)
 
 
 def _health_line(reply: dict[str, Any]) -> str:

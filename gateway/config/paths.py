@@ -1,12 +1,16 @@
-"""Path fields of the config: the marker of files that must exist, and relative paths.
+"""Path fields of the config: the marker of files that must exist (checked by
+``gateway.config.load``), and relative paths resolved against the config file's folder.
 
-Apart from ``schema`` so that the config's own modules (``credentials``) can use them too
-without an import cycle; ``schema`` re-exports both names.
+Apart from ``schema`` so that the config's own modules (``credentials``, ``thinx``) can use them
+without an import cycle.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import ValidationInfo
 
 
 class MustExist:
@@ -17,6 +21,8 @@ class MustExist:
 
 
 MUST_EXIST = MustExist()
+ExistingFile = Annotated[Path, MUST_EXIST]
+OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
 
 
 def resolve_path(path: Path, base_dir: Path | None) -> Path:
@@ -25,3 +31,7 @@ def resolve_path(path: Path, base_dir: Path | None) -> Path:
     if base_dir is not None and not path.is_absolute():
         path = Path(base_dir) / path
     return path
+
+
+def resolve(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))

@@ -16,16 +16,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from gateway.config.credentials import CloudWatchConfig, CredentialsConfig
 from gateway.config.formats import Window, parse_listen, url_problem
-from gateway.config.paths import MUST_EXIST, resolve_path
+from gateway.config.paths import (
+    ExistingFile,
+    OptionalExistingFile,
+    resolve,
+)
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
+from gateway.config.thinx import ThinxConfig
 from gateway.paths import default_admin_socket, default_state_dir
 
 MAX_CLIENT_ID_BYTES = 128
@@ -286,12 +293,8 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-ExistingFile = Annotated[Path, MUST_EXIST]
-OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
-
-
 def _resolve(path: Path, info: ValidationInfo) -> Path:
-    return resolve_path(path, (info.context or {}).get("base_dir"))
+    return resolve(path, info)
 
 
 class ReconnectConfig(_Frozen):
@@ -315,18 +318,44 @@ class MqttConfig(_Frozen):
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
     ca: ExistingFile
-    cert: ExistingFile
-    key: ExistingFile
+    # Mutual TLS (AWS IoT): cert and key; brokers that log in with a password: username and
+    # password_file (cert and key optional then; TLS stays on and verified against ca).
+    cert: OptionalExistingFile = None
+    key: OptionalExistingFile = None
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    password_file: OptionalExistingFile = None  # one line; never logged
     # AWS IoT raises a keepalive under 30 s to 30 s; smaller values only matter on other brokers.
     keepalive_s: Annotated[int, Field(ge=5, le=1200)] = 60
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     will_topic: TopicName | None = None  # default things/<thing>/status
     reconnect: ReconnectConfig = ReconnectConfig()
 
-    @field_validator("ca", "cert", "key")
+    @field_validator("ca", "cert", "key", "password_file")
     @classmethod
-    def _resolve_files(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _certificate_unless_password(cls, data: Any, handler: Any) -> Any:
+        """Without username/password_file, cert and key are required keys (reported as such,
+        with the provisioning hint)."""
+        if isinstance(data, dict) and data.get("username") is None:
+            missing = [k for k in ("cert", "key") if data.get(k) is None]
+            if missing and data.get("password_file") is None:
+                raise ValidationError.from_exception_data(
+                    cls.__name__,
+                    [InitErrorDetails(type="missing", loc=(k,), input=data) for k in missing],
+                )
+        return handler(data)
+
+    @model_validator(mode="after")
+    def _a_way_to_log_in(self) -> MqttConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key come together")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file come together")
+        return self
 
 
 class OutboxConfig(_Frozen):
@@ -491,7 +520,7 @@ _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 
 # Top-level keys that each configure a cloud link; a config needs at least one. ``mqtt`` is
 # the AWS IoT Device Shadow's broker (with ``thing`` and ``shadow``).
-CLOUD_BLOCKS: tuple[str, ...] = ("mqtt",)
+CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "thinx")
 
 
 class GatewayConfig(_Frozen):
@@ -519,6 +548,7 @@ class GatewayConfig(_Frozen):
     provision: ProvisionConfig | None = None  # obtain credentials at first start
     certs: CertsConfig = CertsConfig()
     credentials: CredentialsConfig | None = None  # temporary AWS credentials (Ioto, AWS IoT)
+    thinx: ThinxConfig | None = None  # not given: no THiNX link (docs/thinx.md)
     # Outputs that must never be active together: one group, or a list of groups.
     interlock: list[str] | list[list[str]] | None = None
 
@@ -526,6 +556,15 @@ class GatewayConfig(_Frozen):
     @classmethod
     def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _certificate_where_needed(self) -> GatewayConfig:
+        if self.mqtt is not None and self.mqtt.cert is None:
+            if self.provision is not None:
+                raise ValueError("provision: obtains mqtt.cert and mqtt.key; name them")
+            if self.checkin is not None and self.checkin.client_cert:
+                raise ValueError("checkin.client_cert: true needs mqtt.cert and mqtt.key")
+        return self
 
     @field_validator("devices")
     @classmethod

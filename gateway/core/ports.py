@@ -143,6 +143,18 @@ LinkTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
+class GatewayFacts:
+    """What a link beside the shadow may ask of the gateway once it is built: whether the main
+    (shadow) link is up, whether the gateway reports device errors (``reported.gateway.errors``),
+    and its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
+    imports no service)."""
+
+    main_link_up: Callable[[], bool]
+    gateway_errors: Callable[[], bool]
+    updater: object
+
+
+@dataclass(frozen=True)
 class LinkPlan:
     """A cloud link the gateway runs beside the shadow (THiNX, MindConnect, ...): the link,
     the connector its own connection loop opens MQTT sessions on (None for a link without
@@ -154,3 +166,5 @@ class LinkPlan:
     link: CloudLink
     connector: MqttConnector | None = None
     tasks: Mapping[str, LinkTask] = field(default_factory=dict)
+    # Called once the gateway is built (its updater exists), before anything runs.
+    attach: Callable[[GatewayFacts], None] | None = None

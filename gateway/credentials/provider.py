@@ -65,7 +65,7 @@ class CredentialsProvider:
         settings: SourceConfig,
         *,
         thing: str,
-        tls_files: tuple[Path, Path],
+        tls_files: tuple[Path | None, Path | None],
         mqtt_ca: Path,
         state_dir: Path,
         version: str = "",

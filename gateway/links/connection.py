@@ -21,7 +21,7 @@ import structlog
 
 from gateway.core.backoff import Backoff
 from gateway.core.ports import InboundMessage, MqttConnector, MqttSession
-from gateway.errors import CertificateRejectedError, MqttConnectionError
+from gateway.errors import CertificateRejectedError, MqttAuthError, MqttConnectionError
 
 log = structlog.get_logger()
 
@@ -159,6 +159,9 @@ class ConnectionLoop:
             except* CertificateRejectedError as group:
                 log.error("mqtt_certificate_rejected", error=str(group.exceptions[0]))
                 delay = self.backoff.at_cap()  # retrying sooner cannot fix a certificate
+            except* MqttAuthError as group:
+                log.error("mqtt_auth_failed", error=str(group.exceptions[0]))
+                delay = self.backoff.at_cap()  # the same user name and password fail again
             except* MqttConnectionError as group:
                 lived = None if connected_at is None else time.monotonic() - connected_at
                 delay = self.backoff.next_delay(lived)

@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
@@ -26,6 +26,8 @@ from gateway.core.ports import InboundMessage
 from gateway.core.tls import client_context
 from gateway.errors import (
     CertificateRejectedError,
+    GatewayError,
+    MqttAuthError,
     MqttConnectionError,
     TlsProtocolError,
 )
@@ -48,12 +50,16 @@ class MqttSettings:
     host: str
     port: int
     client_id: str
-    ca: Path
-    cert: Path
-    key: Path
+    ca: Path | None  # None: the system's trust store
+    cert: Path | None  # None with a user name and password (brokers that log in with those)
+    key: Path | None
     keepalive_s: int = 60
     connect_timeout_s: float = 10.0
     will: Will | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None  # read by prepare() (one line), instead of password
+    tls: bool = True  # False only for plain MQTT to a loopback host (tests), asked for explicitly
 
 
 # OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
@@ -126,7 +132,22 @@ class _TlsAlertRecorder(logging.Handler):
             self.alert = message
 
 
+# CONNACK refusals that mean the credentials are wrong (MQTT 3.1.1 return codes 4 and 5, and
+# their MQTT 5 reason codes 134 and 135 as paho 2 reports them).
+_AUTH_CODES = (4, 5, 134, 135)
+
+
+def _auth_refused(exc: BaseException) -> bool:
+    if not isinstance(exc, aiomqtt.MqttCodeError):
+        return False
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in _AUTH_CODES
+
+
 def _convert(exc: BaseException, action: str) -> MqttConnectionError:
+    if _auth_refused(exc):
+        return MqttAuthError(f"{action}: the broker refused the user name or password ({exc})")
     problem = _tls_problem(exc)
     if problem is None:
         return MqttConnectionError(f"{action}: {exc}")
@@ -190,17 +211,30 @@ class AiomqttSession:
             raise _convert(exc, "connection lost") from exc
 
 
+def _read_password(path: Path) -> str:
+    """The first line of ``path`` (size-checked; blocking)."""
+    from gateway.core.credfiles import read_credential_file
+
+    text = read_credential_file(path, "mqtt.password_file").decode("utf-8", "replace")
+    return text.splitlines()[0] if text else ""
+
+
 class AiomqttConnector:
     """Opens sessions to one broker with one identity; the TLS context is built once."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
         self._tls: ssl.SSLContext | None = None
+        self._password = settings.password
 
     async def prepare(self) -> None:
         await self.tls_context()
+        if self.settings.password_file is not None and self._password is None:
+            self._password = await asyncio.to_thread(_read_password, self.settings.password_file)
 
-    async def tls_context(self) -> ssl.SSLContext:
+    async def tls_context(self) -> ssl.SSLContext | None:
+        if not self.settings.tls:
+            return None
         if self._tls is None:
             s = self.settings
             alpn = [AWS_ALPN_PROTOCOL] if s.port == AWS_ALPN_PORT else []
@@ -211,6 +245,11 @@ class AiomqttConnector:
     async def connect(self) -> AsyncIterator[AiomqttSession]:
         s = self.settings
         tls = await self.tls_context()
+        if s.password_file is not None and self._password is None:  # a connector built on reload
+            try:
+                self._password = await asyncio.to_thread(_read_password, s.password_file)
+            except GatewayError as exc:
+                raise MqttConnectionError(str(exc)) from exc
         will = None
         if s.will is not None:
             will = aiomqtt.Will(s.will.topic, s.will.payload, qos=1, retain=s.will.retain)
@@ -228,6 +267,8 @@ class AiomqttConnector:
             timeout=s.connect_timeout_s,
             clean_session=True,
             will=will,
+            username=s.username,
+            password=self._password,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         before = _cancels()
@@ -235,7 +276,7 @@ class AiomqttConnector:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError) as exc:
             error = _convert(exc, f"cannot connect to {s.host}:{s.port}")
-            if alerts.alert is not None and not isinstance(error, TlsProtocolError):
+            if alerts.alert is not None and not isinstance(error, TlsProtocolError | MqttAuthError):
                 if tls_failure(alerts.alert) == "protocol":
                     error = TlsProtocolError(
                         f"cannot connect to {s.host}:{s.port}: TLS handshake failed on the "

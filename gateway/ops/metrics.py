@@ -91,6 +91,15 @@ _PROCESS = (
 )
 
 
+# The THiNX link (status["links"]["thinx"]): (key, metric name, type, help).
+_THINX = (
+    ("registered", "thinx_registered", "gauge", "1 once THiNX has assigned this device a udid"),
+    ("connected", "thinx_mqtt_connected", "gauge", "1 while logged in to THiNX's broker"),
+    ("last_checkin_at", "thinx_last_checkin_timestamp_seconds", "gauge", "last THiNX check-in"),
+    ("checkin_failures", "thinx_checkin_failures_total", "counter", "failed THiNX check-ins"),
+)
+
+
 def _label(value: object) -> str:
     text = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return f'"{text}"'
@@ -135,6 +144,10 @@ def render_prometheus(status: Mapping[str, Any], process: Mapping[str, float] | 
     _ota_state(lines, status.get("ota"))
     for key, name, kind, text in _PROCESS:
         _family(lines, name, kind, text, (process or {}).get(key))
+    thinx = (status.get("links") or {}).get("thinx")
+    if isinstance(thinx, Mapping):
+        for key, name, kind, text in _THINX:
+            _family(lines, PREFIX + name, kind, text, thinx.get(key))
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,16 @@ from gateway.core.credfiles import CredentialFileError, read_credential_file
 
 # Top-level keys a running gateway cannot switch; a reload keeps the old value and says so.
 SHADOW_KEYS = ("mqtt", "thing")  # the shadow link comes or goes only with a restart
-RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio", "checkin", "ota")
+RESTART_ONLY = (
+    "state_dir",
+    "admin_socket",
+    "logging",
+    "metrics",
+    "gpio",
+    "checkin",
+    "ota",
+    "thinx",
+)
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,11 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 
 def tls_files(config: GatewayConfig) -> tuple[Path, ...]:
-    """The shadow link's TLS files (none without the shadow link)."""
-    if config.mqtt is None:
+    """The shadow link's TLS files and password file (none without the shadow link)."""
+    mqtt = config.mqtt
+    if mqtt is None:
         return ()
-    return (config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
+    return tuple(p for p in (mqtt.ca, mqtt.cert, mqtt.key, mqtt.password_file) if p is not None)
 
 
 def plan_reload(

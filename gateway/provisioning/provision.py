@@ -319,7 +319,7 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
         new = await request_fleet(
             method.fleet,
             Endpoint(mqtt.host, mqtt.port, mqtt.ca, mqtt.connect_timeout_s),
-            identity=(mqtt.cert, mqtt.key),
+            identity=_client_pair(mqtt.cert, mqtt.key),
             client_id=renewal_client_id(config.shadow_thing),
             csr_name=config.shadow_thing,
         )
@@ -328,3 +328,9 @@ async def obtain_renewal(config: GatewayConfig) -> NewCredentials:
             f"renewal answered a certificate for thing {new.thing!r}, not {config.thing!r}"
         )
     return new
+
+
+def _client_pair(cert: Path | None, key: Path | None) -> tuple[Path, Path]:
+    """mqtt.cert and mqtt.key (the config requires them with a provision: block)."""
+    assert cert is not None and key is not None
+    return cert, key

@@ -54,7 +54,9 @@ MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a 
 
 
 def paths_of(config: GatewayConfig) -> CredentialPaths:
-    return CredentialPaths(config.shadow_mqtt.cert, config.shadow_mqtt.key)
+    mqtt = config.shadow_mqtt
+    assert mqtt.cert is not None and mqtt.key is not None  # the config requires them here
+    return CredentialPaths(mqtt.cert, mqtt.key)
 
 
 def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:

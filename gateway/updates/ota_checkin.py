@@ -40,7 +40,7 @@ class CheckinClient:
         settings: CheckinConfig,
         *,
         thing: str,
-        tls_files: tuple[Path, Path],
+        tls_files: tuple[Path | None, Path | None],
         version: str,
         running_version: Callable[[], str],
         on_answer: AnswerHandler,

@@ -111,7 +111,7 @@ function renderListItem(name) {
   item.dataset.status = thing.status;
   item.classList.toggle("selected", name === state.selected);
   const classic = thing.shadows[""];
-  item.querySelector(".meta").textContent = classic ? `v${classic.version}` : "";
+  item.querySelector(".meta").textContent = classic ? `v${classic.version}` : thing.thinx ? "THiNX" : "";
   item.title = `${name}: ${thing.status}`;
   applyFilter(item);
 }
@@ -145,6 +145,7 @@ function renderDetail() {
     section = el("section", { class: "thing", "data-thing": thing.thing },
       el("h2", {}, el("span", { text: thing.thing }), el("span", { class: "badge", id: "thing-status" })),
       el("div", { class: "panel", id: "ota" }, el("h3", { text: "Check-in / OTA" }), el("dl", { class: "facts" })),
+      el("div", { class: "panel", id: "thinx", hidden: "" }, el("h3", { text: "THiNX" }), el("dl", { class: "facts" })),
       el("div", { id: "shadows" }),
       el("div", { class: "panel" }, el("h3", { text: "Events" }), el("ol", { id: "events" })));
     detail.append(section);
@@ -154,6 +155,7 @@ function renderDetail() {
   badge.dataset.status = thing.status;
   badge.textContent = thing.status;
   renderOta(thing);
+  renderThinx(thing);
   const shadows = $("shadows");
   const names = Object.keys(thing.shadows).sort();
   for (const panel of [...shadows.children]) if (!(panel.dataset.shadow in thing.shadows)) panel.remove();
@@ -182,6 +184,33 @@ function renderOta(thing) {
   if (thing.certificates) facts.push(["certificates", `${plural(thing.certificates, "certificate")} issued`]);
   const list = $("ota").querySelector("dl");
   list.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+}
+
+// A THiNX status with its console's marks: "#e" an error, "#w" a warning.
+function thinxStatus(text) {
+  const node = el("dd", { class: "thinx-status" });
+  for (const part of String(text ?? "").split(/(#e|#w)/)) {
+    if (part === "#e") node.append(el("span", { class: "mark error", text: "error" }));
+    else if (part === "#w") node.append(el("span", { class: "mark warning", text: "warning" }));
+    else if (part) node.append(part);
+  }
+  return node;
+}
+
+function renderThinx(thing) {
+  const panel = $("thinx");
+  const thinx = thing.thinx;
+  panel.hidden = !thinx;
+  if (!thinx) return;
+  const facts = [
+    ["udid", thinx.udid],
+    ["last check-in", thinx.last_checkin ? clock(thinx.last_checkin) : "none yet"],
+    ["version", `${thinx.version} (${thinx.firmware}, ${thinx.platform})`],
+    ["auto update", thinx.auto_update ? "on" : "off"],
+  ];
+  const list = panel.querySelector("dl");
+  list.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]),
+    el("dt", { text: "status" }), thinxStatus(thinx.status));
 }
 
 function renderShadow(thing, name, doc) {

@@ -33,6 +33,7 @@ from gateway.devcloud.pki import DevCA, DevCloudError
 from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
 from gateway.devcloud.service import ShadowService
+from gateway.devcloud.thinx import ThinxBroker, ThinxService, thinx_app
 from gateway.devcloud.web.dashboard import DashboardGuard, dashboard_app
 from gateway.devcloud.web.hub import DashboardHub
 
@@ -188,6 +189,7 @@ class DevCloud:
         self._provision: ProvisionService | None = None
         self._fleet_templates = dict(fleet_templates or {})
         self._fleet: FleetResponder | None = None
+        self._thinx: ThinxService | None = None
         self._guard = DashboardGuard()
         self.dashboard_port = 0
         self.provision_port = 0
@@ -215,6 +217,11 @@ class DevCloud:
     def fleet(self) -> FleetResponder:
         """The fleet-provisioning responder (CreateCertificateFromCsr, RegisterThing)."""
         return _started(self._fleet)
+
+    @property
+    def thinx(self) -> ThinxService:
+        """The THiNX server (device API on the Provision API's HTTPS port, its own broker)."""
+        return _started(self._thinx)
 
     @property
     def service(self) -> ShadowService:
@@ -284,6 +291,12 @@ class DevCloud:
             listener=hub.record,
         )
         await asyncio.to_thread(fleet.prepare)
+        thinx_port = self._mqtt[1] + 1 if self._mqtt[1] else 0  # 8884 beside 8883
+        thinx_broker = ThinxBroker(state / "thinx-broker", ca, host=self._mqtt[0], port=thinx_port)
+        self._thinx = ThinxService(state / "thinx", thinx_broker, listener=hub.record_thinx)
+        await asyncio.to_thread(self._thinx.prepare)
+        await asyncio.to_thread(self._thinx.dev_owner)
+        await asyncio.to_thread(thinx_broker.start)
         https_host = self._https[0]
         is_ip = pki_is_ip(https_host)
         server = await asyncio.to_thread(
@@ -298,7 +311,8 @@ class DevCloud:
         self.dashboard_port = await self._serve(dashboard_app(hub, self._guard), self._http, None)
         # Until now the guard refused every request: it only trusts the address it listens on.
         self._guard.bind(self._http[0], self.dashboard_port)
-        self.provision_port = await self._serve(provision_app(provision), self._https, tls)
+        apis = thinx_app(self._thinx, provision_app(provision))  # one HTTPS port for both
+        self.provision_port = await self._serve(apis, self._https, tls)
         await asyncio.to_thread(self._write_discovery)
         log.info(
             "devcloud_started",
@@ -329,6 +343,8 @@ class DevCloud:
         self._runners.clear()
         if self._broker is not None:
             await asyncio.to_thread(self._broker.stop)
+        if self._thinx is not None:
+            await asyncio.to_thread(self._thinx.broker.stop)
 
     async def run(self) -> None:
         """Run the shadow service and the dashboard feed until cancelled."""
@@ -336,7 +352,11 @@ class DevCloud:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.service.run(ready=service_ready), name="devcloud_shadow")
             group.create_task(self.fleet.run(ready=fleet_ready), name="devcloud_fleet")
+            thinx_ready = asyncio.Event()
+            group.create_task(self.thinx.run(ready=thinx_ready), name="devcloud_thinx")
+            group.create_task(self.thinx.watch_pushes(), name="devcloud_thinx_pushes")
             await fleet_ready.wait()
+            await thinx_ready.wait()
             # The dashboard seeds from the store, which the service restores from disk first.
             await service_ready.wait()
             group.create_task(self.hub.run(ready=hub_ready), name="devcloud_dashboard_feed")
@@ -371,6 +391,14 @@ class DevCloud:
             "key": str(admin.key),
             "dashboard": self.dashboard_url,
             "provision": self.provision_url,
+            "thinx": {
+                "url": self.provision_url.rstrip("/"),
+                "owner": self.thinx.dev_owner()[0],
+                "api_key_file": str(self.thinx.dev_owner()[1]),
+                "mqtt_host": self.thinx.broker.host,
+                "mqtt_port": self.thinx.broker.port,
+                "ca": str(self.ca.cert_path),
+            },
         }
         write_atomic(self.state_dir / DISCOVERY_FILE, json.dumps(info, indent=2).encode(), 0o600)
 

@@ -79,6 +79,7 @@ class _Thing:
     shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
     controls: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkin: dict[str, Any] | None = None
+    thinx: dict[str, Any] | None = None  # the THiNX device of this name (its alias)
     certificates: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_LOG_LENGTH))
     history: History = field(default_factory=History)
@@ -93,6 +94,7 @@ class _Thing:
             "shadows": self.shadows,
             "controls": self.controls,
             "checkin": self.checkin,
+            "thinx": self.thinx,
             "certificates": self.certificates,
         }
         if with_events:
@@ -185,6 +187,23 @@ class DashboardHub:
         elif kind == "certificate":
             thing.certificates += 1
             self._event(thing, "provision", f"certificate issued for claim {details.get('claim')}")
+        self._changed(thing)
+
+    def record_thinx(self, udid: str, kind: str, details: Mapping[str, Any]) -> None:
+        """THiNX server events (``checkin``, ``status``): the device is shown under its alias
+        (a gateway whose alias is its thing name shares the thing's entry), else its udid."""
+        alias = details.get("alias")
+        thing = self._thing(str(alias) if isinstance(alias, str) and alias else udid)
+        fields = ("udid", "owner", "version", "firmware", "platform", "status", "auto_update")
+        thing.thinx = {key: details.get(key) for key in fields}
+        thing.thinx["last_checkin"] = details.get("lastupdate")
+        status = details.get("status")
+        if kind == "checkin":
+            self._event(thing, "thinx", f"THiNX check-in at version {details.get('version')}")
+        elif kind == "status":
+            self._event(thing, "thinx", f"THiNX status: {status}")
+        if not thing.shadows and thing.status_at is None and isinstance(status, str):
+            thing.status = "offline" if status == "disconnected" else "online"  # THiNX only
         self._changed(thing)
 
     def _thing(self, name: str) -> _Thing:

@@ -90,6 +90,9 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         " /provision/getCreds (HTTPS)",
         f"  artifacts      {cloud.provision_url}artifacts/<name> from "
         f"{cloud.provision.artifacts_dir}",
+        f"  THiNX          {cloud.provision_url}device/register (owner "
+        f"{cloud.thinx.dev_owner()[0]}, API key in {cloud.thinx.dev_owner()[1]}), MQTT "
+        f"{cloud.thinx.broker.host}:{cloud.thinx.broker.port} (TLS, user name = udid)",
         f"  state          {cloud.state_dir}",
     ]
     if batch:
