@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from gateway.config import GatewayConfig
 from gateway.core.ports import DeviceCore, LinkPlan
+from gateway.links.mindconnect.plan import mindconnect_plans
 
 
 def cloud_links(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]:
     """The plans of every cloud link ``config`` asks for besides the shadow."""
     plans: list[LinkPlan] = []
+    plans += mindconnect_plans(config, core)  # Siemens Insights Hub (MindConnect MQTT)
     return plans

@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.importbatch import add_import_batch_parser
 
     add_import_batch_parser(commands)
+    from gateway.cli.mindconnect import add_mindconnect_parser
+
+    add_mindconnect_parser(commands)
     return parser
 
 

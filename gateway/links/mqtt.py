@@ -54,6 +54,8 @@ class MqttSettings:
     keepalive_s: int = 60
     connect_timeout_s: float = 10.0
     will: Will | None = None
+    clean_session: bool = True  # False: the broker keeps subscriptions and QoS 1 messages
+    chain: Path | None = None  # issuing CA(s) presented after ``cert`` (an own CA)
 
 
 # OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
@@ -204,7 +206,9 @@ class AiomqttConnector:
         if self._tls is None:
             s = self.settings
             alpn = [AWS_ALPN_PROTOCOL] if s.port == AWS_ALPN_PORT else []
-            self._tls = await asyncio.to_thread(client_context, s.ca, s.cert, s.key, alpn=alpn)
+            self._tls = await asyncio.to_thread(
+                client_context, s.ca, s.cert, s.key, alpn=alpn, chain=s.chain
+            )
         return self._tls
 
     @asynccontextmanager
@@ -226,7 +230,7 @@ class AiomqttConnector:
             tls_context=tls,
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
-            clean_session=True,
+            clean_session=s.clean_session,
             will=will,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )

@@ -18,7 +18,16 @@ from gateway.core.credfiles import CredentialFileError, read_credential_file
 
 # Top-level keys a running gateway cannot switch; a reload keeps the old value and says so.
 SHADOW_KEYS = ("mqtt", "thing")  # the shadow link comes or goes only with a restart
-RESTART_ONLY = ("state_dir", "admin_socket", "logging", "metrics", "gpio", "checkin", "ota")
+RESTART_ONLY = (
+    "state_dir",
+    "admin_socket",
+    "logging",
+    "metrics",
+    "gpio",
+    "checkin",
+    "ota",
+    "mindconnect",
+)
 
 
 @dataclass(frozen=True)
