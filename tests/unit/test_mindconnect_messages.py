@@ -164,3 +164,24 @@ def test_hostile_commands_are_dropped_without_parsing_them_whole() -> None:
 def test_a_deeply_nested_payload_string_is_refused() -> None:
     parsed = parse_command(_command("[" * 50 + "]" * 50))
     assert isinstance(parsed, Refused)
+
+
+def test_each_links_figures_are_exported_with_its_name_as_a_label() -> None:
+    from gateway.ops.metrics import render_prometheus
+
+    status = {
+        "links": {
+            "mindconnect": {
+                "connected": True,
+                "queue_depth": 7,
+                "last_publish_at": None,
+                "commands_failed": 2,
+            }
+        }
+    }
+    lines = render_prometheus(status).splitlines()
+    assert 'edge_gateway_link_connected{link="mindconnect"} 1' in lines
+    assert 'edge_gateway_link_queue_depth{link="mindconnect"} 7' in lines
+    assert 'edge_gateway_link_commands_failed_total{link="mindconnect"} 2' in lines
+    assert "# TYPE edge_gateway_link_commands_failed_total counter" in lines
+    assert not any("last_publish" in line for line in lines)  # unknown: left out
