@@ -16,14 +16,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
+from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.provisioned import default_credential_paths, read_provisioned
-from gateway.config.schema import (
-    MAX_CLIENT_ID_BYTES,
-    MUST_EXIST,
-    GatewayConfig,
-    ProvisionSetup,
-    resolve_path,
-)
+from gateway.config.schema import MAX_CLIENT_ID_BYTES, GatewayConfig, ProvisionSetup
 from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError

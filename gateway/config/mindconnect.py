@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from gateway.config.schema import ExistingFile, OptionalExistingFile, resolve_path
-from gateway.config.schema import _Frozen as Frozen
+from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve_path
 
 DEFAULT_HOST = "mindconnectmqtt.eu1.mindsphere.io"
 
@@ -26,7 +25,9 @@ DEFAULT_HOST = "mindconnectmqtt.eu1.mindsphere.io"
 TenantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-class MindConnectConfig(Frozen):
+class MindConnectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
     tenant: TenantName
     host: Annotated[str, Field(min_length=1, max_length=253)] = DEFAULT_HOST
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883

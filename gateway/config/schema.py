@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from gateway.config.formats import Window, parse_listen, url_problem
+from gateway.config.mindconnect import MindConnectConfig
+from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve_path
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
 
@@ -285,26 +287,6 @@ class ShadowConfig(_Frozen):
     send_timestamp: bool = False
 
 
-class MustExist:
-    """Marks a path field whose file must exist; the load step checks it after validation."""
-
-    def __repr__(self) -> str:
-        return "MustExist()"
-
-
-MUST_EXIST = MustExist()
-ExistingFile = Annotated[Path, MUST_EXIST]
-OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
-
-
-def resolve_path(path: Path, base_dir: Path | None) -> Path:
-    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
-    path = path.expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = Path(base_dir) / path
-    return path
-
-
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     return resolve_path(path, (info.context or {}).get("base_dir"))
 
@@ -506,9 +488,6 @@ _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 # Top-level keys that each configure a cloud link; a config needs at least one. ``mqtt`` is
 # the AWS IoT Device Shadow's broker (with ``thing`` and ``shadow``).
 CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "mindconnect")
-
-# After the names it uses are defined (it imports them from here).
-from gateway.config.mindconnect import MindConnectConfig  # noqa: E402
 
 
 class GatewayConfig(_Frozen):

@@ -1,0 +1,279 @@
+"""The gateway as a MindConnect MQTT agent against the dev cloud's MindConnect side, over real
+HTTPS and a real mosquitto: the agent certificate from an app credential, the connection with
+the right client id, devices out as time series with their observation times, commands in,
+and nothing lost while the broker is away."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway, build_gateway
+from gateway.cli.main import main
+from gateway.config import load_config
+from gateway.core.values import codec_for
+from gateway.devcloud.faultproxy import FaultProxy
+from gateway.devcloud.mindconnect import MindConnectSide
+from gateway.devcloud.web import DevCloud
+from gateway.devices.gpio import make_pin_factory
+from tests.integration.harness import until
+from tests.integration.test_devcloud_web import running_devcloud
+
+pytestmark = pytest.mark.integration
+
+AGENT = "pi-mc"
+DEVICES = """\
+devices:
+  led: {type: LED, pin: 17, datapoint: Lamp}
+  fan: {type: PWMLED, pin: 18}
+  button: {type: Button, pin: 4, pull_up: true, events: true}
+  temp: {type: CPUTemperature, interval_s: 0.1, datapoint: CpuTemp}
+"""
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[DevCloud]:
+    async with running_devcloud(tmp_path / "cloud") as running:
+        yield running
+
+
+async def agent_cert(cloud: DevCloud, state_dir: Path, *extra: str) -> int:
+    """``edge-gateway mindconnect agent-cert`` with the dev tenant's app credential."""
+    side = cloud.mindconnect
+    secret = state_dir.parent / "app-secret"
+    secret.write_text(side.tenant.app_secret + "\n")
+    argv = [
+        "mindconnect",
+        "agent-cert",
+        "--name",
+        AGENT,
+        "--app-id",
+        side.tenant.app_id,
+        "--app-secret-file",
+        str(secret),
+        "--tenant",
+        side.tenant.name,
+        "--gateway-url",
+        cloud.provision_url,
+        "--ca",
+        str(cloud.ca.cert_path),
+        "--state-dir",
+        str(state_dir),
+        *extra,
+    ]
+    return await asyncio.to_thread(main, argv)
+
+
+def write_config(directory: Path, side: MindConnectSide, port: int | None = None) -> Path:
+    """A MindConnect-only gateway: no thing, no mqtt block."""
+    path = directory / "gateway.yaml"
+    path.write_text(
+        f"""\
+gpio: {{pin_factory: mock}}
+state_dir: {directory / "state"}
+admin_socket: {directory / "admin.sock"}
+mindconnect:
+  tenant: {side.tenant.name}
+  host: {side.broker.host}
+  port: {port or side.broker.port}
+  ca: {side.broker_ca}
+  publish_interval_ms: 100
+{DEVICES}"""
+    )
+    return path
+
+
+@asynccontextmanager
+async def running(path: Path, mock_dir: Path) -> AsyncIterator[tuple[Gateway, Any]]:
+    config = load_config(path, codec_for=codec_for)
+    factory = make_pin_factory("mock")
+    gateway = build_gateway(config, pin_factory=factory, mock_dir=mock_dir)
+    task = asyncio.ensure_future(gateway.run())
+    try:
+        await until(lambda: gateway.links["mindconnect"].connected or task.done())
+        if task.done():
+            task.result()
+        yield gateway, factory
+    finally:
+        gateway.stop()
+        await asyncio.wait_for(task, timeout=10)
+        factory.close()
+
+
+@pytest.fixture
+async def agent(cloud: DevCloud, tmp_path: Path) -> AsyncIterator[tuple[Gateway, Any, str]]:
+    """A MindConnect-only gateway with an agent certificate from the dev cloud, connected."""
+    assert await agent_cert(cloud, tmp_path / "state") == 0
+    async with running(write_config(tmp_path, cloud.mindconnect), tmp_path) as (gw, factory):
+        yield gw, factory, cloud.mindconnect.tenant.client_id(AGENT)
+
+
+def observed(point: Any) -> float:
+    stamp: float = point.observed_at.timestamp()
+    return stamp
+
+
+async def test_the_agent_certificate_comes_from_an_app_credential_and_is_installed_0600(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    assert await agent_cert(cloud, state) == 0
+    key = state / "certs" / "mindconnect-privkey.pem"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert b"BEGIN CERTIFICATE" in (state / "certs" / "mindconnect-cert.pem").read_bytes()
+    assert await agent_cert(cloud, state) == 1  # installed already: only with --force
+    assert await agent_cert(cloud, state, "--force") == 0
+
+
+async def test_a_wrong_app_secret_is_refused_and_nothing_is_installed(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    secret = tmp_path / "wrong"
+    secret.write_text("not-the-secret")
+    side = cloud.mindconnect
+    code = await asyncio.to_thread(
+        main,
+        [
+            "mindconnect",
+            "agent-cert",
+            "--name",
+            AGENT,
+            "--app-id",
+            side.tenant.app_id,
+            "--app-secret-file",
+            str(secret),
+            "--tenant",
+            side.tenant.name,
+            "--gateway-url",
+            cloud.provision_url,
+            "--ca",
+            str(cloud.ca.cert_path),
+            "--state-dir",
+            str(state),
+        ],
+    )
+    assert code == 1
+    assert not (state / "certs" / "mindconnect-privkey.pem").exists()
+
+
+async def test_the_agent_connects_with_its_client_id_and_a_persistent_session(
+    cloud: DevCloud, agent: tuple[Gateway, Any, str]
+) -> None:
+    gateway, _, client_id = agent
+    status = gateway.status()["links"]["mindconnect"]
+    assert status["connected"] is True
+    assert status["client_id"] == client_id == "devtenant_pi-mc"
+    assert "shadow" not in gateway.links  # MindConnect alone: no thing, no mqtt block
+    connections = await asyncio.to_thread(cloud.mindconnect.connections)
+    mine = [c for c in connections if c.client_id == client_id]
+    assert mine and mine[-1].client_id_matches
+    assert (mine[-1].clean_session, mine[-1].keepalive) == (False, 60)
+
+
+async def test_a_press_and_a_sensor_change_arrive_as_time_series_with_observation_times(
+    cloud: DevCloud, agent: tuple[Gateway, Any, str]
+) -> None:
+    gateway, factory, client_id = agent
+    side = cloud.mindconnect
+    await side.wait_for_points(client_id, 1, data_point_id="button")  # the value at start
+    before = time.time()
+    factory.pin(4).drive_low()  # pressed (pull-up)
+    gateway.bank.drive_mock_input("temp", 47.5)
+    pressed = await side.wait_for_points(client_id, 2, data_point_id="button")
+    temps = await side.wait_for_points(client_id, 1, data_point_id="CpuTemp")
+    await until(lambda: any(p.value == "47.5" for p in side.store.points(client_id, "CpuTemp")))
+    press = pressed[-1]
+    assert press.value == "true" and press.quality_code == "0"
+    assert before - 0.01 <= observed(press) <= time.time()
+    assert press.timestamp.endswith("Z") and len(press.timestamp) == len("2026-12-01T00:00:00.000Z")
+    assert observed(press) < press.received_at  # stamped when seen, not when sent
+    temp = [p for p in side.store.points(client_id, "CpuTemp") if p.value == "47.5"][0]
+    assert before - 0.01 <= observed(temp) <= time.time()
+    assert temps  # the sensor's data point is its configured name
+    events = await side.wait_for_events(client_id, 1)  # button has events: true
+    assert any("button changed to true" in e.fields["description"] for e in events)
+
+
+async def test_a_command_sets_an_output_and_is_answered_executed(
+    cloud: DevCloud, agent: tuple[Gateway, Any, str]
+) -> None:
+    gateway, factory, client_id = agent
+    side = cloud.mindconnect
+    sent = await side.send_command(
+        client_id, {"commandType": "set", "device": "led", "value": True}
+    )
+    answer = await side.wait_for_answer(sent.id)
+    assert answer.status == "EXECUTED"
+    assert answer.job_id == sent.job_id
+    assert factory.pin(17).state is True
+    await until(lambda: any(p.value == "true" for p in side.store.points(client_id, "Lamp")))
+    status = gateway.status()["links"]["mindconnect"]
+    assert status["commands_executed"] == 1
+
+
+async def test_a_bad_command_is_answered_failed_and_leaves_the_pin_alone(
+    cloud: DevCloud, agent: tuple[Gateway, Any, str]
+) -> None:
+    gateway, factory, client_id = agent
+    side = cloud.mindconnect
+    fan = factory.pin(18).state
+    bad = [
+        {"commandType": "set", "device": "fan", "value": 7},
+        {"commandType": "set", "device": "fan", "value": "half"},
+        {"commandType": "reboot"},
+        {"commandType": "set", "device": "nosuch", "value": 1},
+    ]
+    for payload in bad:
+        sent = await side.send_command(client_id, payload)
+        answer = await side.wait_for_answer(sent.id)
+        assert answer.status == "FAILED"
+        assert answer.response["message"]
+    assert factory.pin(18).state == fan
+    assert gateway.links["mindconnect"].connected
+    assert gateway.status()["links"]["mindconnect"]["commands_failed"] == len(bad)
+
+
+async def test_presses_while_the_broker_is_away_all_arrive_in_order(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id = side.tenant.client_id(AGENT)
+    assert await agent_cert(cloud, tmp_path / "state") == 0
+    proxy = FaultProxy(side.broker.host, side.broker.port)
+    await proxy.start()
+    try:
+        path = write_config(tmp_path, side, port=proxy.port)
+        async with running(path, tmp_path) as (gateway, factory):
+            link = gateway.links["mindconnect"]
+            await side.wait_for_points(client_id, 1, data_point_id="button")
+            proxy.cut()
+            await until(lambda: not link.connected)
+            stamps = []
+            for step in range(6):
+                if step % 2 == 0:
+                    factory.pin(4).drive_low()
+                else:
+                    factory.pin(4).drive_high()
+                stamps.append(time.time())
+                await asyncio.sleep(0.05)
+            await until(lambda: gateway.status()["links"]["mindconnect"]["queue_depth"] >= 6)
+            proxy.restore()
+            points = await side.wait_for_points(client_id, 7, timeout_s=20, data_point_id="button")
+    finally:
+        await proxy.stop()
+    after = [p for p in points if observed(p) >= stamps[0] - 0.01]
+    assert [p.value for p in after] == ["true", "false"] * 3
+    times = [observed(p) for p in after]
+    assert times == sorted(times)
+    for stamp, point_time in zip(stamps, times, strict=True):
+        assert abs(point_time - stamp) < 0.05  # when pressed, not when the link came back
+
