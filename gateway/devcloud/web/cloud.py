@@ -29,6 +29,13 @@ from gateway.core.atomicfile import write_atomic
 from gateway.core.values import codec_for
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.fleet import FleetResponder
+from gateway.devcloud.mindconnect import (
+    DEFAULT_TENANT,
+    AnswerShape,
+    MindConnectSide,
+    MindConnectTenant,
+    add_mindconnect_routes,
+)
 from gateway.devcloud.pki import DevCA, DevCloudError
 from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
@@ -173,6 +180,8 @@ class DevCloud:
         claims: Mapping[str, str] | None = None,
         port_fallback: bool = False,
         fleet_templates: Mapping[str, str] | None = None,
+        mindconnect_tenant: str = DEFAULT_TENANT,
+        mindconnect_shape: AnswerShape = "documentation",
     ) -> None:
         self.state_dir = state_dir.resolve()
         self._mqtt = (mqtt_host, mqtt_port)
@@ -188,6 +197,8 @@ class DevCloud:
         self._provision: ProvisionService | None = None
         self._fleet_templates = dict(fleet_templates or {})
         self._fleet: FleetResponder | None = None
+        self._mindconnect_options = (mindconnect_tenant, mindconnect_shape)
+        self._mindconnect: MindConnectSide | None = None
         self._guard = DashboardGuard()
         self.dashboard_port = 0
         self.provision_port = 0
@@ -215,6 +226,11 @@ class DevCloud:
     def fleet(self) -> FleetResponder:
         """The fleet-provisioning responder (CreateCertificateFromCsr, RegisterThing)."""
         return _started(self._fleet)
+
+    @property
+    def mindconnect(self) -> MindConnectSide:
+        """The MindConnect side: tenant, store of what agents sent, commands."""
+        return _started(self._mindconnect)
 
     @property
     def service(self) -> ShadowService:
@@ -258,7 +274,13 @@ class DevCloud:
         self._broker = broker = MosquittoBroker(
             state / "broker", ca, host=self._mqtt[0], port=self._mqtt[1]
         )
+        tenant_name, shape = self._mindconnect_options
+        tenant = await asyncio.to_thread(
+            MindConnectTenant, state / "mindconnect", tenant=tenant_name, answer_shape=shape
+        )
+        broker.add_mindconnect_tenant(tenant.name, tenant.ca.cert_path)
         await asyncio.to_thread(broker.start)
+        self._mindconnect = MindConnectSide(tenant, broker)
         self._service = ShadowService(
             broker.host,
             broker.port,
@@ -298,7 +320,10 @@ class DevCloud:
         self.dashboard_port = await self._serve(dashboard_app(hub, self._guard), self._http, None)
         # Until now the guard refused every request: it only trusts the address it listens on.
         self._guard.bind(self._http[0], self.dashboard_port)
-        self.provision_port = await self._serve(provision_app(provision), self._https, tls)
+        api = provision_app(provision)
+        # Insights Hub's gateway (token manager, agentCertificates) on the same HTTPS address.
+        add_mindconnect_routes(api, self.mindconnect)
+        self.provision_port = await self._serve(api, self._https, tls)
         await asyncio.to_thread(self._write_discovery)
         log.info(
             "devcloud_started",
@@ -333,10 +358,15 @@ class DevCloud:
     async def run(self) -> None:
         """Run the shadow service and the dashboard feed until cancelled."""
         service_ready, hub_ready, fleet_ready = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        mindconnect_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.service.run(ready=service_ready), name="devcloud_shadow")
             group.create_task(self.fleet.run(ready=fleet_ready), name="devcloud_fleet")
+            group.create_task(
+                self.mindconnect.run(ready=mindconnect_ready), name="devcloud_mindconnect"
+            )
             await fleet_ready.wait()
+            await mindconnect_ready.wait()
             # The dashboard seeds from the store, which the service restores from disk first.
             await service_ready.wait()
             group.create_task(self.hub.run(ready=hub_ready), name="devcloud_dashboard_feed")

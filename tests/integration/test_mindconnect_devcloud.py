@@ -1,0 +1,411 @@
+"""The dev cloud's MindConnect side over real HTTPS and a real mosquitto: token manager,
+agentCertificates, the tenant's ACLs, the store of time series and events, and commands."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import ssl
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.devcloud.mindconnect import (
+    MindConnectSide,
+    agent_topic,
+    write_agent_credentials,
+)
+from gateway.devcloud.pki import Credentials, client_ssl_context
+from gateway.devcloud.web import DevCloud
+from tests.integration.test_devcloud_web import running_devcloud
+
+pytestmark = pytest.mark.integration
+
+TENANT = "devtenant"
+TOKEN_PATH = "api/technicaltokenmanager/v3/oauth/token"
+CERTS_PATH = "api/mindconnectmqtt/v3/agentCertificates"
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[DevCloud]:
+    async with running_devcloud(tmp_path / "cloud") as running:
+        yield running
+
+
+@pytest.fixture
+async def https(cloud: DevCloud) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that trusts only the dev CA, with the dev cloud's HTTPS address as base URL."""
+    tls = ssl.create_default_context(cafile=str(cloud.ca.cert_path))
+    connector = aiohttp.TCPConnector(ssl=tls)
+    async with aiohttp.ClientSession(cloud.provision_url, connector=connector) as session:
+        yield session
+
+
+async def get_token(https: aiohttp.ClientSession, side: MindConnectSide) -> str:
+    headers = {"X-SPACE-AUTH-KEY": side.tenant.auth_key()}
+    async with https.post(TOKEN_PATH, json=side.tenant.token_request(), headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        token: str = (await resp.json())["access_token"]
+        return token
+
+
+async def new_agent(
+    https: aiohttp.ClientSession, side: MindConnectSide, name: str, folder: Path
+) -> tuple[str, Credentials]:
+    """Obtain an agent certificate over HTTPS and write it as the tests' agent would."""
+    token = await get_token(https, side)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with https.post(CERTS_PATH, json={"name": name}, headers=headers) as response:
+        assert response.status == 201, await response.text()
+        answer = await response.json()
+    creds = await asyncio.to_thread(
+        write_agent_credentials, answer, folder / name, broker_ca=side.broker_ca
+    )
+    return str(answer["clientId"]), creds
+
+
+def agent_client(side: MindConnectSide, client_id: str, creds: Credentials) -> aiomqtt.Client:
+    """An agent as Siemens' sample connects: its client id, clean session false, keepalive 60."""
+    return aiomqtt.Client(
+        side.broker.host,
+        side.broker.port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        tls_context=client_ssl_context(creds),
+        clean_session=False,
+        keepalive=60,
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+    )
+
+
+def timeseries(*values: tuple[str, str], timestamp: str = "2026-12-01T10:00:00.100Z") -> bytes:
+    body = {
+        "timeseries": [
+            {
+                "timestamp": timestamp,
+                "values": [
+                    {"dataPointId": point, "value": value, "qualityCode": "0"}
+                    for point, value in values
+                ],
+            }
+        ]
+    }
+    return json.dumps(body).encode()
+
+
+# --- the token manager ---------------------------------------------------------------------------
+
+
+async def test_token_endpoint_answers_an_access_token_for_the_app_credentials(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    headers = {"X-SPACE-AUTH-KEY": side.tenant.auth_key()}
+    async with https.post(TOKEN_PATH, json=side.tenant.token_request(), headers=headers) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert isinstance(body["access_token"], str)
+    assert len(body["access_token"]) >= 32
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 1800
+
+
+async def test_token_endpoint_accepts_the_basic_scheme_of_siemens_documentation(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    headers = {"X-SPACE-AUTH-KEY": side.tenant.auth_key("Basic")}
+    body = {k: v for k, v in side.tenant.token_request().items() if k != "grant_type"}
+    async with https.post(TOKEN_PATH, json=body, headers=headers) as resp:
+        assert resp.status == 200
+
+
+async def test_token_endpoint_refuses_a_wrong_app_secret(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    wrong = base64.b64encode(f"{side.tenant.app_id}:not-the-secret".encode()).decode()
+    headers = {"X-SPACE-AUTH-KEY": f"Bearer {wrong}"}
+    async with https.post(TOKEN_PATH, json=side.tenant.token_request(), headers=headers) as resp:
+        assert resp.status == 401
+        assert "access_token" not in await resp.json()
+
+
+async def test_token_endpoint_refuses_a_request_without_credentials(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    async with https.post(TOKEN_PATH, json=cloud.mindconnect.tenant.token_request()) as resp:
+        assert resp.status == 401
+
+
+async def test_token_endpoint_refuses_right_credentials_asking_for_another_tenant(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    body = side.tenant.token_request() | {"userTenant": "othertenant"}
+    headers = {"X-SPACE-AUTH-KEY": side.tenant.auth_key()}
+    async with https.post(TOKEN_PATH, json=body, headers=headers) as resp:
+        assert resp.status == 401
+
+
+async def test_token_endpoint_refuses_another_grant_type(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    body = side.tenant.token_request() | {"grant_type": "password"}
+    headers = {"X-SPACE-AUTH-KEY": side.tenant.auth_key()}
+    async with https.post(TOKEN_PATH, json=body, headers=headers) as resp:
+        assert resp.status == 400
+
+
+# --- agentCertificates ---------------------------------------------------------------------------
+
+
+async def test_agent_certificates_refuses_a_request_without_a_valid_token(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": "Bearer not-a-token"}
+    async with https.post(CERTS_PATH, json={"name": "pi1"}, headers=headers) as response:
+        assert response.status == 401
+        assert "privateKey" not in await response.text()
+
+
+async def test_agent_certificate_answer_has_the_documented_fields_and_a_matching_pair(
+    cloud: DevCloud, https: aiohttp.ClientSession
+) -> None:
+    side = cloud.mindconnect
+    headers = {"Authorization": f"Bearer {await get_token(https, side)}"}
+    body = {"name": "pi1", "owner": "dev@example.com"}
+    async with https.post(CERTS_PATH, json=body, headers=headers) as response:
+        assert response.status == 201
+        answer = await response.json()
+    assert set(answer) == {
+        "id", "name", "agentName", "owner", "agentId", "clientId", "privateKey", "publicKey",
+        "status",
+    }  # fmt: skip
+    assert answer["clientId"] == answer["agentName"] == f"{TENANT}_pi1"
+    assert answer["name"] == "pi1"
+    assert answer["status"] == "READY"
+    cert = x509.load_pem_x509_certificate(answer["publicKey"].encode())
+    key = serialization.load_pem_private_key(answer["privateKey"].encode(), password=None)
+    assert answer["privateKey"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert key.public_key() == cert.public_key()
+    assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == "pi1"
+    assert cert.issuer == side.tenant.ca.certificate.subject
+    cert.verify_directly_issued_by(side.tenant.ca.certificate)
+
+
+async def test_agent_certificate_answer_has_the_sample_shape_when_switched(
+    tmp_path: Path,
+) -> None:
+    async with running_devcloud(tmp_path / "cloud", mindconnect_shape="sample") as cloud:
+        tls = ssl.create_default_context(cafile=str(cloud.ca.cert_path))
+        async with aiohttp.ClientSession(
+            cloud.provision_url, connector=aiohttp.TCPConnector(ssl=tls)
+        ) as https:
+            headers = {"Authorization": f"Bearer {await get_token(https, cloud.mindconnect)}"}
+            async with https.post(CERTS_PATH, json={"name": "pi2"}, headers=headers) as response:
+                assert response.status == 201
+                answer = await response.json()
+    assert set(answer) == {"clientId", "credentials"}
+    assert set(answer["credentials"]) == {"certificatePem", "privateKey"}
+    assert answer["clientId"] == f"{TENANT}_pi2"
+    cert = x509.load_pem_x509_certificate(answer["credentials"]["certificatePem"].encode())
+    key = serialization.load_pem_private_key(
+        answer["credentials"]["privateKey"].encode(), password=None
+    )
+    assert key.public_key() == cert.public_key()
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "x+y", "devcloud-admin", "a" * 65, 7])
+async def test_agent_certificates_refuses_a_bad_or_reserved_name(
+    cloud: DevCloud, https: aiohttp.ClientSession, name: object
+) -> None:
+    headers = {"Authorization": f"Bearer {await get_token(https, cloud.mindconnect)}"}
+    async with https.post(CERTS_PATH, json={"name": name}, headers=headers) as response:
+        assert response.status == 400
+
+
+async def test_written_agent_credentials_keep_the_key_private(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    _, creds = await new_agent(https, cloud.mindconnect, "pi1", tmp_path / "agents")
+    assert stat.S_IMODE(os.stat(creds.key).st_mode) == 0o600
+    assert creds.ca.read_bytes() == cloud.ca.cert_path.read_bytes()
+
+
+# --- the broker, the store and commands ----------------------------------------------------------
+
+
+async def test_agent_publishes_time_series_on_its_topic_and_the_store_keeps_them(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    async with agent_client(side, client_id, creds) as agent:
+        topic = agent_topic(TENANT, client_id, "o/mc_v3/ts")
+        await agent.publish(topic, timeseries(("button", "true"), ("temp", "21.5")), qos=1)
+        points = await side.wait_for_points(client_id, 2, timeout_s=5)
+    assert [(p.data_point_id, p.value, p.quality_code) for p in points] == [
+        ("button", "true", "0"),
+        ("temp", "21.5", "0"),
+    ]
+    assert side.store.latest(client_id)["temp"].timestamp == "2026-12-01T10:00:00.100Z"
+    assert side.store.latest(client_id)["temp"].observed_at.isoformat() == (
+        "2026-12-01T10:00:00.100000+00:00"
+    )
+
+
+async def test_latest_value_is_the_last_observed_not_the_last_received(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    topic = agent_topic(TENANT, client_id, "o/mc_v3/ts")
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(topic, timeseries(("t", "2"), timestamp="2026-12-01T10:00:02.000Z"), 1)
+        await agent.publish(topic, timeseries(("t", "1"), timestamp="2026-12-01T10:00:01.000Z"), 1)
+        await side.wait_for_points(client_id, 2, timeout_s=5)
+    assert side.store.latest(client_id)["t"].value == "2"
+
+
+async def test_agent_events_are_kept(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    event = {
+        "id": "7c1e6a3e-4a0f-4f5e-9a36-5d1d2b0f7c11",
+        "correlationId": "7c1e6a3e4a0f4f5e9a365d1d2b0f7c11",
+        "timestamp": "2026-12-01T10:00:00.000Z",
+        "severity": "20",
+        "type": "ButtonPressed",
+        "description": "button pressed",
+        "details": {"device": "button"},
+    }
+    async with agent_client(side, client_id, creds) as agent:
+        topic = agent_topic(TENANT, client_id, "o/mc_v3/e")
+        await agent.publish(topic, json.dumps({"events": [event]}), qos=1)
+        events = await side.wait_for_events(client_id, 1, timeout_s=5)
+    assert dict(events[0].fields) == event
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"timeseries": [{"timestamp": "2026-12-01T10:00:00Z", "values": [{"dataPointId": "t"}]}]},
+        {"timeseries": [{"timestamp": "yesterday", "values": [
+            {"dataPointId": "t", "value": "1", "qualityCode": "0"}]}]},
+        {"timeseries": [{"timestamp": "2026-12-01T10:00:00Z", "values": [
+            {"dataPointId": "t", "value": 1, "qualityCode": "0"}]}]},
+        {"timeseries": []},
+        [1, 2],
+    ],
+)  # fmt: skip
+async def test_a_time_series_message_of_another_shape_is_refused_with_its_reason(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path, body: Any
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(agent_topic(TENANT, client_id, "o/mc_v3/ts"), json.dumps(body), 1)
+        await side.store.wait_until(lambda: bool(side.store.refusals(client_id)), timeout_s=5)
+    assert side.store.points(client_id) == []
+    assert side.store.refusals(client_id)[0].reason
+
+
+async def test_agent_cannot_publish_on_another_agents_topics(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_a, creds_a = await new_agent(https, side, "pi-a", tmp_path)
+    client_b, _ = await new_agent(https, side, "pi-b", tmp_path)
+    async with agent_client(side, client_a, creds_a) as agent:
+        await agent.publish(agent_topic(TENANT, client_b, "o/mc_v3/ts"), timeseries(("x", "1")), 1)
+        # The broker drops a refused publish silently: a later one of its own marks the time.
+        await agent.publish(agent_topic(TENANT, client_a, "o/mc_v3/ts"), timeseries(("y", "1")), 1)
+        await side.wait_for_points(client_a, 1, timeout_s=5)
+    assert side.store.points(client_b) == []
+    assert side.store.agents() == [client_a]
+
+
+async def test_agent_receives_no_command_of_another_agent(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_a, creds_a = await new_agent(https, side, "pi-a", tmp_path)
+    client_b, _ = await new_agent(https, side, "pi-b", tmp_path)
+    async with agent_client(side, client_a, creds_a) as agent:
+        # mosquitto 2 grants such subscriptions and checks read access on every delivery.
+        await agent.subscribe(agent_topic(TENANT, client_b, "i/cmd_v3/c"), 1)
+        await agent.subscribe(f"tc/{TENANT}/#", 1)
+        await agent.subscribe(agent_topic(TENANT, client_a, "i/cmd_v3/c"), 1)
+        await side.send_command(client_b, {"commandType": "set", "device": "led", "value": 1})
+        own = await side.send_command(client_a, {"commandType": "set", "device": "x", "value": 0})
+        async with asyncio.timeout(5):
+            message = await anext(aiter(agent.messages))
+    assert message.topic.value == agent_topic(TENANT, client_a, "i/cmd_v3/c")
+    assert json.loads(message.payload)["id"] == own.id  # type: ignore[arg-type]
+
+
+async def test_command_reaches_the_agent_and_its_answer_is_collected(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.subscribe(agent_topic(TENANT, client_id, "i/cmd_v3/c"), 1)
+        payload = {"commandType": "set", "device": "led", "value": True}
+        sent = await side.send_command(client_id, payload)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(agent.messages))
+        command = json.loads(message.payload)  # type: ignore[arg-type]
+        assert command == {"id": sent.id, "data": {"jobId": sent.job_id, "payload": payload}}
+        answer = {
+            "id": "a1",
+            "requestId": command["id"],
+            "data": {
+                "timestamp": "2026-12-01T10:00:00.000Z",
+                "jobId": command["data"]["jobId"],
+                "status": "EXECUTED",
+                "response": {"message": "led set to true"},
+            },
+        }
+        await agent.publish(agent_topic(TENANT, client_id, "o/cmd_v3/u"), json.dumps(answer), 1)
+        collected = await side.wait_for_answer(sent.id, timeout_s=5)
+    assert collected.status == "EXECUTED"
+    assert collected.job_id == sent.job_id
+    assert collected.response == {"message": "led set to true"}
+
+
+async def test_sending_a_command_to_another_tenants_client_id_is_refused(
+    cloud: DevCloud,
+) -> None:
+    from gateway.devcloud.mindconnect import MindConnectRequestError
+
+    with pytest.raises(MindConnectRequestError):
+        await cloud.mindconnect.send_command("othertenant_pi1", {"commandType": "set"})
+
+
+async def test_connections_show_client_id_clean_session_and_keepalive(
+    cloud: DevCloud, https: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    async with agent_client(side, client_id, creds):
+        pass
+    connections = await asyncio.to_thread(side.connections)
+    assert [(c.client_id, c.username, c.clean_session, c.keepalive) for c in connections] == [
+        (client_id, "pi1", False, 60)
+    ]
+    assert connections[0].client_id_matches
