@@ -281,3 +281,39 @@ async def test_presses_while_the_broker_is_away_all_arrive_in_order(
     assert times == sorted(times)
     for stamp, point_time in zip(stamps, times, strict=True):
         assert abs(point_time - stamp) < 0.05  # when pressed, not when the link came back
+
+
+async def test_an_agent_certificate_of_the_own_tenant_ca_connects_presenting_its_chain(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    """The registration-code path: the tenant CA issues the agent's certificate (``certs
+    issue``); the agent presents it with the tenant CA as its chain."""
+    side = cloud.mindconnect
+    ca_dir = side.tenant.ca.cert_path.parent
+    argv = ["certs", "issue", "--thing", "pi-own", "--ca-dir", str(ca_dir), "-o", str(tmp_path)]
+    assert await asyncio.to_thread(main, argv) == 0
+    folder = tmp_path / "pi-own"
+    path = write_config(tmp_path, side)
+    text = path.read_text().replace(
+        "  publish_interval_ms: 100\n",
+        f"  publish_interval_ms: 100\n  cert: {folder / 'cert.pem'}\n"
+        f"  key: {folder / 'privkey.pem'}\n  chain: {folder / 'issuing-ca.pem'}\n",
+    )
+    path.write_text(text)
+    async with running(path, tmp_path) as (gateway, factory):
+        client_id = gateway.status()["links"]["mindconnect"]["client_id"]
+        assert client_id == "devtenant_pi-own"
+        await side.wait_for_points(client_id, 1, data_point_id="button")  # its value at start
+        factory.pin(4).drive_low()
+        points = await side.wait_for_points(client_id, 2, data_point_id="button")
+    assert points[-1].value == "true"
+
+
+async def test_the_sample_applications_answer_shape_installs_a_working_certificate(
+    tmp_path: Path,
+) -> None:
+    async with running_devcloud(tmp_path / "cloud", mindconnect_shape="sample") as cloud:
+        assert await agent_cert(cloud, tmp_path / "state") == 0
+        path = write_config(tmp_path, cloud.mindconnect)
+        async with running(path, tmp_path) as (gateway, _):
+            assert gateway.links["mindconnect"].connected
