@@ -45,11 +45,13 @@ async def cloud(tmp_path: Path) -> AsyncIterator[DevCloud]:
         yield running
 
 
-async def agent_cert(cloud: DevCloud, state_dir: Path, *extra: str) -> int:
+async def agent_cert(
+    cloud: DevCloud, state_dir: Path, *extra: str, app_secret: str | None = None
+) -> int:
     """``edge-gateway mindconnect agent-cert`` with the dev tenant's app credential."""
     side = cloud.mindconnect
     secret = state_dir.parent / "app-secret"
-    secret.write_text(side.tenant.app_secret + "\n")
+    secret.write_text((app_secret or side.tenant.app_secret) + "\n")
     argv = [
         "mindconnect",
         "agent-cert",
@@ -108,6 +110,19 @@ async def running(path: Path, mock_dir: Path) -> AsyncIterator[tuple[Gateway, An
         factory.close()
 
 
+@asynccontextmanager
+async def behind_a_proxy(cloud: DevCloud, tmp_path: Path) -> AsyncIterator[tuple[FaultProxy, Path]]:
+    """An agent certificate, a fault proxy in front of the broker, and a config through it."""
+    side = cloud.mindconnect
+    assert await agent_cert(cloud, tmp_path / "state") == 0
+    proxy = FaultProxy(side.broker.host, side.broker.port)
+    await proxy.start()
+    try:
+        yield proxy, write_config(tmp_path, side, port=proxy.port)
+    finally:
+        await proxy.stop()
+
+
 @pytest.fixture
 async def agent(cloud: DevCloud, tmp_path: Path) -> AsyncIterator[tuple[Gateway, Any, str]]:
     """A MindConnect-only gateway with an agent certificate from the dev cloud, connected."""
@@ -137,30 +152,7 @@ async def test_a_wrong_app_secret_is_refused_and_nothing_is_installed(
     cloud: DevCloud, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    secret = tmp_path / "wrong"
-    secret.write_text("not-the-secret")
-    side = cloud.mindconnect
-    code = await asyncio.to_thread(
-        main,
-        [
-            "mindconnect",
-            "agent-cert",
-            "--name",
-            AGENT,
-            "--app-id",
-            side.tenant.app_id,
-            "--app-secret-file",
-            str(secret),
-            "--tenant",
-            side.tenant.name,
-            "--gateway-url",
-            cloud.provision_url,
-            "--ca",
-            str(cloud.ca.cert_path),
-            "--state-dir",
-            str(state),
-        ],
-    )
+    code = await agent_cert(cloud, state, app_secret="not-the-secret")
     assert code == 1
     assert not (state / "certs" / "mindconnect-privkey.pem").exists()
 
@@ -252,29 +244,25 @@ async def test_presses_while_the_broker_is_away_all_arrive_in_order(
 ) -> None:
     side = cloud.mindconnect
     client_id = side.tenant.client_id(AGENT)
-    assert await agent_cert(cloud, tmp_path / "state") == 0
-    proxy = FaultProxy(side.broker.host, side.broker.port)
-    await proxy.start()
-    try:
-        path = write_config(tmp_path, side, port=proxy.port)
-        async with running(path, tmp_path) as (gateway, factory):
-            link = gateway.links["mindconnect"]
-            await side.wait_for_points(client_id, 1, data_point_id="button")
-            proxy.cut()
-            await until(lambda: not link.connected)
-            stamps = []
-            for step in range(6):
-                if step % 2 == 0:
-                    factory.pin(4).drive_low()
-                else:
-                    factory.pin(4).drive_high()
-                stamps.append(time.time())
-                await asyncio.sleep(0.05)
-            await until(lambda: gateway.status()["links"]["mindconnect"]["queue_depth"] >= 6)
-            proxy.restore()
-            points = await side.wait_for_points(client_id, 7, timeout_s=20, data_point_id="button")
-    finally:
-        await proxy.stop()
+    async with (
+        behind_a_proxy(cloud, tmp_path) as (proxy, path),
+        running(path, tmp_path) as (gateway, factory),
+    ):
+        link = gateway.links["mindconnect"]
+        await side.wait_for_points(client_id, 1, data_point_id="button")
+        proxy.cut()
+        await until(lambda: not link.connected)
+        stamps = []
+        for step in range(6):
+            if step % 2 == 0:
+                factory.pin(4).drive_low()
+            else:
+                factory.pin(4).drive_high()
+            stamps.append(time.time())
+            await asyncio.sleep(0.05)
+        await until(lambda: gateway.status()["links"]["mindconnect"]["queue_depth"] >= 6)
+        proxy.restore()
+        points = await side.wait_for_points(client_id, 7, timeout_s=20, data_point_id="button")
     after = [p for p in points if observed(p) >= stamps[0] - 0.01]
     assert [p.value for p in after] == ["true", "false"] * 3
     times = [observed(p) for p in after]
@@ -326,39 +314,34 @@ async def test_kill_9_with_points_waiting_loses_none_of_them(
 
     side = cloud.mindconnect
     client_id = side.tenant.client_id(AGENT)
-    assert await agent_cert(cloud, tmp_path / "state") == 0
-    proxy = FaultProxy(side.broker.host, side.broker.port)
-    await proxy.start()
-    try:
-        config = write_config(tmp_path, side, port=proxy.port)
-        async with GatewayProcesses(config, tmp_path) as gateways:
+    async with (
+        behind_a_proxy(cloud, tmp_path) as (proxy, config),
+        GatewayProcesses(config, tmp_path) as gateways,
+    ):
 
-            def link() -> dict[str, Any]:
-                status: dict[str, Any] = gateways.admin({"cmd": "status"})
-                return dict(status["links"]["mindconnect"])
+        def link() -> dict[str, Any]:
+            status: dict[str, Any] = gateways.admin({"cmd": "status"})
+            return dict(status["links"]["mindconnect"])
 
-            first = await gateways.start()
-            await side.wait_for_points(client_id, 1, timeout_s=15, data_point_id="button")
-            proxy.cut()
-            await until(lambda: not link()["connected"])
-            for step in range(6):
-                gateways.admin({"cmd": "mock_set", "name": "button", "value": step % 2 == 0})
-                await asyncio.sleep(0.05)
-            await until(lambda: link()["queue_depth"] >= 6)  # persisted, not yet sent
-            await gateways.kill_9(first)
-            proxy.restore()
-            second = await gateways.start()
-            await until(
-                lambda: (
-                    len({(p.value, p.timestamp) for p in side.store.points(client_id, "button")})
-                    >= 7
-                ),
-                timeout=20,
-            )
-            points = side.store.points(client_id, "button")
-            assert await gateways.stop(second) == 0
-    finally:
-        await proxy.stop()
+        first = await gateways.start()
+        await side.wait_for_points(client_id, 1, timeout_s=15, data_point_id="button")
+        proxy.cut()
+        await until(lambda: not link()["connected"])
+        for step in range(6):
+            gateways.admin({"cmd": "mock_set", "name": "button", "value": step % 2 == 0})
+            await asyncio.sleep(0.05)
+        await until(lambda: link()["queue_depth"] >= 6)  # persisted, not yet sent
+        await gateways.kill_9(first)
+        proxy.restore()
+        second = await gateways.start()
+        await until(
+            lambda: (
+                len({(p.value, p.timestamp) for p in side.store.points(client_id, "button")}) >= 7
+            ),
+            timeout=20,
+        )
+        points = side.store.points(client_id, "button")
+        assert await gateways.stop(second) == 0
     # At least once: a message whose acknowledgement the cut swallowed comes again (the same
     # point, same observation time); every press is there once, in order.
     unique = list(dict.fromkeys((p.value, p.timestamp) for p in points))

@@ -92,6 +92,11 @@ class FakeSession:
     def command(self, payload: object) -> None:
         self.inbound.put_nowait(InboundMessage(COMMANDS, json.dumps(payload).encode()))
 
+    def set(self, device: str, value: object, request_id: str = "q") -> None:
+        """A set command (job "j")."""
+        payload = {"commandType": "set", "device": device, "value": value}
+        self.command({"id": request_id, "data": {"jobId": "j", "payload": payload}})
+
     def on(self, topic: str) -> list[Any]:
         return [payload for t, payload in self.published if t == topic]
 
@@ -259,15 +264,7 @@ async def test_a_bad_value_is_answered_failed_and_touches_nothing(tmp_path: Path
         for value_id, (device, value) in enumerate(
             [("fan", 7), ("button", True), ("nosuch", 1), ("led", "on")]
         ):
-            session.command(
-                {
-                    "id": f"q{value_id}",
-                    "data": {
-                        "jobId": "j",
-                        "payload": {"commandType": "set", "device": device, "value": value},
-                    },
-                }
-            )
+            session.set(device, value, f"q{value_id}")
         await until(lambda: len(session.on(ANSWERS)) == 4)
     assert {a["data"]["status"] for a in session.on(ANSWERS)} == {"FAILED"}
     assert core.applied == []
@@ -282,15 +279,7 @@ async def test_an_interlock_refusal_is_answered_failed_with_the_reason(tmp_path:
     link = make_link(tmp_path, core)
     async with running(link, session):
         await until(lambda: link.connected)
-        session.command(
-            {
-                "id": "q",
-                "data": {
-                    "jobId": "j",
-                    "payload": {"commandType": "set", "device": "led", "value": True},
-                },
-            }
-        )
+        session.set("led", True)
         await until(lambda: bool(session.on(ANSWERS)))
     (answer,) = session.on(ANSWERS)
     assert answer["data"]["status"] == "FAILED"
@@ -303,15 +292,7 @@ async def test_a_held_back_command_is_executing_then_executed(tmp_path: Path) ->
     link = make_link(tmp_path, core)
     async with running(link, session):
         await until(lambda: link.connected)
-        session.command(
-            {
-                "id": "q",
-                "data": {
-                    "jobId": "j",
-                    "payload": {"commandType": "set", "device": "led", "value": True},
-                },
-            }
-        )
+        session.set("led", True)
         await until(lambda: bool(session.on(ANSWERS)))
         link.on_deferred_applied("led", True)
         await until(lambda: len(session.on(ANSWERS)) == 2)
@@ -325,15 +306,7 @@ async def test_unanswerable_commands_are_dropped_and_counted(tmp_path: Path) -> 
         await until(lambda: link.connected)
         session.inbound.put_nowait(InboundMessage(COMMANDS, b"[" * 10_000))
         session.inbound.put_nowait(InboundMessage(COMMANDS, b'{"data": {}}'))
-        session.command(
-            {
-                "id": "q",
-                "data": {
-                    "jobId": "j",
-                    "payload": {"commandType": "set", "device": "led", "value": True},
-                },
-            }
-        )
+        session.set("led", True)
         await until(lambda: bool(session.on(ANSWERS)))
         assert link.connected
     assert link.status()["commands_dropped"] == 2
