@@ -348,3 +348,32 @@ async def test_kill_9_with_points_waiting_loses_none_of_them(
     presses = unique[1:7]
     assert [value for value, _ in presses] == ["true", "false"] * 3
     assert [stamp for _, stamp in presses] == sorted(stamp for _, stamp in presses)
+
+
+async def test_hostile_commands_are_dropped_and_never_touch_a_pin(
+    cloud: DevCloud, agent: tuple[Gateway, Any, str]
+) -> None:
+    from tests.integration.harness import admin_client
+
+    gateway, factory, client_id = agent
+    side = cloud.mindconnect
+    before = {pin: factory.pin(pin).state for pin in (17, 18)}
+    topic = f"tc/{side.tenant.name}/{client_id}/i/cmd_v3/c"
+    hostile = [
+        b"[" * 200_000,  # nesting far beyond any bound
+        b"{" + b'"a":' * 5000 + b"1",
+        b"\xff\xfe\x00garbage",
+        b'{"data": {"jobId": "j", "payload": {"commandType": "set", "device": "led"}}}',
+        b" " * 100_000,
+    ]
+    async with admin_client(side.broker) as admin:
+        for payload in hostile:
+            await admin.publish(topic, payload, qos=1)
+    link = gateway.links["mindconnect"]
+    await until(lambda: link.status()["commands_dropped"] == len(hostile))
+    assert link.connected
+    assert {pin: factory.pin(pin).state for pin in (17, 18)} == before
+    sent = await side.send_command(
+        client_id, {"commandType": "set", "device": "led", "value": True}
+    )
+    assert (await side.wait_for_answer(sent.id)).status == "EXECUTED"  # still serving

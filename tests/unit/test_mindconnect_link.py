@@ -350,3 +350,21 @@ def test_status_shows_the_link_like_the_shadow(tmp_path: Path) -> None:
         "commands_dropped",
         "points_sent",
     }
+
+
+async def test_a_failure_inside_the_device_core_is_answered_failed_not_raised(
+    tmp_path: Path,
+) -> None:
+    core, session = FakeCore(), FakeSession()
+
+    def broken(changes: Mapping[str, NativeValue]) -> Outcome:
+        raise RuntimeError("the pin broke")
+
+    core.outcome = broken
+    link = make_link(tmp_path, core)
+    async with running(link, session):
+        await until(lambda: link.connected)
+        session.set("led", True)
+        await until(lambda: bool(session.on(ANSWERS)))
+        assert link.connected
+    assert session.on(ANSWERS)[0]["data"]["status"] == "FAILED"

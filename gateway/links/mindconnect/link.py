@@ -280,7 +280,11 @@ class MindConnectLink:
         if isinstance(parsed, Refused):
             self._answer(job, FAILED, parsed.reason)
             return
-        self._execute(job, parsed)
+        try:
+            self._execute(job, parsed)
+        except Exception as exc:  # a command must never end the session: answer, log, go on
+            log.error("mindconnect_command_error", error=type(exc).__name__)
+            self._answer(job, FAILED, f"{parsed.device[:64]}: internal error")
 
     def _execute(self, job: _Job, command: SetCommand) -> None:
         name = command.device
