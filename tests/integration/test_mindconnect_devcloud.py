@@ -27,7 +27,7 @@ from gateway.devcloud.mindconnect import (
 )
 from gateway.devcloud.pki import Credentials, client_ssl_context
 from gateway.devcloud.web import DevCloud
-from tests.integration.test_devcloud_web import running_devcloud
+from tests.integration.test_devcloud_web import page_headers, running_devcloud
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +409,70 @@ async def test_connections_show_client_id_clean_session_and_keepalive(
         (client_id, "pi1", False, 60)
     ]
     assert connections[0].client_id_matches
+
+
+# --- the dashboard's HTTP API ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def dashboard(cloud: DevCloud) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cloud.dashboard_url) as session:
+        yield session
+
+
+async def test_dashboard_api_lists_the_tenant_and_issued_agents_without_the_app_secret(
+    cloud: DevCloud, https: aiohttp.ClientSession, dashboard: aiohttp.ClientSession
+) -> None:
+    await new_agent(https, cloud.mindconnect, "pi1", cloud.state_dir / "agents")
+    async with dashboard.get("/api/mindconnect") as response:
+        assert response.status == 200
+        text = await response.text()
+    summary = json.loads(text)
+    assert summary["tenant"] == TENANT
+    assert summary["appId"] == cloud.mindconnect.tenant.app_id
+    assert [agent["clientId"] for agent in summary["agents"]] == [f"{TENANT}_pi1"]
+    assert cloud.mindconnect.tenant.app_secret not in text
+
+
+async def test_dashboard_api_sends_a_command_to_a_known_agent(
+    cloud: DevCloud,
+    https: aiohttp.ClientSession,
+    dashboard: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    headers = await page_headers(dashboard, cloud.dashboard_url)
+    payload = {"commandType": "set", "device": "relay", "value": False}
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.subscribe(agent_topic(TENANT, client_id, "i/cmd_v3/c"), 1)
+        path = f"/api/mindconnect/agents/{client_id}/commands"
+        body = {"payload": payload, "jobId": "job-1"}
+        async with dashboard.post(path, json=body, headers=headers) as response:
+            assert response.status == 202
+            sent = await response.json()
+        async with asyncio.timeout(5):
+            message = await anext(aiter(agent.messages))
+    command = json.loads(message.payload)  # type: ignore[arg-type]
+    assert command == {"id": sent["id"], "data": {"jobId": "job-1", "payload": payload}}
+
+
+async def test_dashboard_api_refuses_a_command_for_an_unknown_agent(
+    cloud: DevCloud, dashboard: aiohttp.ClientSession
+) -> None:
+    headers = await page_headers(dashboard, cloud.dashboard_url)
+    path = f"/api/mindconnect/agents/{TENANT}_nobody/commands"
+    async with dashboard.post(path, json={"payload": {}}, headers=headers) as response:
+        assert response.status == 404
+    assert cloud.mindconnect.store.commands(f"{TENANT}_nobody") == []
+
+
+async def test_dashboard_api_refuses_a_command_without_the_dashboard_token(
+    cloud: DevCloud, https: aiohttp.ClientSession, dashboard: aiohttp.ClientSession
+) -> None:
+    client_id, _ = await new_agent(https, cloud.mindconnect, "pi1", cloud.state_dir / "agents")
+    headers = {"Origin": cloud.dashboard_url.rstrip("/")}
+    path = f"/api/mindconnect/agents/{client_id}/commands"
+    async with dashboard.post(path, json={"payload": {}}, headers=headers) as response:
+        assert response.status == 403
+    assert cloud.mindconnect.store.commands(client_id) == []
