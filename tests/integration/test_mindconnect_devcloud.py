@@ -7,9 +7,13 @@ import asyncio
 import base64
 import json
 import os
+import shutil
+import signal
 import socket
 import ssl
 import stat
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -476,3 +480,104 @@ async def test_dashboard_api_refuses_a_command_without_the_dashboard_token(
     async with dashboard.post(path, json={"payload": {}}, headers=headers) as response:
         assert response.status == 403
     assert cloud.mindconnect.store.commands(client_id) == []
+
+
+# --- docs/devcloud.md and `edge-gateway devcloud` ----------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "devcloud.md"
+
+
+def test_every_mindconnect_route_is_documented(cloud: DevCloud) -> None:
+    from aiohttp import web
+
+    from gateway.devcloud.mindconnect import add_mindconnect_routes
+    from gateway.devcloud.web.mindconnect import add_dashboard_routes
+
+    text = DOCS.read_text()
+    app = web.Application()
+    add_mindconnect_routes(app, cloud.mindconnect)
+    add_dashboard_routes(app, cloud.mindconnect)
+    routes = [
+        f"{route.method} {route.resource.canonical}"
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    ]
+    assert len(routes) == 5
+    assert [route for route in routes if f"`{route}`" not in text] == []
+
+
+async def test_the_documented_curl_example_obtains_an_agent_certificate(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    section = DOCS.read_text().split("### `POST /api/technicaltokenmanager/v3/oauth/token`", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = script.replace("https://127.0.0.1:8443", cloud.provision_url.rstrip("/"))
+    script = script.replace("$HOME/.local/state/edge-gateway/devcloud", str(cloud.state_dir))
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-eu", "-o", "pipefail", "-c", script,
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert output.decode().strip() == f"{TENANT}_pi1"
+    answer = json.loads((tmp_path / "agent.json").read_text())
+    assert answer["publicKey"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+async def test_devcloud_command_runs_the_tenant_and_answer_shape_it_is_given() -> None:
+    state = Path(tempfile.mkdtemp(prefix="egw-mc-", dir="/tmp"))
+    devcloud = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "gateway", "devcloud", "--state-dir", str(state)],
+        *["--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--mqtt-port", "0"],
+        *["--mindconnect-tenant", "acme", "--mindconnect-shape", "sample"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert devcloud.stdout is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(20):
+            while not lines or "Press Ctrl+C" not in lines[-1]:
+                line = (await devcloud.stdout.readline()).decode()
+                assert line, f"devcloud exited early: {''.join(lines)}"
+                lines.append(line)
+        printed = {
+            line.split()[0] + " " + line.split()[1]: line.split()[2]
+            for line in lines
+            if line.startswith("  ") and len(line.split()) > 2
+        }
+        gateway, app_id = printed["gateway URL"], printed["app id"]
+        assert app_id == "acme-devapp-1.0.0"
+        secret = json.loads((state / "mindconnect" / "app.json").read_text())["appSecret"]
+        key = base64.b64encode(f"{app_id}:{secret}".encode()).decode()
+        body = {
+            "appName": "devapp",
+            "appVersion": "1.0.0",
+            "hostTenant": "acme",
+            "userTenant": "acme",
+        }
+        tls = ssl.create_default_context(cafile=str(state / "ca" / "ca.pem"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
+            headers = {"X-SPACE-AUTH-KEY": f"Bearer {key}"}
+            async with http.post(f"{gateway}/{TOKEN_PATH}", json=body, headers=headers) as resp:
+                assert resp.status == 200
+                token = (await resp.json())["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            url = f"{gateway}/{CERTS_PATH}"
+            async with http.post(url, json={"name": "pi1"}, headers=headers) as resp:
+                assert resp.status == 201
+                answer = await resp.json()
+        assert answer["clientId"] == "acme_pi1"
+        assert set(answer) == {"clientId", "credentials"}
+    finally:
+        if devcloud.returncode is None:
+            devcloud.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await devcloud.wait()
+            except TimeoutError:
+                devcloud.kill()
+                await devcloud.wait()
+        shutil.rmtree(state, ignore_errors=True)
