@@ -76,6 +76,7 @@ from typing import Any, Final, Literal
 import aiomqtt
 import structlog
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
 
 from gateway.core.atomicfile import write_atomic
 from gateway.devcloud.broker import MosquittoBroker
@@ -132,6 +133,7 @@ _HISTORY_EVENTS: Final = 200
 _HISTORY_ANSWERS: Final = 200
 _HISTORY_REFUSALS: Final = 100
 _MAX_AGENTS: Final = 1000
+_MAX_OWN_CAS: Final = 2  # "You can upload up to two X.509 based public certificates" (Siemens)
 _MAX_BODY: Final = 16 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 # ISO 8601 UTC with a Z: Siemens' samples use milliseconds ("2020-08-01T00:15:10.100Z", MindConnect
@@ -587,6 +589,12 @@ class MindConnectTenant:
         self.app_version = str(app["appVersion"])
         self._app_secret = str(app["appSecret"])
         self.issued: dict[str, str] = {}  # agent name -> client id, this run
+        code_file = state_dir / "registration-code"
+        if not code_file.exists():
+            write_atomic(code_file, secrets.token_hex(16).encode(), 0o600)
+        self.registration_code = code_file.read_text().strip()
+        own = state_dir / "own-cas"
+        self._own_cas = sorted(own.glob("*.pem")) if own.is_dir() else []
 
     # --- app credentials ------------------------------------------------------------------------
 
@@ -747,6 +755,64 @@ class MindConnectTenant:
             serialization.NoEncryption(),
         )
         return cert.decode(), key_pem.decode()
+
+    # --- the environment's own CA certificates -------------------------------------------------
+
+    @property
+    def own_ca_dir(self) -> Path:
+        return self._dir / "own-cas"
+
+    def own_cas(self) -> list[Path]:
+        """The own CA certificates registered so far."""
+        return list(self._own_cas)
+
+    def register_own_ca(self, ca_pem: bytes, verification_pem: bytes) -> Path:
+        """Check and keep an environment's own CA (blocking); return where it is kept.
+
+        As Siemens' "Managing CA Certificates using MindConnect MQTT API" describes: at most two
+        CA certificates per environment, no intermediates (the CA must be self-signed), and a
+        verification certificate whose CN is the registration code, signed by the CA's key.
+        """
+        from cryptography import x509
+
+        try:
+            ca = x509.load_pem_x509_certificate(ca_pem)
+            verification = x509.load_pem_x509_certificate(verification_pem)
+        except ValueError as exc:
+            raise MindConnectRequestError("not a PEM certificate") from exc
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise MindConnectRequestError("not a CA certificate (BasicConstraints CA:true)")
+        if ca.issuer != ca.subject or not _signed_by(ca, ca):
+            raise MindConnectRequestError("intermediate CA certificates are not supported")
+        names = verification.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        if not names or names[0].value != self.registration_code:
+            raise MindConnectRequestError("the verification certificate's CN is not the code")
+        if verification.issuer != ca.subject or not _signed_by(verification, ca):
+            raise MindConnectRequestError("the verification certificate is not signed by the CA")
+        from cryptography.hazmat.primitives import hashes
+
+        name = ca.fingerprint(hashes.SHA256()).hex()[:16] + ".pem"
+        existing = self.own_cas()
+        if self.own_ca_dir / name not in existing and len(existing) >= _MAX_OWN_CAS:
+            raise MindConnectRequestError(f"at most {_MAX_OWN_CAS} CA certificates per tenant")
+        self.own_ca_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.own_ca_dir / name, ca_pem, 0o644)
+        if self.own_ca_dir / name not in self._own_cas:
+            self._own_cas.append(self.own_ca_dir / name)
+        log.info("mindconnect_own_ca_registered", tenant=self.name, ca=name)
+        return self.own_ca_dir / name
+
+
+def _signed_by(cert: Any, issuer: Any) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _ulid_like() -> str:
@@ -927,6 +993,19 @@ class MindConnectSide:
             )
         return found
 
+    async def register_own_ca(self, ca_pem: bytes, verification_pem: bytes) -> Path:
+        """Register an environment's own CA (see `MindConnectTenant.register_own_ca`) and
+        restart the broker so it trusts it: every client reconnects (this side before this
+        returns)."""
+        path = await asyncio.to_thread(self.tenant.register_own_ca, ca_pem, verification_pem)
+        self.broker.add_mindconnect_tenant(self.tenant.name, path)
+        # Only a new connection sets it again: wait for it, or what agents send next is lost.
+        self.connected.clear()
+        await asyncio.to_thread(self.broker.restart)
+        async with asyncio.timeout(_REQUEST_TIMEOUT):
+            await self.connected.wait()
+        return path
+
     def summary(self) -> dict[str, Any]:
         """The tenant as the dashboard's HTTP API shows it (no secrets)."""
         return {
@@ -935,6 +1014,8 @@ class MindConnectSide:
             "answerShape": self.tenant.answer_shape,
             "broker": {"host": self.broker.host, "port": self.broker.port},
             "tenantCa": str(self.tenant.ca.cert_path),
+            "registrationCode": self.tenant.registration_code,
+            "ownCas": [str(path) for path in self.tenant.own_cas()],
             "brokerCa": str(self.broker_ca),
             "agents": [self.store.view(client_id) for client_id in self.store.agents()],
         }

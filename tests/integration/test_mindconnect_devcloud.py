@@ -502,7 +502,7 @@ def test_every_mindconnect_route_is_documented(cloud: DevCloud) -> None:
         for route in app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     ]
-    assert len(routes) == 5
+    assert len(routes) == 6
     assert [route for route in routes if f"`{route}`" not in text] == []
 
 
@@ -581,3 +581,123 @@ async def test_devcloud_command_runs_the_tenant_and_answer_shape_it_is_given() -
                 devcloud.kill()
                 await devcloud.wait()
         shutil.rmtree(state, ignore_errors=True)
+
+
+# --- an environment's own CA ------------------------------------------------------------------
+
+
+def own_ca(name: str) -> tuple[x509.Certificate, Any, bytes]:
+    from gateway.provisioning import certs
+
+    cert_pem, key_pem = certs.create_ca(name)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return cert, key, cert_pem
+
+
+def own_agent(
+    ca: x509.Certificate, ca_key: Any, name: str, folder: Path, side: MindConnectSide
+) -> Credentials:
+    from gateway.provisioning import certs
+
+    key = certs.generate_key()
+    cert = certs.issue_certificate(ca, ca_key, name, key.public_key())
+    folder.mkdir(parents=True)
+    creds = Credentials(ca=side.broker_ca, cert=folder / "cert.pem", key=folder / "privkey.pem")
+    creds.cert.write_bytes(certs.certificate_pem(cert))
+    creds.key.write_bytes(certs.private_key_pem(key))
+    creds.key.chmod(0o600)
+    return creds
+
+
+async def test_an_agent_of_a_registered_own_ca_publishes_to_its_topics(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    ca, ca_key, ca_pem = own_ca("devtenant own CA")
+    verification, _ = certs.verification_certificate(ca, ca_key, side.tenant.registration_code)
+    await side.register_own_ca(ca_pem, verification)
+    creds = own_agent(ca, ca_key, "pi7", tmp_path / "pi7", side)
+    client_id = f"{TENANT}_pi7"
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(agent_topic(TENANT, client_id, "o/mc_v3/ts"), timeseries(("t", "1")), 1)
+        await side.wait_for_points(client_id, 1, timeout_s=10)
+    assert side.store.latest(client_id)["t"].value == "1"
+
+
+async def test_an_unregistered_own_ca_cannot_connect(cloud: DevCloud, tmp_path: Path) -> None:
+    side = cloud.mindconnect
+    ca, ca_key, _ = own_ca("someone else's CA")
+    creds = own_agent(ca, ca_key, "pi7", tmp_path / "pi7", side)
+    # The handshake fails on the broker's side: the client sees an alert, or no CONNACK.
+    with pytest.raises((aiomqtt.MqttError, TimeoutError)):
+        async with asyncio.timeout(5), agent_client(side, f"{TENANT}_pi7", creds):
+            pass
+    assert [c for c in await asyncio.to_thread(side.connections) if c.username == "pi7"] == []
+
+
+@pytest.mark.parametrize("problem", ["wrong code", "other signer", "not a CA"])
+async def test_an_own_ca_without_a_valid_verification_is_refused(
+    cloud: DevCloud, problem: str
+) -> None:
+    from gateway.devcloud.mindconnect import MindConnectRequestError
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    ca, ca_key, ca_pem = own_ca("my CA")
+    code = side.tenant.registration_code
+    if problem == "wrong code":
+        verification, _ = certs.verification_certificate(ca, ca_key, "not-the-code")
+    elif problem == "other signer":
+        other, other_key, _ = own_ca("my CA")  # same name, another key
+        verification, _ = certs.verification_certificate(other, other_key, code)
+    else:
+        verification, _ = certs.verification_certificate(ca, ca_key, code)
+        ca_pem = verification  # a leaf certificate offered as the CA
+    with pytest.raises(MindConnectRequestError):
+        await side.register_own_ca(ca_pem, verification)
+    assert side.tenant.own_cas() == []
+
+
+async def test_at_most_two_own_cas_are_registered(cloud: DevCloud) -> None:
+    from gateway.devcloud.mindconnect import MindConnectRequestError
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    for index in range(3):
+        ca, ca_key, ca_pem = own_ca(f"CA {index}")
+        verification, _ = certs.verification_certificate(ca, ca_key, side.tenant.registration_code)
+        if index < 2:
+            await asyncio.to_thread(side.tenant.register_own_ca, ca_pem, verification)
+        else:
+            with pytest.raises(MindConnectRequestError, match="at most 2"):
+                await asyncio.to_thread(side.tenant.register_own_ca, ca_pem, verification)
+    assert len(side.tenant.own_cas()) == 2
+
+
+async def test_the_documented_own_ca_example_registers_a_ca_whose_agent_can_publish(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    section = DOCS.read_text().split("### An environment's own CA", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    program = Path(sys.executable).parent / "edge-gateway"
+    script = script.replace("http://127.0.0.1:8080", cloud.dashboard_url.rstrip("/"))
+    script = script.replace("$HOME/.local/state/edge-gateway/devcloud", str(cloud.state_dir))
+    script = script.replace(".venv/bin/edge-gateway", str(program))
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-eu", "-o", "pipefail", "-c", script,
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(40):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert output.decode().strip().splitlines()[-1] == "1"
+    side = cloud.mindconnect
+    folder = tmp_path / "agents" / "pi7"
+    creds = Credentials(ca=side.broker_ca, cert=folder / "cert.pem", key=folder / "privkey.pem")
+    client_id = f"{TENANT}_pi7"
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(agent_topic(TENANT, client_id, "o/mc_v3/ts"), timeseries(("t", "7")), 1)
+        await side.wait_for_points(client_id, 1, timeout_s=10)

@@ -278,7 +278,8 @@ class DevCloud:
         tenant = await asyncio.to_thread(
             MindConnectTenant, state / "mindconnect", tenant=tenant_name, answer_shape=shape
         )
-        broker.add_mindconnect_tenant(tenant.name, tenant.ca.cert_path)
+        for ca_cert in (tenant.ca.cert_path, *tenant.own_cas()):
+            broker.add_mindconnect_tenant(tenant.name, ca_cert)
         await asyncio.to_thread(broker.start)
         self._mindconnect = MindConnectSide(tenant, broker)
         self._service = ShadowService(

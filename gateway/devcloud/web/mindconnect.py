@@ -8,6 +8,10 @@
   publishes a command on the agent's ``i/cmd_v3/c``; 202 ``{"id", "jobId", "clientId",
   "payload", "sentAt"}``. The answer arrives later (``answers`` of the agent, and the feed).
 
+- ``POST /api/mindconnect/cas`` ``{"ca": PEM, "verification": PEM}``
+  registers the environment's own CA (CN of the verification certificate = the tenant's
+  registration code) and restarts the broker to trust it; 200 ``{"ownCas", "added"}``
+
 The event feed (``GET /api/events``) carries ``{"type": "mindconnect", "agent": {...}}`` when an
 agent's data changes.
 """
@@ -91,9 +95,35 @@ async def _command(request: web.Request) -> web.Response:
     return web.json_response(sent.as_json(), status=202)
 
 
+async def _register_ca(request: web.Request) -> web.Response:
+    side = request.app[_SIDE_KEY]
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "The payload exceeds the maximum size allowed")
+    try:
+        body = loads_bounded(raw, max_nesting=2, max_bytes=_MAX_BODY)
+    except ShadowRequestError as exc:
+        return _error(exc.code, exc.message)
+    # The dev cloud's own route (Siemens' CA upload API is not faked): its own field names.
+    ca = body.get("ca") if isinstance(body, dict) else None
+    verification = body.get("verification") if isinstance(body, dict) else None
+    if not isinstance(ca, str) or not isinstance(verification, str):
+        return _error(400, "'ca' and 'verification' must be PEM strings")
+    try:
+        path = await side.register_own_ca(ca.encode(), verification.encode())
+    except MindConnectRequestError as exc:
+        return _error(400, str(exc))
+    except (MindConnectError, TimeoutError) as exc:
+        return _error(503, str(exc) or "the broker did not come back in time")
+    own = [str(p) for p in side.tenant.own_cas()]
+    return web.json_response({"ownCas": own, "added": str(path)})
+
+
 def add_dashboard_routes(app: web.Application, side: MindConnectSide) -> None:
     """Add the MindConnect routes to the dashboard application."""
     app[_SIDE_KEY] = side
     app.router.add_get("/api/mindconnect", _summary)
     app.router.add_get("/api/mindconnect/agents/{client_id}", _agent)
     app.router.add_post("/api/mindconnect/agents/{client_id}/commands", _command)
+    app.router.add_post("/api/mindconnect/cas", _register_ca)

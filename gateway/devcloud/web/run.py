@@ -108,6 +108,8 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"  broker         {cloud.broker.host}:{cloud.broker.port}, client id "
         f"{side.tenant.name}_<name>, broker CA {side.broker_ca}",
         f"  tenant CA      {side.tenant.ca.cert_path}",
+        f"  registration   {side.tenant.registration_code} (code for an own CA's verification "
+        "certificate)",
         f"  agents         {cloud.dashboard_url}#agent={side.tenant.name}_<name>",
     ]
     if batch:
