@@ -32,7 +32,11 @@ What it fakes, from Siemens' public sources (each field's source is named where 
   checked against the documented shape (refusals are kept too, with their reason);
 - **commands**: `MindConnectSide.send_command` publishes ``{"id", "data": {"jobId", "payload"}}``
   on ``tc/<tenant>/<clientId>/i/cmd_v3/c``; `MindConnectSide.wait_for_answer` waits for the
-  agent's ``{"id", "requestId", "data": {"timestamp", "jobId", "status", "response"}}``.
+  agent's ``{"id", "requestId", "data": {"timestamp", "jobId", "status", "response"}}``;
+- an environment's **own CA** (`MindConnectSide.register_own_ca`): a verification certificate
+  whose CN is ``tenant.registration_code``, signed by the CA; at most two, no intermediates
+  (Siemens' "Managing CA Certificates using MindConnect MQTT API"); the broker is restarted to
+  trust it. Siemens' CA upload API itself is not faked.
 
 Python API for tests (stable; everything blocking is marked so)::
 
@@ -49,11 +53,18 @@ Python API for tests (stable; everything blocking is marked so)::
     sent = await side.send_command("devtenant_pi1", {"commandType": "set", ...})
     answer = await side.wait_for_answer(sent.id, timeout_s=5)          # CommandAnswer
     side.connections()                         # blocking: [AgentConnection] from mosquitto's log
+    await side.register_own_ca(ca_pem, verification_pem)   # own CA; restarts the broker
+
+With ``DevCloud`` (below) use ``cloud.mindconnect`` as ``side``, ``cloud.provision_url`` as the
+gateway URL, ``side.broker_ca`` as the broker's CA and ``side.tenant.app_id`` /
+``side.tenant.app_secret`` as the app credential (tests/integration/test_mindconnect_devcloud.py
+shows each step over real HTTPS and mosquitto).
 
 ``DevCloud`` (``edge-gateway devcloud``) builds all of this: ``cloud.mindconnect`` is the side,
 the endpoints are on the Provision API's HTTPS address, and the dashboard's HTTP API offers
-``GET /api/mindconnect``, ``GET /api/mindconnect/agents/<clientId>`` and ``POST
-/api/mindconnect/agents/<clientId>/commands`` (see docs/devcloud.md).
+``GET /api/mindconnect``, ``GET /api/mindconnect/agents/<clientId>``, ``POST
+/api/mindconnect/agents/<clientId>/commands`` and ``POST /api/mindconnect/cas`` (see
+docs/devcloud.md).
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ import datetime as dt
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -286,11 +298,12 @@ class AgentConnection:
     clean_session: bool
     keepalive: int
     logged_at: str
+    tenant: str = DEFAULT_TENANT
 
     @property
     def client_id_matches(self) -> bool:
-        """Whether the client id is ``<tenant>_<CN>`` (needs the tenant: see `connections`)."""
-        return self.username is not None and self.client_id.endswith(f"_{self.username}")
+        """Whether the client id is ``<tenant>_<CN>``, as MindConnect requires."""
+        return self.username is not None and self.client_id == f"{self.tenant}_{self.username}"
 
 
 @dataclass
@@ -588,7 +601,8 @@ class MindConnectTenant:
         self.app_name = str(app["appName"])
         self.app_version = str(app["appVersion"])
         self._app_secret = str(app["appSecret"])
-        self.issued: dict[str, str] = {}  # agent name -> client id, this run
+        self._issued: dict[str, str] = {}  # agent name -> client id, this run
+        self._lock = threading.Lock()  # certificates are issued from worker threads
         code_file = state_dir / "registration-code"
         if not code_file.exists():
             write_atomic(code_file, secrets.token_hex(16).encode(), 0o600)
@@ -628,6 +642,11 @@ class MindConnectTenant:
             "userTenant": self.name,
         }
 
+    def issued(self) -> dict[str, str]:
+        """Agent name -> client id of the certificates issued in this run (a copy)."""
+        with self._lock:
+            return dict(self._issued)
+
     def client_id(self, common_name: str) -> str:
         """``<tenant>_<CN>`` (mindconnect-mqtt README: CLIENT_ID is tenantId_AgentName)."""
         return f"{self.name}_{common_name}"
@@ -636,7 +655,7 @@ class MindConnectTenant:
 
     def issue_token(self, auth_key: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a token request or raise MindConnectAuthError / MindConnectRequestError."""
-        self._check_app(auth_key)
+        self.check_app_credentials(auth_key)
         # grant_type: sent by Siemens' sample (IHCustomAppUI.py), absent from the documented
         # request example (Token Management Service - Samples): optional, but only this value.
         grant = body.get("grant_type", "client_credentials")
@@ -664,7 +683,8 @@ class MindConnectTenant:
         # client-credentials grant this endpoint implements.
         return {"access_token": token, "token_type": "Bearer", "expires_in": int(TOKEN_LIFETIME_S)}
 
-    def _check_app(self, auth_key: str | None) -> None:
+    def check_app_credentials(self, auth_key: str | None) -> None:
+        """Raise MindConnectAuthError unless ``auth_key`` (X-SPACE-AUTH-KEY) is the app's."""
         # "Basic base64(id:secret)": Siemens' Token Management documentation and mindconnect-nodejs
         # (TokenManagerAuth); "Bearer base64(id:secret)": mindconnect-mqtt's IHCustomAppUI.py.
         scheme, _, encoded = (auth_key or "").strip().partition(" ")
@@ -709,7 +729,8 @@ class MindConnectTenant:
             raise MindConnectRequestError(f"name {name!r} is reserved by the dev cloud")
         cert_pem, key_pem = self._issue_pair(name)
         client_id = self.client_id(name)
-        self.issued[name] = client_id
+        with self._lock:
+            self._issued[name] = client_id
         log.info("mindconnect_agent_certificate_issued", tenant=self.name, client_id=client_id)
         if self.answer_shape == "sample":
             # mindconnect-mqtt IHCustomAppUI.py (submit_generate_agent_certificate) reads exactly
@@ -989,6 +1010,7 @@ class MindConnectSide:
                     clean_session=match["clean"] == "1",
                     keepalive=int(match["keepalive"]),
                     logged_at=match["at"],
+                    tenant=self.tenant.name,
                 )
             )
         return found
@@ -1044,9 +1066,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def _token(request: web.Request) -> web.Response:
     tenant = request.app[_SIDE_KEY].tenant
+    auth_key = request.headers.get("X-SPACE-AUTH-KEY")
     try:
+        tenant.check_app_credentials(auth_key)  # 401 before anything about the body
         body = await _json_body(request)
-        answer = tenant.issue_token(request.headers.get("X-SPACE-AUTH-KEY"), body)
+        answer = tenant.issue_token(auth_key, body)
     except MindConnectAuthError as exc:
         log.warning("mindconnect_token_refused", reason=str(exc))
         return _error(401, str(exc))

@@ -41,14 +41,14 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _known(side: MindConnectSide, client_id: str) -> bool:
-    return client_id in side.store.agents() or client_id in side.tenant.issued.values()
+    return client_id in side.store.agents() or client_id in side.tenant.issued().values()
 
 
 def agents_view(side: MindConnectSide) -> dict[str, Any]:
     """The tenant and every agent (issued or seen), for ``GET /api/mindconnect``."""
     summary = side.summary()
     seen = set(side.store.agents())
-    issued = sorted(set(side.tenant.issued.values()) - seen)
+    issued = sorted(set(side.tenant.issued().values()) - seen)
     summary["agents"] += [side.store.view(client_id) for client_id in issued]
     summary["agents"].sort(key=lambda agent: agent["clientId"])
     return summary
