@@ -198,6 +198,7 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
         claims=parse_claims(args.claim),
         fleet_templates=parse_claims(args.fleet_template),
         fleet_claims=args.fleet_claim,
+        mindconnect=(args.mindconnect_tenant, args.mindconnect_shape),
     )
 
 
@@ -285,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="issue a claim certificate into DIR/claims/NAME/ for fleet provisioning",
+    )
+    devcloud.add_argument(
+        "--mindconnect-tenant", default="devtenant", help="the MindConnect side's tenant name"
+    )
+    devcloud.add_argument(
+        "--mindconnect-shape",
+        choices=("documentation", "sample"),
+        default="documentation",
+        help="agentCertificates answer fields: Siemens' documentation's or its sample's",
     )
     devcloud.add_argument("--state-dir", help=f"state folder (default {devcloud_dir()})")
     devcloud.set_defaults(handler=cmd_devcloud)

@@ -100,7 +100,7 @@ class MosquittoBroker:
         self._log_offset = 0
         self._claim_identities: tuple[str, ...] = ()
         self._attached: dict[str, str] = {}  # certificate identity -> thing name
-        self._mindconnect: dict[str, Path] = {}  # MindConnect tenant -> its CA certificate
+        self._mindconnect: dict[str, list[Path]] = {}  # MindConnect tenant -> its CA certificates
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -144,14 +144,17 @@ class MosquittoBroker:
 
     def add_mindconnect_tenant(self, tenant: str, ca_cert: Path) -> None:
         """Trust ``ca_cert`` for client certificates too, and give each agent it certifies
-        (username = certificate CN) only ``tc/<tenant>/<tenant>_<CN>/#``.
+        (username = certificate CN) only ``tc/<tenant>/<tenant>_<CN>/#``. Call again to trust
+        another CA of the same tenant (an environment's own CA).
 
         mosquitto reads its CA file at start: a running broker must be restarted (``restart``)
-        before agents of a tenant added now can connect.
+        before agents of a CA added now can connect.
         """
         if not tenant or any(c.isspace() or c in "#+/_" for c in tenant):
             raise BrokerError(f"invalid MindConnect tenant name: {tenant!r}")
-        self._mindconnect[tenant] = ca_cert
+        cas = self._mindconnect.setdefault(tenant, [])
+        if ca_cert not in cas:
+            cas.append(ca_cert)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -282,7 +285,8 @@ class MosquittoBroker:
         if self._mindconnect:
             # One bundle: the dev CA (things, services) and every MindConnect tenant CA.
             bundle = self._workdir / "client-cas.pem"
-            pems = [cafile.read_bytes(), *(p.read_bytes() for p in self._mindconnect.values())]
+            extra = [path for paths in self._mindconnect.values() for path in paths]
+            pems = [cafile.read_bytes(), *(path.read_bytes() for path in extra)]
             bundle.write_bytes(b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
             cafile = bundle
         lines += [

@@ -32,7 +32,11 @@ What it fakes, from Siemens' public sources (each field's source is named where 
   checked against the documented shape (refusals are kept too, with their reason);
 - **commands**: `MindConnectSide.send_command` publishes ``{"id", "data": {"jobId", "payload"}}``
   on ``tc/<tenant>/<clientId>/i/cmd_v3/c``; `MindConnectSide.wait_for_answer` waits for the
-  agent's ``{"id", "requestId", "data": {"timestamp", "jobId", "status", "response"}}``.
+  agent's ``{"id", "requestId", "data": {"timestamp", "jobId", "status", "response"}}``;
+- an environment's **own CA** (`MindConnectSide.register_own_ca`): a verification certificate
+  whose CN is ``tenant.registration_code``, signed by the CA; at most two, no intermediates
+  (Siemens' "Managing CA Certificates using MindConnect MQTT API"); the broker is restarted to
+  trust it. Siemens' CA upload API itself is not faked.
 
 Python API for tests (stable; everything blocking is marked so)::
 
@@ -49,11 +53,18 @@ Python API for tests (stable; everything blocking is marked so)::
     sent = await side.send_command("devtenant_pi1", {"commandType": "set", ...})
     answer = await side.wait_for_answer(sent.id, timeout_s=5)          # CommandAnswer
     side.connections()                         # blocking: [AgentConnection] from mosquitto's log
+    await side.register_own_ca(ca_pem, verification_pem)   # own CA; restarts the broker
+
+With ``DevCloud`` (below) use ``cloud.mindconnect`` as ``side``, ``cloud.provision_url`` as the
+gateway URL, ``side.broker_ca`` as the broker's CA and ``side.tenant.app_id`` /
+``side.tenant.app_secret`` as the app credential (tests/integration/test_mindconnect_devcloud.py
+shows each step over real HTTPS and mosquitto).
 
 ``DevCloud`` (``edge-gateway devcloud``) builds all of this: ``cloud.mindconnect`` is the side,
 the endpoints are on the Provision API's HTTPS address, and the dashboard's HTTP API offers
-``GET /api/mindconnect``, ``GET /api/mindconnect/agents/<clientId>`` and ``POST
-/api/mindconnect/agents/<clientId>/commands`` (see docs/devcloud.md).
+``GET /api/mindconnect``, ``GET /api/mindconnect/agents/<clientId>``, ``POST
+/api/mindconnect/agents/<clientId>/commands`` and ``POST /api/mindconnect/cas`` (see
+docs/devcloud.md).
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ import datetime as dt
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -76,6 +88,7 @@ from typing import Any, Final, Literal
 import aiomqtt
 import structlog
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
 
 from gateway.core.atomicfile import write_atomic
 from gateway.devcloud.broker import MosquittoBroker
@@ -132,6 +145,7 @@ _HISTORY_EVENTS: Final = 200
 _HISTORY_ANSWERS: Final = 200
 _HISTORY_REFUSALS: Final = 100
 _MAX_AGENTS: Final = 1000
+_MAX_OWN_CAS: Final = 2  # "You can upload up to two X.509 based public certificates" (Siemens)
 _MAX_BODY: Final = 16 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 # ISO 8601 UTC with a Z: Siemens' samples use milliseconds ("2020-08-01T00:15:10.100Z", MindConnect
@@ -284,11 +298,12 @@ class AgentConnection:
     clean_session: bool
     keepalive: int
     logged_at: str
+    tenant: str = DEFAULT_TENANT
 
     @property
     def client_id_matches(self) -> bool:
-        """Whether the client id is ``<tenant>_<CN>`` (needs the tenant: see `connections`)."""
-        return self.username is not None and self.client_id.endswith(f"_{self.username}")
+        """Whether the client id is ``<tenant>_<CN>``, as MindConnect requires."""
+        return self.username is not None and self.client_id == f"{self.tenant}_{self.username}"
 
 
 @dataclass
@@ -586,7 +601,14 @@ class MindConnectTenant:
         self.app_name = str(app["appName"])
         self.app_version = str(app["appVersion"])
         self._app_secret = str(app["appSecret"])
-        self.issued: dict[str, str] = {}  # agent name -> client id, this run
+        self._issued: dict[str, str] = {}  # agent name -> client id, this run
+        self._lock = threading.Lock()  # certificates are issued from worker threads
+        code_file = state_dir / "registration-code"
+        if not code_file.exists():
+            write_atomic(code_file, secrets.token_hex(16).encode(), 0o600)
+        self.registration_code = code_file.read_text().strip()
+        own = state_dir / "own-cas"
+        self._own_cas = sorted(own.glob("*.pem")) if own.is_dir() else []
 
     # --- app credentials ------------------------------------------------------------------------
 
@@ -620,6 +642,11 @@ class MindConnectTenant:
             "userTenant": self.name,
         }
 
+    def issued(self) -> dict[str, str]:
+        """Agent name -> client id of the certificates issued in this run (a copy)."""
+        with self._lock:
+            return dict(self._issued)
+
     def client_id(self, common_name: str) -> str:
         """``<tenant>_<CN>`` (mindconnect-mqtt README: CLIENT_ID is tenantId_AgentName)."""
         return f"{self.name}_{common_name}"
@@ -628,7 +655,7 @@ class MindConnectTenant:
 
     def issue_token(self, auth_key: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a token request or raise MindConnectAuthError / MindConnectRequestError."""
-        self._check_app(auth_key)
+        self.check_app_credentials(auth_key)
         # grant_type: sent by Siemens' sample (IHCustomAppUI.py), absent from the documented
         # request example (Token Management Service - Samples): optional, but only this value.
         grant = body.get("grant_type", "client_credentials")
@@ -656,7 +683,8 @@ class MindConnectTenant:
         # client-credentials grant this endpoint implements.
         return {"access_token": token, "token_type": "Bearer", "expires_in": int(TOKEN_LIFETIME_S)}
 
-    def _check_app(self, auth_key: str | None) -> None:
+    def check_app_credentials(self, auth_key: str | None) -> None:
+        """Raise MindConnectAuthError unless ``auth_key`` (X-SPACE-AUTH-KEY) is the app's."""
         # "Basic base64(id:secret)": Siemens' Token Management documentation and mindconnect-nodejs
         # (TokenManagerAuth); "Bearer base64(id:secret)": mindconnect-mqtt's IHCustomAppUI.py.
         scheme, _, encoded = (auth_key or "").strip().partition(" ")
@@ -701,7 +729,8 @@ class MindConnectTenant:
             raise MindConnectRequestError(f"name {name!r} is reserved by the dev cloud")
         cert_pem, key_pem = self._issue_pair(name)
         client_id = self.client_id(name)
-        self.issued[name] = client_id
+        with self._lock:
+            self._issued[name] = client_id
         log.info("mindconnect_agent_certificate_issued", tenant=self.name, client_id=client_id)
         if self.answer_shape == "sample":
             # mindconnect-mqtt IHCustomAppUI.py (submit_generate_agent_certificate) reads exactly
@@ -747,6 +776,64 @@ class MindConnectTenant:
             serialization.NoEncryption(),
         )
         return cert.decode(), key_pem.decode()
+
+    # --- the environment's own CA certificates -------------------------------------------------
+
+    @property
+    def own_ca_dir(self) -> Path:
+        return self._dir / "own-cas"
+
+    def own_cas(self) -> list[Path]:
+        """The own CA certificates registered so far."""
+        return list(self._own_cas)
+
+    def register_own_ca(self, ca_pem: bytes, verification_pem: bytes) -> Path:
+        """Check and keep an environment's own CA (blocking); return where it is kept.
+
+        As Siemens' "Managing CA Certificates using MindConnect MQTT API" describes: at most two
+        CA certificates per environment, no intermediates (the CA must be self-signed), and a
+        verification certificate whose CN is the registration code, signed by the CA's key.
+        """
+        from cryptography import x509
+
+        try:
+            ca = x509.load_pem_x509_certificate(ca_pem)
+            verification = x509.load_pem_x509_certificate(verification_pem)
+        except ValueError as exc:
+            raise MindConnectRequestError("not a PEM certificate") from exc
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise MindConnectRequestError("not a CA certificate (BasicConstraints CA:true)")
+        if ca.issuer != ca.subject or not _signed_by(ca, ca):
+            raise MindConnectRequestError("intermediate CA certificates are not supported")
+        names = verification.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        if not names or names[0].value != self.registration_code:
+            raise MindConnectRequestError("the verification certificate's CN is not the code")
+        if verification.issuer != ca.subject or not _signed_by(verification, ca):
+            raise MindConnectRequestError("the verification certificate is not signed by the CA")
+        from cryptography.hazmat.primitives import hashes
+
+        name = ca.fingerprint(hashes.SHA256()).hex()[:16] + ".pem"
+        existing = self.own_cas()
+        if self.own_ca_dir / name not in existing and len(existing) >= _MAX_OWN_CAS:
+            raise MindConnectRequestError(f"at most {_MAX_OWN_CAS} CA certificates per tenant")
+        self.own_ca_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.own_ca_dir / name, ca_pem, 0o644)
+        if self.own_ca_dir / name not in self._own_cas:
+            self._own_cas.append(self.own_ca_dir / name)
+        log.info("mindconnect_own_ca_registered", tenant=self.name, ca=name)
+        return self.own_ca_dir / name
+
+
+def _signed_by(cert: Any, issuer: Any) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _ulid_like() -> str:
@@ -923,9 +1010,23 @@ class MindConnectSide:
                     clean_session=match["clean"] == "1",
                     keepalive=int(match["keepalive"]),
                     logged_at=match["at"],
+                    tenant=self.tenant.name,
                 )
             )
         return found
+
+    async def register_own_ca(self, ca_pem: bytes, verification_pem: bytes) -> Path:
+        """Register an environment's own CA (see `MindConnectTenant.register_own_ca`) and
+        restart the broker so it trusts it: every client reconnects (this side before this
+        returns)."""
+        path = await asyncio.to_thread(self.tenant.register_own_ca, ca_pem, verification_pem)
+        self.broker.add_mindconnect_tenant(self.tenant.name, path)
+        # Only a new connection sets it again: wait for it, or what agents send next is lost.
+        self.connected.clear()
+        await asyncio.to_thread(self.broker.restart)
+        async with asyncio.timeout(_REQUEST_TIMEOUT):
+            await self.connected.wait()
+        return path
 
     def summary(self) -> dict[str, Any]:
         """The tenant as the dashboard's HTTP API shows it (no secrets)."""
@@ -935,6 +1036,8 @@ class MindConnectSide:
             "answerShape": self.tenant.answer_shape,
             "broker": {"host": self.broker.host, "port": self.broker.port},
             "tenantCa": str(self.tenant.ca.cert_path),
+            "registrationCode": self.tenant.registration_code,
+            "ownCas": [str(path) for path in self.tenant.own_cas()],
             "brokerCa": str(self.broker_ca),
             "agents": [self.store.view(client_id) for client_id in self.store.agents()],
         }
@@ -963,9 +1066,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def _token(request: web.Request) -> web.Response:
     tenant = request.app[_SIDE_KEY].tenant
+    auth_key = request.headers.get("X-SPACE-AUTH-KEY")
     try:
+        tenant.check_app_credentials(auth_key)  # 401 before anything about the body
         body = await _json_body(request)
-        answer = tenant.issue_token(request.headers.get("X-SPACE-AUTH-KEY"), body)
+        answer = tenant.issue_token(auth_key, body)
     except MindConnectAuthError as exc:
         log.warning("mindconnect_token_refused", reason=str(exc))
         return _error(401, str(exc))

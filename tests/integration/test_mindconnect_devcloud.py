@@ -7,9 +7,13 @@ import asyncio
 import base64
 import json
 import os
+import shutil
+import signal
 import socket
 import ssl
 import stat
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from gateway.devcloud.mindconnect import (
 )
 from gateway.devcloud.pki import Credentials, client_ssl_context
 from gateway.devcloud.web import DevCloud
-from tests.integration.test_devcloud_web import running_devcloud
+from tests.integration.test_devcloud_web import page_headers, running_devcloud
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +413,291 @@ async def test_connections_show_client_id_clean_session_and_keepalive(
         (client_id, "pi1", False, 60)
     ]
     assert connections[0].client_id_matches
+
+
+# --- the dashboard's HTTP API ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def dashboard(cloud: DevCloud) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cloud.dashboard_url) as session:
+        yield session
+
+
+async def test_dashboard_api_lists_the_tenant_and_issued_agents_without_the_app_secret(
+    cloud: DevCloud, https: aiohttp.ClientSession, dashboard: aiohttp.ClientSession
+) -> None:
+    await new_agent(https, cloud.mindconnect, "pi1", cloud.state_dir / "agents")
+    async with dashboard.get("/api/mindconnect") as response:
+        assert response.status == 200
+        text = await response.text()
+    summary = json.loads(text)
+    assert summary["tenant"] == TENANT
+    assert summary["appId"] == cloud.mindconnect.tenant.app_id
+    assert [agent["clientId"] for agent in summary["agents"]] == [f"{TENANT}_pi1"]
+    assert cloud.mindconnect.tenant.app_secret not in text
+
+
+async def test_dashboard_api_sends_a_command_to_a_known_agent(
+    cloud: DevCloud,
+    https: aiohttp.ClientSession,
+    dashboard: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    side = cloud.mindconnect
+    client_id, creds = await new_agent(https, side, "pi1", tmp_path)
+    headers = await page_headers(dashboard, cloud.dashboard_url)
+    payload = {"commandType": "set", "device": "relay", "value": False}
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.subscribe(agent_topic(TENANT, client_id, "i/cmd_v3/c"), 1)
+        path = f"/api/mindconnect/agents/{client_id}/commands"
+        body = {"payload": payload, "jobId": "job-1"}
+        async with dashboard.post(path, json=body, headers=headers) as response:
+            assert response.status == 202
+            sent = await response.json()
+        async with asyncio.timeout(5):
+            message = await anext(aiter(agent.messages))
+    command = json.loads(message.payload)  # type: ignore[arg-type]
+    assert command == {"id": sent["id"], "data": {"jobId": "job-1", "payload": payload}}
+
+
+async def test_dashboard_api_refuses_a_command_for_an_unknown_agent(
+    cloud: DevCloud, dashboard: aiohttp.ClientSession
+) -> None:
+    headers = await page_headers(dashboard, cloud.dashboard_url)
+    path = f"/api/mindconnect/agents/{TENANT}_nobody/commands"
+    async with dashboard.post(path, json={"payload": {}}, headers=headers) as response:
+        assert response.status == 404
+    assert cloud.mindconnect.store.commands(f"{TENANT}_nobody") == []
+
+
+async def test_dashboard_api_refuses_a_command_without_the_dashboard_token(
+    cloud: DevCloud, https: aiohttp.ClientSession, dashboard: aiohttp.ClientSession
+) -> None:
+    client_id, _ = await new_agent(https, cloud.mindconnect, "pi1", cloud.state_dir / "agents")
+    headers = {"Origin": cloud.dashboard_url.rstrip("/")}
+    path = f"/api/mindconnect/agents/{client_id}/commands"
+    async with dashboard.post(path, json={"payload": {}}, headers=headers) as response:
+        assert response.status == 403
+    assert cloud.mindconnect.store.commands(client_id) == []
+
+
+# --- docs/devcloud.md and `edge-gateway devcloud` ----------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "devcloud.md"
+
+
+def test_every_mindconnect_route_is_documented(cloud: DevCloud) -> None:
+    from aiohttp import web
+
+    from gateway.devcloud.mindconnect import add_mindconnect_routes
+    from gateway.devcloud.web.mindconnect import add_dashboard_routes
+
+    text = DOCS.read_text()
+    app = web.Application()
+    add_mindconnect_routes(app, cloud.mindconnect)
+    add_dashboard_routes(app, cloud.mindconnect)
+    routes = [
+        f"{route.method} {route.resource.canonical}"
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    ]
+    assert len(routes) == 6
+    assert [route for route in routes if f"`{route}`" not in text] == []
+
+
+async def test_the_documented_curl_example_obtains_an_agent_certificate(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    section = DOCS.read_text().split("### `POST /api/technicaltokenmanager/v3/oauth/token`", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = script.replace("https://127.0.0.1:8443", cloud.provision_url.rstrip("/"))
+    script = script.replace("$HOME/.local/state/edge-gateway/devcloud", str(cloud.state_dir))
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-eu", "-o", "pipefail", "-c", script,
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert output.decode().strip() == f"{TENANT}_pi1"
+    answer = json.loads((tmp_path / "agent.json").read_text())
+    assert answer["publicKey"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+async def test_devcloud_command_runs_the_tenant_and_answer_shape_it_is_given() -> None:
+    state = Path(tempfile.mkdtemp(prefix="egw-mc-", dir="/tmp"))
+    devcloud = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "gateway", "devcloud", "--state-dir", str(state)],
+        *["--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--mqtt-port", "0"],
+        *["--mindconnect-tenant", "acme", "--mindconnect-shape", "sample"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert devcloud.stdout is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(20):
+            while not lines or "Press Ctrl+C" not in lines[-1]:
+                line = (await devcloud.stdout.readline()).decode()
+                assert line, f"devcloud exited early: {''.join(lines)}"
+                lines.append(line)
+        printed = {
+            line.split()[0] + " " + line.split()[1]: line.split()[2]
+            for line in lines
+            if line.startswith("  ") and len(line.split()) > 2
+        }
+        gateway, app_id = printed["gateway URL"], printed["app id"]
+        assert app_id == "acme-devapp-1.0.0"
+        secret = json.loads((state / "mindconnect" / "app.json").read_text())["appSecret"]
+        key = base64.b64encode(f"{app_id}:{secret}".encode()).decode()
+        body = {
+            "appName": "devapp",
+            "appVersion": "1.0.0",
+            "hostTenant": "acme",
+            "userTenant": "acme",
+        }
+        tls = ssl.create_default_context(cafile=str(state / "ca" / "ca.pem"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
+            headers = {"X-SPACE-AUTH-KEY": f"Bearer {key}"}
+            async with http.post(f"{gateway}/{TOKEN_PATH}", json=body, headers=headers) as resp:
+                assert resp.status == 200
+                token = (await resp.json())["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            url = f"{gateway}/{CERTS_PATH}"
+            async with http.post(url, json={"name": "pi1"}, headers=headers) as resp:
+                assert resp.status == 201
+                answer = await resp.json()
+        assert answer["clientId"] == "acme_pi1"
+        assert set(answer) == {"clientId", "credentials"}
+    finally:
+        if devcloud.returncode is None:
+            devcloud.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await devcloud.wait()
+            except TimeoutError:
+                devcloud.kill()
+                await devcloud.wait()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+# --- an environment's own CA ------------------------------------------------------------------
+
+
+def own_ca(name: str) -> tuple[x509.Certificate, Any, bytes]:
+    from gateway.provisioning import certs
+
+    cert_pem, key_pem = certs.create_ca(name)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return cert, key, cert_pem
+
+
+def own_agent(
+    ca: x509.Certificate, ca_key: Any, name: str, folder: Path, side: MindConnectSide
+) -> Credentials:
+    from gateway.provisioning import certs
+
+    key = certs.generate_key()
+    cert = certs.issue_certificate(ca, ca_key, name, key.public_key())
+    folder.mkdir(parents=True)
+    creds = Credentials(ca=side.broker_ca, cert=folder / "cert.pem", key=folder / "privkey.pem")
+    creds.cert.write_bytes(certs.certificate_pem(cert))
+    creds.key.write_bytes(certs.private_key_pem(key))
+    creds.key.chmod(0o600)
+    return creds
+
+
+async def test_an_agent_of_a_registered_own_ca_publishes_to_its_topics(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    ca, ca_key, ca_pem = own_ca("devtenant own CA")
+    verification, _ = certs.verification_certificate(ca, ca_key, side.tenant.registration_code)
+    await side.register_own_ca(ca_pem, verification)
+    creds = own_agent(ca, ca_key, "pi7", tmp_path / "pi7", side)
+    client_id = f"{TENANT}_pi7"
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(agent_topic(TENANT, client_id, "o/mc_v3/ts"), timeseries(("t", "1")), 1)
+        await side.wait_for_points(client_id, 1, timeout_s=10)
+    assert side.store.latest(client_id)["t"].value == "1"
+
+
+async def test_an_unregistered_own_ca_cannot_connect(cloud: DevCloud, tmp_path: Path) -> None:
+    side = cloud.mindconnect
+    ca, ca_key, _ = own_ca("someone else's CA")
+    creds = own_agent(ca, ca_key, "pi7", tmp_path / "pi7", side)
+    # The handshake fails on the broker's side: the client sees an alert, or no CONNACK.
+    with pytest.raises((aiomqtt.MqttError, TimeoutError)):
+        async with asyncio.timeout(5), agent_client(side, f"{TENANT}_pi7", creds):
+            pass
+    assert [c for c in await asyncio.to_thread(side.connections) if c.username == "pi7"] == []
+
+
+@pytest.mark.parametrize("problem", ["wrong code", "other signer", "not a CA"])
+async def test_an_own_ca_without_a_valid_verification_is_refused(
+    cloud: DevCloud, problem: str
+) -> None:
+    from gateway.devcloud.mindconnect import MindConnectRequestError
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    ca, ca_key, ca_pem = own_ca("my CA")
+    code = side.tenant.registration_code
+    if problem == "wrong code":
+        verification, _ = certs.verification_certificate(ca, ca_key, "not-the-code")
+    elif problem == "other signer":
+        other, other_key, _ = own_ca("my CA")  # same name, another key
+        verification, _ = certs.verification_certificate(other, other_key, code)
+    else:
+        verification, _ = certs.verification_certificate(ca, ca_key, code)
+        ca_pem = verification  # a leaf certificate offered as the CA
+    with pytest.raises(MindConnectRequestError):
+        await side.register_own_ca(ca_pem, verification)
+    assert side.tenant.own_cas() == []
+
+
+async def test_at_most_two_own_cas_are_registered(cloud: DevCloud) -> None:
+    from gateway.devcloud.mindconnect import MindConnectRequestError
+    from gateway.provisioning import certs
+
+    side = cloud.mindconnect
+    for index in range(3):
+        ca, ca_key, ca_pem = own_ca(f"CA {index}")
+        verification, _ = certs.verification_certificate(ca, ca_key, side.tenant.registration_code)
+        if index < 2:
+            await asyncio.to_thread(side.tenant.register_own_ca, ca_pem, verification)
+        else:
+            with pytest.raises(MindConnectRequestError, match="at most 2"):
+                await asyncio.to_thread(side.tenant.register_own_ca, ca_pem, verification)
+    assert len(side.tenant.own_cas()) == 2
+
+
+async def test_the_documented_own_ca_example_registers_a_ca_whose_agent_can_publish(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    section = DOCS.read_text().split("### An environment's own CA", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    program = Path(sys.executable).parent / "edge-gateway"
+    script = script.replace("http://127.0.0.1:8080", cloud.dashboard_url.rstrip("/"))
+    script = script.replace("$HOME/.local/state/edge-gateway/devcloud", str(cloud.state_dir))
+    script = script.replace(".venv/bin/edge-gateway", str(program))
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-eu", "-o", "pipefail", "-c", script,
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(40):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert output.decode().strip().splitlines()[-1] == "1"
+    side = cloud.mindconnect
+    folder = tmp_path / "agents" / "pi7"
+    creds = Credentials(ca=side.broker_ca, cert=folder / "cert.pem", key=folder / "privkey.pem")
+    client_id = f"{TENANT}_pi7"
+    async with agent_client(side, client_id, creds) as agent:
+        await agent.publish(agent_topic(TENANT, client_id, "o/mc_v3/ts"), timeseries(("t", "7")), 1)
+        await side.wait_for_points(client_id, 1, timeout_s=10)

@@ -278,7 +278,8 @@ class DevCloud:
         tenant = await asyncio.to_thread(
             MindConnectTenant, state / "mindconnect", tenant=tenant_name, answer_shape=shape
         )
-        broker.add_mindconnect_tenant(tenant.name, tenant.ca.cert_path)
+        for ca_cert in (tenant.ca.cert_path, *tenant.own_cas()):
+            broker.add_mindconnect_tenant(tenant.name, ca_cert)
         await asyncio.to_thread(broker.start)
         self._mindconnect = MindConnectSide(tenant, broker)
         self._service = ShadowService(
@@ -317,7 +318,14 @@ class DevCloud:
             ip_addresses=(https_host,) if is_ip else (),
         )
         tls = await asyncio.to_thread(server_ssl_context, server)
-        self.dashboard_port = await self._serve(dashboard_app(hub, self._guard), self._http, None)
+        side = self.mindconnect
+        side.store.listeners.append(
+            lambda client_id, _kind: hub.broadcast(
+                {"type": "mindconnect", "agent": side.store.view(client_id)}
+            )
+        )
+        dashboard = dashboard_app(hub, self._guard, mindconnect=side)
+        self.dashboard_port = await self._serve(dashboard, self._http, None)
         # Until now the guard refused every request: it only trusts the address it listens on.
         self._guard.bind(self._http[0], self.dashboard_port)
         api = provision_app(provision)
