@@ -52,8 +52,8 @@ from gateway.links.mindconnect.payloads import (
 
 log = structlog.get_logger()
 
-# Siemens documents no message size for its broker; 128 KiB keeps each message far below
-# MQTT's limit and that of the brokers a test runs against.
+# Siemens documents no message size for its broker; messages are kept within 128 KiB (AWS IoT
+# Core's limit, which the dev cloud's MindConnect side enforces too).
 MAX_MESSAGE_BYTES = 128 * 1024
 ROWS_PER_ROUND = 500  # outbox rows read per round (several messages if they need it)
 FINAL_FLUSH_TIMEOUT_S = 2.0  # at a clean stop; what is not sent by then waits in the outbox
