@@ -77,8 +77,10 @@ def client_context(
 def _load_with_chain(context: ssl.SSLContext, cert: Path, key: Path, chain: Path) -> None:
     """``load_cert_chain`` takes one file for the certificate and its chain: the two (public)
     files are joined in a private temporary folder for the call, then removed."""
-    joined = read_credential_file(cert, "client certificate").rstrip(b"\n") + b"\n"
-    joined += read_credential_file(chain, "certificate chain")
+    extra = read_credential_file(chain, "certificate chain")
+    if b"-----BEGIN CERTIFICATE-----" not in extra:  # OpenSSL would skip it without a word
+        raise TlsSetupError(f"certificate chain {chain} holds no PEM certificate")
+    joined = read_credential_file(cert, "client certificate").rstrip(b"\n") + b"\n" + extra
     with tempfile.TemporaryDirectory(prefix="edge-gateway-chain-") as folder:
         path = Path(folder) / "chain.pem"
         path.write_bytes(joined)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -136,3 +137,51 @@ def test_the_key_never_shows_in_repr() -> None:
 def test_the_space_auth_key_is_the_scheme_and_base64_of_id_and_secret() -> None:
     assert space_auth_key("t-app-1.0", "s3cret") == "Bearer dC1hcHAtMS4wOnMzY3JldA=="
     assert space_auth_key("a", "b", "Basic") == "Basic YTpi"
+
+
+def test_a_client_context_with_a_chain_completes_a_mutual_tls_handshake(
+    tmp_path: Path, dev_ca: Any
+) -> None:
+    import ssl
+    import threading
+
+    from gateway.core.tls import client_context, server_context
+
+    agent = dev_ca.issue("agent-chain", tmp_path / "agent")
+    server = dev_ca.issue("localhost", tmp_path / "server", server=True)
+    listener = server_context(server.cert, server.key)
+    listener.verify_mode = ssl.CERT_REQUIRED
+    listener.load_verify_locations(cafile=str(server.ca))
+    context = client_context(agent.ca, agent.cert, agent.key, chain=agent.ca)
+    seen: list[bytes | None] = []
+
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = sock.accept()
+            with listener.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.getpeercert(binary_form=True))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            context.wrap_socket(raw, server_hostname="localhost"),
+        ):
+            thread.join(5)
+    assert seen and seen[0] is not None  # the server saw the agent's certificate
+
+
+def test_an_unreadable_chain_is_named_in_the_error(tmp_path: Path, dev_ca: Any) -> None:
+    from gateway.core.tls import client_context
+
+    agent = dev_ca.issue("agent-badchain", tmp_path / "agent")
+    bad = tmp_path / "chain.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(TlsSetupError, match="holds no PEM certificate"):
+        client_context(agent.ca, agent.cert, agent.key, chain=bad)
+    with pytest.raises(TlsSetupError, match="certificate chain"):
+        client_context(agent.ca, agent.cert, agent.key, chain=tmp_path / "missing.pem")
