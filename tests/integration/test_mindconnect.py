@@ -377,3 +377,19 @@ async def test_hostile_commands_are_dropped_and_never_touch_a_pin(
         client_id, {"commandType": "set", "device": "led", "value": True}
     )
     assert (await side.wait_for_answer(sent.id)).status == "EXECUTED"  # still serving
+
+
+async def test_agent_cert_takes_tenant_and_state_dir_from_the_config(
+    cloud: DevCloud, tmp_path: Path
+) -> None:
+    side = cloud.mindconnect
+    config = write_config(tmp_path, side)
+    secret = tmp_path / "app-secret"
+    secret.write_text(side.tenant.app_secret)
+    argv = ["mindconnect", "agent-cert", "--name", AGENT, "--app-id", side.tenant.app_id]
+    argv += ["--app-secret-file", str(secret), "--gateway-url", cloud.provision_url]
+    argv += ["--ca", str(cloud.ca.cert_path), "-c", str(config)]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert (tmp_path / "state" / "certs" / "mindconnect-cert.pem").is_file()
+    async with running(config, tmp_path) as (gateway, _):
+        assert gateway.status()["links"]["mindconnect"]["client_id"] == "devtenant_pi-mc"
