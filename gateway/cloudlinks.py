@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from gateway.config import GatewayConfig
 from gateway.core.ports import DeviceCore, LinkPlan
+from gateway.links.mindconnect.plan import mindconnect_plans
 
 
 def cloud_links(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]:
@@ -19,4 +20,5 @@ def cloud_links(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]:
         from gateway.links.thinx.plan import thinx_plan
 
         plans.append(thinx_plan(config, core))
+    plans += mindconnect_plans(config, core)  # Siemens Insights Hub (MindConnect MQTT)
     return plans

@@ -220,6 +220,7 @@ def cmd_devcloud(args: argparse.Namespace) -> int:
         claims=parse_claims(args.claim),
         fleet_templates=parse_claims(args.fleet_template),
         fleet_claims=args.fleet_claim,
+        mindconnect=(args.mindconnect_tenant, args.mindconnect_shape),
     )
 
 
@@ -320,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="issue a claim certificate into DIR/claims/NAME/ for fleet provisioning",
     )
+    devcloud.add_argument(
+        "--mindconnect-tenant", default="devtenant", help="the MindConnect side's tenant name"
+    )
+    devcloud.add_argument(
+        "--mindconnect-shape",
+        choices=("documentation", "sample"),
+        default="documentation",
+        help="agentCertificates answer fields: Siemens' documentation's or its sample's",
+    )
     devcloud.add_argument("--state-dir", help=f"state folder (default {devcloud_dir()})")
     devcloud.set_defaults(handler=cmd_devcloud)
 
@@ -351,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.credentials import add_credentials_parser
 
     add_credentials_parser(commands)
+    from gateway.cli.mindconnect import add_mindconnect_parser
+
+    add_mindconnect_parser(commands)
     add_completion_parser(commands, build_parser)
     return finish_parser(parser)  # a description and the defaults in every --help
 

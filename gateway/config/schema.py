@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails
 
 from gateway.config.credentials import CloudWatchConfig, CredentialsConfig
 from gateway.config.formats import Window, parse_listen, url_problem
+from gateway.config.mindconnect import MindConnectConfig
 from gateway.config.paths import (
     ExistingFile,
     OptionalExistingFile,
@@ -52,6 +53,8 @@ MapKey = bool | int | float | str
 class _DeviceBase(_Frozen):
     # Also keep every change, in order, and publish it to events_topic (see the outbox).
     events: bool = False
+    # The MindConnect data point id its values go to (default: the device's name).
+    datapoint: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     # Value transforms, device value -> shadow value (and the inverse for desired values):
     # invert, then value * scale + offset, then rounding to digits, then map.
     invert: bool = False
@@ -520,7 +523,7 @@ _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 
 # Top-level keys that each configure a cloud link; a config needs at least one. ``mqtt`` is
 # the AWS IoT Device Shadow's broker (with ``thing`` and ``shadow``).
-CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "thinx")
+CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "thinx", "mindconnect")
 
 
 class GatewayConfig(_Frozen):
@@ -531,6 +534,7 @@ class GatewayConfig(_Frozen):
     ) = None
     shadow: ShadowConfig = ShadowConfig()
     mqtt: MqttConfig | None = None  # not given: no shadow link (another cloud only)
+    mindconnect: MindConnectConfig | None = None  # Siemens Insights Hub (MindConnect MQTT)
     gpio: GpioConfig = GpioConfig()
     devices: dict[
         Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")],

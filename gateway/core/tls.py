@@ -11,10 +11,15 @@ files, never their contents; callers convert it to their own error where they ne
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.core.credfiles import CredentialFileError, check_credential_file
+from gateway.core.credfiles import (
+    CredentialFileError,
+    check_credential_file,
+    read_credential_file,
+)
 from gateway.errors import TlsSetupError
 
 __all__ = ["MINIMUM_VERSION", "client_context", "server_context"]
@@ -29,9 +34,11 @@ def client_context(
     *,
     alpn: Sequence[str] = (),
     ca_label: str = "CA certificate",
+    chain: Path | None = None,
 ) -> ssl.SSLContext:
     """A client context verifying the server against ``ca`` (None: the system's trust store),
-    presenting ``cert``/``key`` when both are given, offering ``alpn`` (blocking). Errors
+    presenting ``cert``/``key`` when both are given (and after the certificate the ones in
+    ``chain``: an issuing CA the server does not hold), offering ``alpn`` (blocking). Errors
     call the CA file ``ca_label`` (the user's name for it: "CA bundle" in some settings)."""
     # Only the CA given is trusted when there is one (not the system store as well).
     # PROTOCOL_TLS_CLIENT checks the chain and the host name by default.
@@ -42,6 +49,7 @@ def client_context(
         (ca, ca_label),
         (cert if mutual else None, "client certificate"),
         (key if mutual else None, "private key"),
+        (chain if mutual else None, "certificate chain"),
     )
     try:
         if ca is not None:
@@ -52,8 +60,11 @@ def client_context(
         raise TlsSetupError(f"cannot load {ca_label} {ca}: {_reason(exc)}") from exc
     if mutual:
         try:
-            context.load_cert_chain(certfile=str(cert), keyfile=str(key))
-        except (OSError, ssl.SSLError) as exc:
+            if chain is not None and cert is not None and key is not None:
+                _load_with_chain(context, cert, key, chain)
+            else:
+                context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        except (OSError, ssl.SSLError, CredentialFileError) as exc:
             # Never include key material: only the file names and the library's reason.
             raise TlsSetupError(
                 f"cannot load client certificate {cert} with key {key}: {_reason(exc)}"
@@ -61,6 +72,19 @@ def client_context(
     if alpn:
         context.set_alpn_protocols(list(alpn))
     return context
+
+
+def _load_with_chain(context: ssl.SSLContext, cert: Path, key: Path, chain: Path) -> None:
+    """``load_cert_chain`` takes one file for the certificate and its chain: the two (public)
+    files are joined in a private temporary folder for the call, then removed."""
+    extra = read_credential_file(chain, "certificate chain")
+    if b"-----BEGIN CERTIFICATE-----" not in extra:  # OpenSSL would skip it without a word
+        raise TlsSetupError(f"certificate chain {chain} holds no PEM certificate")
+    joined = read_credential_file(cert, "client certificate").rstrip(b"\n") + b"\n" + extra
+    with tempfile.TemporaryDirectory(prefix="edge-gateway-chain-") as folder:
+        path = Path(folder) / "chain.pem"
+        path.write_bytes(joined)
+        context.load_cert_chain(certfile=str(path), keyfile=str(key))
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

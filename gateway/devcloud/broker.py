@@ -100,6 +100,7 @@ class MosquittoBroker:
         self._log_offset = 0
         self._claim_identities: tuple[str, ...] = ()
         self._attached: dict[str, str] = {}  # certificate identity -> thing name
+        self._mindconnect: dict[str, list[Path]] = {}  # MindConnect tenant -> its CA certificates
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -140,6 +141,20 @@ class MosquittoBroker:
             directory = self._workdir / "clients" / identity
             self._credentials[identity] = self._ca.issue(identity, directory)
         return self._credentials[identity]
+
+    def add_mindconnect_tenant(self, tenant: str, ca_cert: Path) -> None:
+        """Trust ``ca_cert`` for client certificates too, and give each agent it certifies
+        (username = certificate CN) only ``tc/<tenant>/<tenant>_<CN>/#``. Call again to trust
+        another CA of the same tenant (an environment's own CA).
+
+        mosquitto reads its CA file at start: a running broker must be restarted (``restart``)
+        before agents of a CA added now can connect.
+        """
+        if not tenant or any(c.isspace() or c in "#+/_" for c in tenant):
+            raise BrokerError(f"invalid MindConnect tenant name: {tenant!r}")
+        cas = self._mindconnect.setdefault(tenant, [])
+        if ca_cert not in cas:
+            cas.append(ca_cert)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -228,6 +243,10 @@ class MosquittoBroker:
             "pattern readwrite $aws/things/%u/#",
             "pattern readwrite things/%u/#",
         ]
+        for tenant in self._mindconnect:
+            # A MindConnect agent's client id is <tenant>_<CN>; mosquitto cannot refuse another
+            # client id, so the topics are keyed on the certificate (username = CN) instead.
+            acl_lines.append(f"pattern readwrite tc/{tenant}/{tenant}_%u/#")
         for identity in dict.fromkeys(privileged):
             # '#' does not match topics starting with '$', so $aws/# is granted explicitly.
             acl_lines += ["", f"user {identity}", "topic readwrite #", "topic readwrite $aws/#"]
@@ -262,10 +281,18 @@ class MosquittoBroker:
         if os.geteuid() == 0:
             # As root mosquitto would drop to user "mosquitto", which cannot read our 0600 keys.
             lines.append(f"user {pwd.getpwuid(0).pw_name}")
+        cafile = server_dir / "ca.pem"
+        if self._mindconnect:
+            # One bundle: the dev CA (things, services) and every MindConnect tenant CA.
+            bundle = self._workdir / "client-cas.pem"
+            extra = [path for paths in self._mindconnect.values() for path in paths]
+            pems = [cafile.read_bytes(), *(path.read_bytes() for path in extra)]
+            bundle.write_bytes(b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
+            cafile = bundle
         lines += [
             "",
             f"listener {self._port} {self._host}",
-            f"cafile {server_dir / 'ca.pem'}",
+            f"cafile {cafile}",
             f"certfile {server_dir / 'cert.pem'}",
             f"keyfile {server_dir / 'privkey.pem'}",
             "require_certificate true",

@@ -108,8 +108,11 @@ class DevCA:
         self._key = key
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> DevCA:
-        """Load the CA in ``directory``, creating it (and the directory) if missing."""
+    def load_or_create(cls, directory: Path, common_name: str = "edge-gateway dev CA") -> DevCA:
+        """Load the CA in ``directory``, creating it (and the directory) if missing.
+
+        ``common_name`` names a new CA (a second CA, e.g. a MindConnect tenant's, needs its own
+        name: TLS peers pick a client certificate's issuer by name)."""
         directory.mkdir(parents=True, exist_ok=True)
         cert_path, key_path = directory / _CA_CERT, directory / _CA_KEY
         if cert_path.exists() and key_path.exists():
@@ -119,8 +122,8 @@ class DevCA:
         public = key.public_key()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(certs.subject("edge-gateway dev CA"))
-            .issuer_name(certs.subject("edge-gateway dev CA"))
+            .subject_name(certs.subject(common_name))
+            .issuer_name(certs.subject(common_name))
             .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)

@@ -60,6 +60,8 @@ class MqttSettings:
     password: str | None = field(default=None, repr=False)
     password_file: Path | None = None  # read by prepare() (one line), instead of password
     tls: bool = True  # False only for plain MQTT to a loopback host (tests), asked for explicitly
+    clean_session: bool = True  # False: the broker keeps subscriptions and QoS 1 messages
+    chain: Path | None = None  # issuing CA(s) presented after ``cert`` (an own CA)
 
 
 # OpenSSL reasons (uppercase, as in ``ssl.SSLError.reason``) that mean the two sides could not
@@ -238,7 +240,9 @@ class AiomqttConnector:
         if self._tls is None:
             s = self.settings
             alpn = [AWS_ALPN_PROTOCOL] if s.port == AWS_ALPN_PORT else []
-            self._tls = await asyncio.to_thread(client_context, s.ca, s.cert, s.key, alpn=alpn)
+            self._tls = await asyncio.to_thread(
+                client_context, s.ca, s.cert, s.key, alpn=alpn, chain=s.chain
+            )
         return self._tls
 
     @asynccontextmanager
@@ -265,7 +269,7 @@ class AiomqttConnector:
             tls_context=tls,
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
-            clean_session=True,
+            clean_session=s.clean_session,
             will=will,
             username=s.username,
             password=self._password,

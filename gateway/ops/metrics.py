@@ -100,6 +100,31 @@ _THINX = (
 )
 
 
+# Per cloud link beside the shadow (status["links"][name]), labelled link="<name>"; a link
+# exports the ones it has.
+_LINK_FIGURES = (
+    ("connected", "link_connected", "gauge", "1 while the link's connection is up"),
+    ("queue_depth", "link_queue_depth", "gauge", "values waiting in the link's outbox"),
+    ("last_publish_at", "link_last_publish_timestamp_seconds", "gauge", "the link's last publish"),
+    ("points_sent", "link_points_sent_total", "counter", "time series points delivered"),
+    ("commands_executed", "link_commands_executed_total", "counter", "commands carried out"),
+    ("commands_failed", "link_commands_failed_total", "counter", "commands answered FAILED"),
+    ("commands_dropped", "link_commands_dropped_total", "counter", "commands too broken to answer"),
+    ("reconnects", "link_reconnects_total", "counter", "connection attempts after the first"),
+)
+
+
+def _links(lines: list[str], links: Mapping[str, Any]) -> None:
+    for key, name, kind, text in _LINK_FIGURES:
+        samples = [
+            f"{PREFIX}{name}{{link={_label(link)}}} {number}"
+            for link, figures in sorted(links.items())
+            if isinstance(figures, Mapping) and (number := _number(figures.get(key))) is not None
+        ]
+        if samples:
+            lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} {kind}", *samples]
+
+
 def _label(value: object) -> str:
     text = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return f'"{text}"'
@@ -148,6 +173,9 @@ def render_prometheus(status: Mapping[str, Any], process: Mapping[str, float] | 
     if isinstance(thinx, Mapping):
         for key, name, kind, text in _THINX:
             _family(lines, PREFIX + name, kind, text, thinx.get(key))
+    links = status.get("links")
+    if isinstance(links, Mapping):
+        _links(lines, links)
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ RESTART_ONLY = (
     "checkin",
     "ota",
     "thinx",
+    "mindconnect",
 )
 
 

@@ -3,7 +3,7 @@
 // the user is dragging or typing in is never overwritten under the pointer.
 "use strict";
 
-const state = { things: new Map(), selected: null, signed: new Set(), offset: 0 };
+const state = { things: new Map(), selected: null, signed: new Set(), offset: 0, agents: new Map(), agent: null };
 const $ = (id) => document.getElementById(id);
 // This run's token, served inside the page only: every change sends it back, so other pages in
 // the browser (which cannot read this page) cannot make changes through the dashboard's API.
@@ -44,15 +44,21 @@ function connect() {
       syncClock(data.now);
       state.things = new Map(data.things.map((t) => [t.thing, t]));
       renderList();
-      if (!state.selected || !state.things.has(state.selected)) select(initialSelection());
+      loadAgents();
+      if (state.agent) renderAgentDetail();
+      else if (!state.selected || !state.things.has(state.selected)) select(initialSelection());
       else renderDetail();
+    } else if (data.type === "mindconnect") {
+      state.agents.set(data.agent.clientId, data.agent);
+      renderAgentItem(data.agent.clientId);
+      if (state.agent === data.agent.clientId) renderAgentDetail();
     } else if (data.type === "thing") {
       const previous = state.things.get(data.thing.thing);
       state.things.set(data.thing.thing, { ...data.thing, events: previous ? previous.events : [],
         history: previous ? previous.history : {} });
       renderListItem(data.thing.thing);
       renderCounts();
-      if (!state.selected) select(data.thing.thing);
+      if (!state.selected && !state.agent) select(data.thing.thing);
       else if (state.selected === data.thing.thing) renderDetail();
     } else if (data.type === "event") {
       const thing = state.things.get(data.thing);
@@ -73,6 +79,8 @@ function connect() {
 }
 
 function initialSelection() {
+  const agent = decodeURIComponent(location.hash.startsWith("#agent=") ? location.hash.slice(7) : "");
+  if (agent) { selectAgent(agent); return state.selected; }
   const wanted = decodeURIComponent(location.hash.replace(/^#thing=/, ""));
   if (wanted && state.things.has(wanted)) return wanted;
   const names = [...state.things.keys()].sort();
@@ -122,7 +130,10 @@ function applyFilter(item) {
 }
 
 function select(name) {
+  if (state.agent && !name) return;
   state.selected = name;
+  state.agent = null;
+  for (const item of $("agents").children) item.classList.remove("selected");
   if (name) history.replaceState(null, "", `#thing=${encodeURIComponent(name)}`);
   for (const item of $("things").children) item.classList.toggle("selected", item.dataset.thing === name);
   $("detail").replaceChildren();
@@ -469,6 +480,115 @@ function prependEvent(event) {
   if (!list) return;
   list.prepend(el("li", { "data-kind": event.kind }, el("time", { text: clock(event.at) }), event.text));
   while (list.children.length > 200) list.lastChild.remove();
+}
+
+// --- MindConnect agents ---------------------------------------------------------------------------
+// The dev cloud's MindConnect side: agents (client id <tenant>_<name>) with their latest time
+// series values, events, and commands with the agents' answers.
+
+const DEFAULT_COMMAND = { commandType: "set", device: "", value: "" };
+
+async function loadAgents() {
+  try {
+    const response = await fetch("/api/mindconnect");
+    if (!response.ok) return;
+    const summary = await response.json();
+    $("mc-tenant").textContent = `tenant ${summary.tenant}`;
+    state.agents = new Map(summary.agents.map((a) => [a.clientId, a]));
+    $("agents").replaceChildren();
+    for (const clientId of [...state.agents.keys()].sort()) renderAgentItem(clientId);
+    if (!state.agents.size) $("agents").append(el("li", { class: "empty", text: "No agents yet." }));
+    if (state.agent) renderAgentDetail();
+  } catch (error) {
+    toast(`MindConnect: ${error}`);
+  }
+}
+
+function renderAgentItem(clientId) {
+  const agent = state.agents.get(clientId);
+  const list = $("agents");
+  list.querySelector(".empty")?.remove();
+  let item = list.querySelector(`li[data-agent="${CSS.escape(clientId)}"]`);
+  if (!item) {
+    const button = el("button", { type: "button" }, el("span", { class: "name", text: clientId }), el("span", { class: "meta" }));
+    button.addEventListener("click", () => selectAgent(clientId));
+    item = el("li", { "data-agent": clientId }, button);
+    const after = [...list.children].find((li) => li.dataset.agent > clientId);
+    list.insertBefore(item, after || null);
+  }
+  item.classList.toggle("selected", clientId === state.agent);
+  item.querySelector(".meta").textContent = plural(agent.messages, "message");
+}
+
+function selectAgent(clientId) {
+  state.agent = clientId;
+  state.selected = null;
+  history.replaceState(null, "", `#agent=${encodeURIComponent(clientId)}`);
+  for (const item of $("things").children) item.classList.remove("selected");
+  for (const item of $("agents").children) item.classList.toggle("selected", item.dataset.agent === clientId);
+  $("detail").replaceChildren();
+  renderAgentDetail();
+}
+
+function renderAgentDetail() {
+  const agent = state.agents.get(state.agent) || { clientId: state.agent, messages: 0, latest: {}, events: [],
+    commands: [], answers: [], refusals: [] };
+  const detail = $("detail");
+  let section = detail.querySelector("section.agent");
+  if (!section || section.dataset.agent !== agent.clientId) {
+    detail.replaceChildren();
+    const payload = el("textarea", { id: "mc-payload", rows: "3", "aria-label": `command payload for ${agent.clientId}` });
+    payload.value = JSON.stringify(DEFAULT_COMMAND);
+    const sendButton = el("button", { type: "button", id: "mc-send", text: "Send command" });
+    sendButton.addEventListener("click", () => sendCommand(agent.clientId, payload.value));
+    section = el("section", { class: "agent", "data-agent": agent.clientId },
+      el("h2", {}, el("span", { text: agent.clientId }), el("span", { class: "badge", text: "MindConnect agent" })),
+      el("div", { class: "panel" }, el("h3", { text: "Latest values" }),
+        el("table", { id: "mc-latest" }, el("thead", {}, el("tr", {}, ...["data point", "value", "quality", "observed"]
+          .map((h) => el("th", { text: h })))), el("tbody"))),
+      el("div", { class: "panel" }, el("h3", { text: "Command" }),
+        el("p", { class: "hint", text: "Payload (JSON object), sent as {id, data: {jobId, payload}} on i/cmd_v3/c" }),
+        payload, el("div", {}, sendButton), el("ol", { id: "mc-commands" })),
+      el("div", { class: "panel" }, el("h3", { text: "Events" }), el("ol", { id: "mc-events" })),
+      el("div", { class: "panel" }, el("h3", { text: "Refused messages" }), el("ol", { id: "mc-refusals" })));
+    detail.append(section);
+  }
+  const rows = Object.values(agent.latest).map((p) => el("tr", { "data-point": p.dataPointId },
+    el("td", { class: "key", text: p.dataPointId }), el("td", { class: "value", text: p.value }),
+    el("td", { text: p.qualityCode }), el("td", { class: "value", text: p.timestamp })));
+  $("mc-latest").querySelector("tbody").replaceChildren(...rows);
+  if (!rows.length) $("mc-latest").querySelector("tbody").append(el("tr", {}, el("td", { class: "empty", text: "No values yet." })));
+  const answers = new Map(agent.answers.map((a) => [a.requestId, a]));
+  $("mc-commands").replaceChildren(...[...agent.commands].reverse().map((c) => {
+    const answer = answers.get(c.id);
+    const status = answer ? answer.data.status : "sent";
+    const message = answer && answer.data.response && answer.data.response.message ? `: ${answer.data.response.message}` : "";
+    return el("li", { "data-command": c.id, "data-status": status }, el("time", { text: clock(c.sentAt) }),
+      `${JSON.stringify(c.payload)} → ${status}${message}`);
+  }));
+  $("mc-events").replaceChildren(...[...agent.events].reverse().map((e) => el("li", {},
+    el("time", { text: clock(e.receivedAt) }), `${e.type || ""} ${e.description || ""} (${e.timestamp})`)));
+  $("mc-refusals").replaceChildren(...[...agent.refusals].reverse().map((r) => el("li", { "data-kind": "error" },
+    el("time", { text: clock(r.receivedAt) }), `${r.topic}: ${r.reason}`)));
+}
+
+function sendCommand(clientId, text) {
+  let payload;
+  try { payload = JSON.parse(text); } catch { toast(`${clientId}: the payload is not JSON`); return; }
+  if (!payload || typeof payload !== "object" || Array.isArray(payload)) {
+    toast(`${clientId}: the payload must be a JSON object`);
+    return;
+  }
+  fetch(`/api/mindconnect/agents/${encodeURIComponent(clientId)}/commands`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Dashboard-Token": TOKEN },
+    body: JSON.stringify({ payload }),
+  }).then(async (response) => {
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      toast(`${clientId}: command not sent: ${body.error || response.status}`);
+    }
+  }, (error) => toast(`${clientId}: command not sent: ${error}`));
 }
 
 $("filter").addEventListener("input", () => { for (const item of $("things").children) applyFilter(item); });

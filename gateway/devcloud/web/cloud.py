@@ -29,6 +29,13 @@ from gateway.core.atomicfile import write_atomic
 from gateway.core.values import codec_for
 from gateway.devcloud.broker import MosquittoBroker
 from gateway.devcloud.fleet import FleetResponder
+from gateway.devcloud.mindconnect import (
+    DEFAULT_TENANT,
+    AnswerShape,
+    MindConnectSide,
+    MindConnectTenant,
+    add_mindconnect_routes,
+)
 from gateway.devcloud.pki import DevCA, DevCloudError
 from gateway.devcloud.pki import is_ip as pki_is_ip
 from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
@@ -174,6 +181,8 @@ class DevCloud:
         claims: Mapping[str, str] | None = None,
         port_fallback: bool = False,
         fleet_templates: Mapping[str, str] | None = None,
+        mindconnect_tenant: str = DEFAULT_TENANT,
+        mindconnect_shape: AnswerShape = "documentation",
     ) -> None:
         self.state_dir = state_dir.resolve()
         self._mqtt = (mqtt_host, mqtt_port)
@@ -190,6 +199,8 @@ class DevCloud:
         self._fleet_templates = dict(fleet_templates or {})
         self._fleet: FleetResponder | None = None
         self._thinx: ThinxService | None = None
+        self._mindconnect_options = (mindconnect_tenant, mindconnect_shape)
+        self._mindconnect: MindConnectSide | None = None
         self._guard = DashboardGuard()
         self.dashboard_port = 0
         self.provision_port = 0
@@ -222,6 +233,11 @@ class DevCloud:
     def thinx(self) -> ThinxService:
         """The THiNX server (device API on the Provision API's HTTPS port, its own broker)."""
         return _started(self._thinx)
+
+    @property
+    def mindconnect(self) -> MindConnectSide:
+        """The MindConnect side: tenant, store of what agents sent, commands."""
+        return _started(self._mindconnect)
 
     @property
     def service(self) -> ShadowService:
@@ -265,7 +281,14 @@ class DevCloud:
         self._broker = broker = MosquittoBroker(
             state / "broker", ca, host=self._mqtt[0], port=self._mqtt[1]
         )
+        tenant_name, shape = self._mindconnect_options
+        tenant = await asyncio.to_thread(
+            MindConnectTenant, state / "mindconnect", tenant=tenant_name, answer_shape=shape
+        )
+        for ca_cert in (tenant.ca.cert_path, *tenant.own_cas()):
+            broker.add_mindconnect_tenant(tenant.name, ca_cert)
         await asyncio.to_thread(broker.start)
+        self._mindconnect = MindConnectSide(tenant, broker)
         self._service = ShadowService(
             broker.host,
             broker.port,
@@ -308,10 +331,19 @@ class DevCloud:
             ip_addresses=(https_host,) if is_ip else (),
         )
         tls = await asyncio.to_thread(server_ssl_context, server)
-        self.dashboard_port = await self._serve(dashboard_app(hub, self._guard), self._http, None)
+        side = self.mindconnect
+        side.store.listeners.append(
+            lambda client_id, _kind: hub.broadcast(
+                {"type": "mindconnect", "agent": side.store.view(client_id)}
+            )
+        )
+        dashboard = dashboard_app(hub, self._guard, mindconnect=side)
+        self.dashboard_port = await self._serve(dashboard, self._http, None)
         # Until now the guard refused every request: it only trusts the address it listens on.
         self._guard.bind(self._http[0], self.dashboard_port)
-        apis = thinx_app(self._thinx, provision_app(provision))  # one HTTPS port for both
+        apis = thinx_app(self._thinx, provision_app(provision))  # one HTTPS port for all
+        # Insights Hub's gateway (token manager, agentCertificates) on the same HTTPS address.
+        add_mindconnect_routes(apis, self.mindconnect)
         self.provision_port = await self._serve(apis, self._https, tls)
         await asyncio.to_thread(self._write_discovery)
         log.info(
@@ -349,14 +381,19 @@ class DevCloud:
     async def run(self) -> None:
         """Run the shadow service and the dashboard feed until cancelled."""
         service_ready, hub_ready, fleet_ready = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        mindconnect_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.service.run(ready=service_ready), name="devcloud_shadow")
             group.create_task(self.fleet.run(ready=fleet_ready), name="devcloud_fleet")
             thinx_ready = asyncio.Event()
             group.create_task(self.thinx.run(ready=thinx_ready), name="devcloud_thinx")
             group.create_task(self.thinx.watch_pushes(), name="devcloud_thinx_pushes")
+            group.create_task(
+                self.mindconnect.run(ready=mindconnect_ready), name="devcloud_mindconnect"
+            )
             await fleet_ready.wait()
             await thinx_ready.wait()
+            await mindconnect_ready.wait()
             # The dashboard seeds from the store, which the service restores from disk first.
             await service_ready.wait()
             group.create_task(self.hub.run(ready=hub_ready), name="devcloud_dashboard_feed")

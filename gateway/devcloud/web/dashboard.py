@@ -9,6 +9,7 @@ nothing from a CDN.
 - ``GET /api/events`` Server-Sent Events: a ``snapshot`` then ``thing``, ``event`` and ``points``
 - ``POST /api/things/{thing}/desired`` ``{"desired": {...}, "shadow": null}`` sets desired state
   of a thing the dev cloud knows (404 for any other name: nothing is created)
+- ``/api/mindconnect...`` MindConnect agents and commands (gateway.devcloud.web.mindconnect)
 
 docs/devcloud.md documents each route.
 
@@ -31,7 +32,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
@@ -43,6 +44,9 @@ from gateway.devcloud.shadowdoc import (
     loads_bounded,
 )
 from gateway.devcloud.web.hub import DashboardHub, DesiredRejectedError
+
+if TYPE_CHECKING:
+    from gateway.devcloud.mindconnect import MindConnectSide
 
 __all__ = ["STATIC_DIR", "TOKEN_HEADER", "TOKEN_META", "DashboardGuard", "dashboard_app"]
 
@@ -256,7 +260,12 @@ async def _set_desired(request: web.Request) -> web.Response:
     return web.json_response({"version": version})
 
 
-def dashboard_app(hub: DashboardHub, guard: DashboardGuard | None = None) -> web.Application:
+def dashboard_app(
+    hub: DashboardHub,
+    guard: DashboardGuard | None = None,
+    *,
+    mindconnect: MindConnectSide | None = None,
+) -> web.Application:
     """The dashboard application; serve it on loopback (plain HTTP) and call ``guard.bind``
     with the address it listens on, or every request is refused."""
     app = web.Application(client_max_size=_MAX_BODY, middlewares=[_guarded])
@@ -267,5 +276,9 @@ def dashboard_app(hub: DashboardHub, guard: DashboardGuard | None = None) -> web
     app.router.add_get("/api/things", _things)
     app.router.add_get("/api/events", _events)
     app.router.add_post("/api/things/{thing}/desired", _set_desired)
+    if mindconnect is not None:
+        from gateway.devcloud.web.mindconnect import add_dashboard_routes
+
+        add_dashboard_routes(app, mindconnect)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     return app

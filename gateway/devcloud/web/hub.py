@@ -223,6 +223,10 @@ class DashboardHub:
     def _changed(self, thing: _Thing) -> None:
         self._broadcast({"type": "thing", "thing": thing.view(with_events=False)})
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every browser stream (other dev cloud parts, e.g. MindConnect)."""
+        self._broadcast(message)
+
     def _broadcast(self, message: dict[str, Any]) -> None:
         for queue in list(self._subscribers):
             try:

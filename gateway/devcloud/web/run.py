@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.devcloud.mindconnect import ANSWER_SHAPES
 from gateway.devcloud.web.cloud import BatchThing, DevCloud, command_prefix
 from gateway.errors import GatewayError
 from gateway.ops.logs import configure_logging
@@ -40,8 +41,12 @@ def run_devcloud(
     claims: Mapping[str, str],
     fleet_templates: Mapping[str, str] | None = None,
     fleet_claims: Sequence[str] = (),
+    mindconnect: tuple[str, str] = ("devtenant", "documentation"),
 ) -> int:
     configure_logging("auto", "info")
+    tenant, shape = mindconnect
+    if shape not in ANSWER_SHAPES:
+        raise GatewayError(f"unknown agentCertificates answer shape {shape!r}")
     cloud = DevCloud(
         state_dir,
         mqtt_port=mqtt_port,
@@ -49,6 +54,8 @@ def run_devcloud(
         https=https,
         claims=claims,
         fleet_templates=fleet_templates,
+        mindconnect_tenant=tenant,
+        mindconnect_shape="sample" if shape == "sample" else "documentation",
     )
     code = 0
     try:
@@ -94,6 +101,20 @@ def _print_instructions(cloud: DevCloud, batch: list[BatchThing]) -> None:
         f"{cloud.thinx.dev_owner()[0]}, API key in {cloud.thinx.dev_owner()[1]}), MQTT "
         f"{cloud.thinx.broker.host}:{cloud.thinx.broker.port} (TLS, user name = udid)",
         f"  state          {cloud.state_dir}",
+    ]
+    side = cloud.mindconnect
+    lines += [
+        "",
+        f"MindConnect side (tenant {side.tenant.name}, agent certificates in the "
+        f"{side.tenant.answer_shape} shape):",
+        f"  gateway URL    {cloud.provision_url.rstrip('/')} (token manager, agentCertificates)",
+        f"  app id         {side.tenant.app_id} (secret: appSecret in {side.tenant.app_file})",
+        f"  broker         {cloud.broker.host}:{cloud.broker.port}, client id "
+        f"{side.tenant.name}_<name>, broker CA {side.broker_ca}",
+        f"  tenant CA      {side.tenant.ca.cert_path}",
+        f"  registration   {side.tenant.registration_code} (code for an own CA's verification "
+        "certificate)",
+        f"  agents         {cloud.dashboard_url}#agent={side.tenant.name}_<name>",
     ]
     if batch:
         program = command_prefix()
