@@ -16,6 +16,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
+from gateway.config.lazyvalidate import validate_config
 from gateway.config.provisioned import default_credential_paths, read_provisioned
 from gateway.config.schema import MUST_EXIST, GatewayConfig, ProvisionSetup, resolve_path
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
@@ -113,7 +114,7 @@ def load_config(
     # with any validation error so one run shows every problem.
     missing = file_problems(data, base_dir, pending) if check_files else []
     try:
-        config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
+        config = validate_config(data, {"base_dir": base_dir})
     except ValidationError as exc:
         lines = [_provisioning_hint(line, data) for line in format_validation_error(document, exc)]
         raise ConfigError(lines + _located(document, missing)) from exc
