@@ -369,10 +369,18 @@ def cmd_ota_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_ota_guard(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.updates.ota import run_guard
+    # Runs before every start: the few settings it needs are read without the config models;
+    # a config that does not read cleanly is loaded in full, which reports its problems.
+    from gateway.updates.ota_guard import guard_settings, guard_slots
 
-    action = run_guard(load_config(Path(args.config), check_files=False))
+    settings = guard_settings(Path(args.config))
+    if settings is None:
+        from gateway.config import load_config
+        from gateway.updates.ota import run_guard
+
+        action = run_guard(load_config(Path(args.config), check_files=False))
+    else:
+        action = guard_slots(settings)
     print(f"ota guard: {action}")
     return EXIT_OK
 

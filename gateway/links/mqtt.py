@@ -201,7 +201,7 @@ class _KeepaliveClient(aiomqtt.Client):
 
     async def _misc_loop(self) -> None:  # overrides aiomqtt's (private, aiomqtt 2.x)
         interval = max(1.0, self._client.keepalive / 4)
-        while self._client.loop_misc() == mqtt_client.MQTT_ERR_SUCCESS:
+        while self._client.loop_misc() == mqtt_client.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
             await asyncio.sleep(interval)
 
 

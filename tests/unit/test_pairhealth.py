@@ -37,7 +37,9 @@ def issued(public: Any, *, not_before: dt.datetime, not_after: dt.datetime) -> b
 
 def key_pem(key: Any, fmt: Any = serialization.PrivateFormat.PKCS8, password: bytes = b"") -> bytes:
     encryption: Any = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, fmt, encryption)  # type: ignore[no-any-return]
 
@@ -146,7 +148,7 @@ def test_a_certificate_with_a_corrupted_body_is_an_error() -> None:
     der = bytearray(x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER))
     der[-40] ^= 0xFF  # inside the signature: the walk passes, but the structure must hold
     der[4] = 0x31  # the tbsCertificate's tag is no longer a SEQUENCE
-    with pytest.raises(pairhealth.CertificateError, match="not a valid X.509"):
+    with pytest.raises(pairhealth.CertificateError, match=r"not a valid X\.509"):
         check(bytes(der), key)
 
 
