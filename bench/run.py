@@ -841,6 +841,9 @@ async def _measure_and_write(
             finally:
                 for device in list(bench.devices):
                     await bench.stop(device)
+    soak = ROOT / "bench" / "results" / "soak.json"  # the last python -m bench.soak --out
+    if soak.exists():
+        results["soak"] = json.loads(soak.read_text())
     results["meta"] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,

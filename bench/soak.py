@@ -188,9 +188,18 @@ def main() -> None:
     parser.add_argument(
         "--press-every", type=float, default=1.0, help="seconds between button presses"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write the summary here (bench/results/soak.json is "
+        "what the full benchmark's targets table reads)",
+    )
     args = parser.parse_args()
     result = asyncio.run(soak(args.minutes, args.rate, args.cut_every, args.press_every))
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
