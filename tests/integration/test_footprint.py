@@ -62,20 +62,25 @@ async def synced(daemon: Daemon, timeout: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def daemon(
-    broker: MosquittoBroker, shadow_service: ShadowService, tmp_path: Path, thing: str
-) -> AsyncIterator[Daemon]:
-    """``edge-gateway run`` on the example devices, synced, under ``-X importtime``."""
-    config = write_config(tmp_path, broker, thing, devices=example_devices(), keepalive_s=60)
-    stderr = tmp_path / "stderr.txt"
-    with stderr.open("wb") as errors, (tmp_path / "stdout.txt").open("wb") as out:
+def start_daemon(config: Path, folder: Path) -> Daemon:
+    """``edge-gateway run -c config --mock-gpio`` under ``-X importtime`` (stderr to a file)."""
+    stderr = folder / "stderr.txt"
+    with stderr.open("wb") as errors, (folder / "stdout.txt").open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-X", "importtime", "-m", "gateway", "run", "-c", str(config),
              "--mock-gpio"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=errors,
         )  # fmt: skip
-    running = Daemon(process, config, tmp_path / "admin.sock", stderr)
+    return Daemon(process, config, folder / "admin.sock", stderr)
+
+
+@pytest.fixture
+async def daemon(
+    broker: MosquittoBroker, shadow_service: ShadowService, tmp_path: Path, thing: str
+) -> AsyncIterator[Daemon]:
+    """``edge-gateway run`` on the example devices, synced."""
+    config = write_config(tmp_path, broker, thing, devices=example_devices(), keepalive_s=60)
+    running = start_daemon(config, tmp_path)
     try:
         await synced(running)
         yield running
