@@ -418,6 +418,9 @@ def _add_ota_commands(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"edge-gateway {__version__}")  # what argparse prints, without building the parser
+        return EXIT_OK
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
