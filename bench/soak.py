@@ -100,7 +100,11 @@ async def soak(
         admin_socket = work / "admin.sock"
         admin = broker.credentials(broker.admin_identities[0])
         try:
-            await asyncio.sleep(2)
+            # Until the gateway listens (a loaded machine can take longer than a fixed pause).
+            async with asyncio.timeout(60):
+                while not admin_socket.exists():  # noqa: ASYNC110 (a file, no event)
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1)
             async with (
                 collect_events(broker.host, broker.port, admin, THING) as collector,
                 ShadowClient(broker.host, broker.port, admin, timeout=2.0) as client,
