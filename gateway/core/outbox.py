@@ -201,16 +201,17 @@ class Outbox:
         return self.dropped_events
 
     def _degrade(self, exc: sqlite3.Error | OSError) -> None:
-        if self._degraded_since is None:
+        first = self._degraded_since is None
+        if first:
             log.error(
                 "outbox_disk_failed",
                 path=str(self.path),
                 error=str(exc),
                 action="keeping changes in memory until the disk accepts writes again",
             )
-            if self.on_degraded is not None:
-                self.on_degraded()
         self._degraded_since = self._monotonic()
+        if first and self.on_degraded is not None:
+            self.on_degraded()  # after the flag: the writer it wakes must see it degraded
 
     def _keep_salvaged(self, rescued: Salvage) -> None:
         self._memory.add_salvage(rescued)  # the memory store in use now (recovery renews it)
