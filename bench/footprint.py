@@ -163,9 +163,10 @@ def run_once(argv: list[str], cwd: Path) -> tuple[float, float, int]:
 
 
 def cli_figures(argv: list[str], cwd: Path, trials: int = CLI_TRIALS) -> dict[str, Any]:
-    """Median wall time and largest peak RSS over ``trials`` runs (a warm-up run first, so
-    every trial finds the files in the page cache)."""
-    run_once(argv, cwd)
+    """Median wall time and largest peak RSS over ``trials`` runs (with more than one, a
+    warm-up run first, so every trial finds the files in the page cache)."""
+    if trials > 1:
+        run_once(argv, cwd)
     runs = [run_once(argv, cwd) for _ in range(trials)]
     return {
         "wall_s": round(statistics.median(r[0] for r in runs), 3),

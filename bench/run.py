@@ -40,7 +40,7 @@ from typing import Any
 import aiomqtt
 
 from bench.cloud import _NODELAY, CloudApp
-from bench.footprint import IdleSample, ImportReport, cli_rows
+from bench.footprint import IdleSample, ImportReport, cli_figures, cli_rows, gateway_command
 from bench.measure import Distribution, rss_mb
 from gateway.devcloud import DevCA, MosquittoBroker
 
@@ -276,19 +276,16 @@ class Bench:
         """Import time of ``run`` (and what it imported), the CLI rows against a running
         gateway, and the RSS of a gateway with everything configured."""
         results: dict[str, Any] = {}
-        device, _ = await self.start_synced(
-            "gateway", f"bench-imports-{tag}", python_args=["-X", "importtime"]
-        )
-        await self.stop(device)
-        assert device.err is not None
-        results["import_time"] = ImportReport.parse(device.err.read_text()).as_dict()
+        # One gateway serves both: its -X importtime report, and the CLI rows against it.
         thing = f"bench-cli-{tag}"
-        device, _ = await self.start_synced("gateway", thing)
+        device, _ = await self.start_synced("gateway", thing, python_args=["-X", "importtime"])
         await asyncio.sleep(self.plan.settle_s)
         config = self.workdir / thing / "gateway.yaml"
         socket = self.workdir / thing / "admin.sock"
         results["cli"] = await asyncio.to_thread(cli_rows, config, socket, ROOT, trials)
         await self.stop(device)
+        assert device.err is not None
+        results["import_time"] = ImportReport.parse(device.err.read_text()).as_dict()
         if self.provision_url is not None:
             rss, times = [], []
             for trial in range(self.plan.startup_trials):
@@ -304,11 +301,16 @@ class Bench:
                 "startup_s": round(statistics.median(times), 3),
             }
             # ota guard with OTA in wheel mode configured (what the unit runs before a start).
-            config = self.workdir / thing / "gateway.yaml"
-            guard = await asyncio.to_thread(
-                cli_rows, config, self.workdir / thing / "admin.sock", ROOT, trials
+            guard = [
+                *gateway_command(),
+                "ota",
+                "guard",
+                "-c",
+                str(self.workdir / thing / "gateway.yaml"),
+            ]
+            results["cli"]["ota guard (wheel mode)"] = await asyncio.to_thread(
+                cli_figures, guard, ROOT, trials
             )
-            results["cli"]["ota guard (wheel mode)"] = guard["ota guard"]
         return results
 
     def _levels(self, count: int) -> list[float]:
