@@ -205,18 +205,25 @@ def check_key(cert_der: bytes, key_data: bytes, cert_source: str, key_source: st
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cert_pem = ssl.DER_cert_to_PEM_cert(cert_der).encode()
-    with _memory_file(cert_pem, "cert") as cert_path, _memory_file(key_data, "key") as key_path:
-        try:
+    try:
+        with (
+            _memory_file(cert_pem, "cert") as cert_path,
+            _memory_file(key_data, "key") as key_path,
+        ):
             context.load_cert_chain(cert_path, key_path, password=_no_password)
-        except ssl.SSLError as exc:
-            if exc.reason in _MISMATCH_REASONS:
-                raise CertificateError(
-                    f"private key {key_source} does not belong to certificate {cert_source}"
-                ) from None
-            # OpenSSL's reason names the failure, never the key's bytes.
+    except OSError as exc:
+        if not isinstance(exc, ssl.SSLError):  # memfd refused (descriptors exhausted, ...)
             raise CertificateError(
-                f"private key {key_source}: not an unencrypted PEM private key (SSLError)"
+                f"private key {key_source}: cannot be checked ({exc.strerror or exc})"
+            ) from exc
+        # SSLError: OpenSSL's reason names the failure, never the key's bytes.
+        if exc.reason in _MISMATCH_REASONS:
+            raise CertificateError(
+                f"private key {key_source} does not belong to certificate {cert_source}"
             ) from None
+        raise CertificateError(
+            f"private key {key_source}: not an unencrypted PEM private key (SSLError)"
+        ) from None
 
 
 # -- the start-up rules ----------------------------------------------------------------------

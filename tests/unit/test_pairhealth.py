@@ -189,3 +189,16 @@ def test_certificate_expiry_reads_a_file_and_is_none_for_garbage(tmp_path: Path)
     expected = x509.load_pem_x509_certificate(cert).not_valid_after_utc.timestamp()
     assert pairhealth.certificate_expiry(good) == expected
     assert pairhealth.certificate_expiry(bad) is None
+
+
+def test_a_refused_memory_file_is_a_certificate_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def refuse(*_: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    cert, key = pair_for(ec.generate_private_key(ec.SECP256R1()))
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    with pytest.raises(pairhealth.CertificateError, match=r"key\.pem: cannot be checked"):
+        check(cert, key)
