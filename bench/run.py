@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from typing import Any
 import aiomqtt
 
 from bench.cloud import _NODELAY, CloudApp
-from bench.measure import Distribution, cpu_seconds, rss_mb
+from bench.footprint import IdleSample, ImportReport, cli_figures, cli_rows, gateway_command
+from bench.measure import Distribution, rss_mb
 from gateway.devcloud import DevCA, MosquittoBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,15 +78,16 @@ class Plan:
     scaling_rounds: int
     outbox_events: int
     settle_s: float
+    cli_trials: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls(False, 300, 30, 300, 60.0, 5, 10_000, (10, 20, 50, 100, 200, 400), 4.0,
-                   (1, 50, 500), 100, 100_000, SETTLE_S)  # fmt: skip
+                   (1, 50, 500), 100, 100_000, SETTLE_S, 5)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(True, 20, 3, 10, 0.0, 1, 200, (20,), 1.0, (1, 50), 5, 2000, 0.3)
+        return cls(True, 20, 3, 10, 0.0, 1, 200, (20,), 1.0, (1, 50), 5, 2000, 0.3, 1)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Device:
     thing: str
     process: subprocess.Popen[bytes]
     log: Path
+    err: Path | None = None  # stderr apart from the log (``-X importtime`` output)
 
     @property
     def pid(self) -> int:
@@ -107,6 +110,7 @@ class Bench:
     broker: MosquittoBroker
     cloud: CloudApp
     devices: list[Device] = field(default_factory=list)
+    provision_url: str | None = None  # the HTTPS Provision API (check-in, provisioning)
     rounds_sent: int = 0  # levels continue across phases, so a stale report never matches
 
     # -- processes ------------------------------------------------------------------------------
@@ -114,13 +118,13 @@ class Bench:
     def _creds_dir(self, thing: str) -> Path:
         return self.broker.credentials(thing).cert.parent
 
-    def gateway_yaml(self, thing: str, devices: str) -> Path:
+    def gateway_yaml(self, thing: str, devices: str, extra: str = "") -> Path:
         creds = self.broker.credentials(thing)
         directory = self.workdir / thing
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "gateway.yaml"
         path.write_text(
-            f"thing: {thing}\n"
+            extra + f"thing: {thing}\n"
             "shadow: {name: null, clear_desired: true}\n"
             f"mqtt: {{host: {self.broker.host}, port: {self.broker.port}, ca: {creds.ca}, "
             f"cert: {creds.cert}, key: {creds.key}, keepalive_s: 60}}\n"
@@ -132,7 +136,37 @@ class Bench:
         )
         return path
 
-    def command(self, impl: str, thing: str, devices: str, launcher: list[str]) -> list[str]:
+    def full_config(self, thing: str) -> str:
+        """Metrics, check-in, OTA (wheel mode, signatures required) and provisioning with
+        renewal, all configured: what a fleet gateway runs with (the ``--full`` rows)."""
+        from gateway.updates.signing import generate_keypair
+
+        directory = self.workdir / thing
+        directory.mkdir(parents=True, exist_ok=True)
+        public = directory / "ota.pub.pem"
+        if not public.exists():
+            generate_keypair(directory / "ota.pem", public)
+        ca = self.broker.credentials(thing).ca
+        url = self.provision_url
+        return (
+            "metrics: {listen: '127.0.0.1:%d'}\n"
+            f"checkin: {{url: '{url}provision/checkin', product_id: bench, ca: {ca}, "
+            "client_cert: true, interval_s: 3600}\n"
+            f"ota: {{mode: wheel, root: {directory / 'ota-root'}, public_key: {public}}}\n"
+            f"provision: {{getcerts: {{url: '{url}', claim_id: bench-claim, ca: {ca}}}}}\n"
+            "certs: {renew_before_days: 30}\n"
+        ) % _free_port()
+
+    def command(
+        self,
+        impl: str,
+        thing: str,
+        devices: str,
+        launcher: list[str],
+        *,
+        python_args: list[str] | None = None,
+        extra: str = "",
+    ) -> list[str]:
         common = ["--port", str(self.broker.port), "--thing", thing]
         common += ["--creds", str(self._creds_dir(thing))]
         if impl == "floor":
@@ -140,11 +174,12 @@ class Bench:
         if impl == "peer":
             # The CRT's TLS checks the name against the broker certificate's SAN.
             return [sys.executable, "-m", "bench.peer", "--host", "localhost", *common]
-        config = str(self.gateway_yaml(thing, devices))
+        config = str(self.gateway_yaml(thing, devices, extra))
         run = ["run", "-c", config, "--mock-gpio"]
+        python = [sys.executable, *(python_args or [])]
         if launcher:
-            return [sys.executable, "-m", "bench.gateway_proc", *launcher, "--", *run]
-        return [sys.executable, "-m", "gateway", *run]
+            return [*python, "-m", "bench.gateway_proc", *launcher, "--", *run]
+        return [*python, "-m", "gateway", *run]
 
     def spawn(
         self,
@@ -152,18 +187,25 @@ class Bench:
         thing: str,
         devices: str = EXAMPLE_DEVICES,
         launcher: list[str] | None = None,
+        *,
+        python_args: list[str] | None = None,
+        extra: str = "",
     ) -> Device:
         log = self.workdir / f"{thing}.log"
-        with log.open("wb") as out:
+        err = self.workdir / f"{thing}.stderr" if python_args else None
+        command = self.command(
+            impl, thing, devices, launcher or [], python_args=python_args, extra=extra
+        )
+        with log.open("wb") as out, (err or log).open("ab") as errors:
             process = subprocess.Popen(
-                self.command(impl, thing, devices, launcher or []),
+                command,
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=errors if err else subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        device = Device(impl, thing, process, log)
+        device = Device(impl, thing, process, log, err)
         self.devices.append(device)
         return device
 
@@ -173,11 +215,14 @@ class Bench:
         thing: str,
         devices: str = EXAMPLE_DEVICES,
         launcher: list[str] | None = None,
+        *,
+        python_args: list[str] | None = None,
+        extra: str = "",
     ) -> tuple[Device, float]:
         """Start a device; return it and the seconds until the cloud saw its first report."""
         synced = self.cloud.expect_any_report(thing)
         started = time.perf_counter()
-        device = self.spawn(impl, thing, devices, launcher)
+        device = self.spawn(impl, thing, devices, launcher, python_args=python_args, extra=extra)
         deadline = started + 30
         while not synced.done():
             if device.process.poll() is not None or time.perf_counter() > deadline:
@@ -221,12 +266,52 @@ class Bench:
                 await asyncio.sleep(0.005)
         return samples
 
-    async def idle_cpu(self, devices: list[Device], seconds: float) -> dict[str, float]:
-        before = {d.impl: cpu_seconds(d.pid) for d in devices}
-        started = time.perf_counter()
+    async def idle(self, devices: list[Device], seconds: float) -> dict[str, dict[str, Any]]:
+        """CPU % and wake-ups/s (per thread too) of each device, connected and idle."""
+        before = {d.impl: IdleSample.take(d.pid) for d in devices}
         await asyncio.sleep(seconds)
-        wall = time.perf_counter() - started
-        return {d.impl: 100 * (cpu_seconds(d.pid) - before[d.impl]) / wall for d in devices}
+        return {d.impl: before[d.impl].until(IdleSample.take(d.pid)) for d in devices}
+
+    async def footprint(self, tag: str, trials: int) -> dict[str, Any]:
+        """Import time of ``run`` (and what it imported), the CLI rows against a running
+        gateway, and the RSS of a gateway with everything configured."""
+        results: dict[str, Any] = {}
+        # One gateway serves both: its -X importtime report, and the CLI rows against it.
+        thing = f"bench-cli-{tag}"
+        device, _ = await self.start_synced("gateway", thing, python_args=["-X", "importtime"])
+        await asyncio.sleep(self.plan.settle_s)
+        config = self.workdir / thing / "gateway.yaml"
+        socket = self.workdir / thing / "admin.sock"
+        results["cli"] = await asyncio.to_thread(cli_rows, config, socket, ROOT, trials)
+        await self.stop(device)
+        assert device.err is not None
+        results["import_time"] = ImportReport.parse(device.err.read_text()).as_dict()
+        if self.provision_url is not None:
+            rss, times = [], []
+            for trial in range(self.plan.startup_trials):
+                thing = f"bench-full-{tag}{trial}"
+                extra = self.full_config(thing)
+                device, elapsed = await self.start_synced("gateway", thing, extra=extra)
+                await asyncio.sleep(max(self.plan.settle_s, 1.0))  # the first check-in
+                rss.append(rss_mb(device.pid))
+                times.append(elapsed)
+                await self.stop(device)
+            results["full_config"] = {
+                "rss_start_mb": round(statistics.median(rss), 1),
+                "startup_s": round(statistics.median(times), 3),
+            }
+            # ota guard with OTA in wheel mode configured (what the unit runs before a start).
+            guard = [
+                *gateway_command(),
+                "ota",
+                "guard",
+                "-c",
+                str(self.workdir / thing / "gateway.yaml"),
+            ]
+            results["cli"]["ota guard (wheel mode)"] = await asyncio.to_thread(
+                cli_figures, guard, ROOT, trials
+            )
+        return results
 
     def _levels(self, count: int) -> list[float]:
         first, self.rounds_sent = self.rounds_sent, self.rounds_sent + count
@@ -415,11 +500,10 @@ class Bench:
             impl: [round(x * 1000, 3) for x in s] for impl, s in samples.items()
         }
         if plan.idle_s:
-            progress(f"idle CPU over {plan.idle_s:.0f} s, all three connected")
-            results["idle_cpu_pct"] = {
-                impl: round(pct, 3)
-                for impl, pct in (await self.idle_cpu(list(running.values()), plan.idle_s)).items()
-            }
+            progress(f"idle CPU and wake-ups over {plan.idle_s:.0f} s, all three connected")
+            idle = await self.idle(list(running.values()), plan.idle_s)
+            results["idle"] = idle
+            results["idle_cpu_pct"] = {impl: figures["cpu_pct"] for impl, figures in idle.items()}
         progress("sustained deltas/s (open loop, rate ladder)")
         results["throughput"] = {
             impl: await self.throughput(things[impl], plan.ladder, plan.step_s) for impl in IMPLS
@@ -483,6 +567,8 @@ class Bench:
         results["scaling"] = scaling
         progress(f"outbox flush: {plan.outbox_events} events queued while offline")
         results["outbox"] = await self.outbox_flush(plan.outbox_events, tag)
+        progress("footprint: import time, CLI commands, everything configured")
+        results["footprint"] = await self.footprint(tag, plan.cli_trials)
         return results
 
     async def outbox_flush(self, count: int, tag: str) -> dict[str, Any]:
@@ -551,6 +637,14 @@ def scaled_devices(count: int) -> str:
         else:
             lines.append(f"  s{index:03d}: {{type: LoadAverage, interval_s: 3600}}")
     return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _level(index: int) -> float:
@@ -627,6 +721,84 @@ def dev_cloud(workdir: Path) -> Iterator[MosquittoBroker]:
             log.close()
 
 
+@contextlib.asynccontextmanager
+async def provision_api(workdir: Path, broker: MosquittoBroker) -> AsyncIterator[str]:
+    """The dev cloud's HTTPS Provision API (check-in, getCerts) in this process; its URL."""
+    from aiohttp import web
+
+    from gateway.devcloud.provision import ProvisionService, provision_app, server_ssl_context
+
+    ca = DevCA.load_or_create(workdir / "ca")
+    service = ProvisionService(
+        workdir / "provision", ca, endpoint=broker.host, port=broker.port,
+        claims={"bench-claim": "bench-claimed"},
+    )  # fmt: skip
+    service.prepare()
+    tls = server_ssl_context(ca.issue("bench-https", workdir / "https", server=True))
+    runner = web.AppRunner(provision_app(service), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        yield f"https://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+async def footprint_only(argv: list[str], dumps: Callable[..., str]) -> int:
+    """``python -m bench.footprint``: start-up, idle and footprint rows of the gateway alone."""
+    parser = argparse.ArgumentParser(prog="python -m bench.footprint")
+    parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the figures here as JSON too")
+    args = parser.parse_args(argv)
+    plan = Plan.full()
+    plan = Plan(**{**plan.__dict__, "startup_trials": args.trials, "cli_trials": args.trials})
+    workdir = Path(tempfile.mkdtemp(prefix="egfoot-"))
+    results: dict[str, Any] = {}
+    tag = uuid.uuid4().hex[:4]
+    with dev_cloud(workdir) as broker:
+        async with (
+            CloudApp(
+                broker.host, broker.port, broker.credentials(broker.admin_identities[0])
+            ) as cloud,
+            provision_api(workdir, broker) as url,
+        ):
+            bench = Bench(plan, workdir, broker, cloud, provision_url=url)
+            try:
+                rss, times = [], []
+                for trial in range(plan.startup_trials):
+                    device, elapsed = await bench.start_synced(
+                        "gateway", f"bench-start-gateway-{tag}{trial}"
+                    )
+                    await asyncio.sleep(plan.settle_s)
+                    times.append(elapsed)
+                    rss.append(rss_mb(device.pid))
+                    if trial == 0 and args.idle_s:
+                        results["idle"] = await bench.idle([device], args.idle_s)
+                    await bench.stop(device)
+                results["startup"] = {
+                    "gateway": {
+                        "startup_s": round(statistics.median(times), 3),
+                        "rss_start_mb": round(statistics.median(rss), 1),
+                    }
+                }
+                results["footprint"] = await bench.footprint(tag, plan.cli_trials)
+            finally:
+                for device in list(bench.devices):
+                    await bench.stop(device)
+    results["machine"] = machine()
+    text = dumps(results, indent=1, sort_keys=True)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 async def _main(plan: Plan, out: Path, workdir: Path, publish: bool, command: str) -> int:
     """Run with the in-process gateway logging like the daemon (to a file), then put the
     process's logging back as it was (the smoke test runs inside pytest)."""
@@ -659,15 +831,21 @@ async def _measure_and_write(
 
     progress(f"dev cloud in {workdir}")
     with dev_cloud(workdir) as broker:
-        async with CloudApp(
-            broker.host, broker.port, broker.credentials(broker.admin_identities[0])
-        ) as cloud:
-            bench = Bench(plan, workdir, broker, cloud)
+        async with (
+            CloudApp(
+                broker.host, broker.port, broker.credentials(broker.admin_identities[0])
+            ) as cloud,
+            provision_api(workdir, broker) as url,
+        ):
+            bench = Bench(plan, workdir, broker, cloud, provision_url=url)
             try:
                 results = await bench.run(progress)
             finally:
                 for device in list(bench.devices):
                     await bench.stop(device)
+    soak = ROOT / "bench" / "results" / "soak.json"  # the last python -m bench.soak --out
+    if soak.exists():
+        results["soak"] = json.loads(soak.read_text())
     results["meta"] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,

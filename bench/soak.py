@@ -100,7 +100,11 @@ async def soak(
         admin_socket = work / "admin.sock"
         admin = broker.credentials(broker.admin_identities[0])
         try:
-            await asyncio.sleep(2)
+            # Until the gateway listens (a loaded machine can take longer than a fixed pause).
+            async with asyncio.timeout(60):
+                while not admin_socket.exists():  # noqa: ASYNC110 (a file, no event)
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1)
             async with (
                 collect_events(broker.host, broker.port, admin, THING) as collector,
                 ShadowClient(broker.host, broker.port, admin, timeout=2.0) as client,
@@ -188,9 +192,18 @@ def main() -> None:
     parser.add_argument(
         "--press-every", type=float, default=1.0, help="seconds between button presses"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write the summary here (bench/results/soak.json is "
+        "what the full benchmark's targets table reads)",
+    )
     args = parser.parse_args()
     result = asyncio.run(soak(args.minutes, args.rate, args.cut_every, args.press_every))
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.core.values import NativeValue, ValueCodec, codec_for, initial_value
 from gateway.links.mqtt import MqttSettings, Will
 from gateway.links.shadow.settings import ShadowLinkSettings
-from gateway.ops.metrics import certificate_expiry
 from gateway.ops.reload import files_digest, tls_files
+from gateway.provisioning.pairhealth import certificate_expiry
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:

@@ -435,10 +435,18 @@ def cmd_ota_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_ota_guard(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
-    from gateway.updates.ota import run_guard
+    # Runs before every start: the few settings it needs are read without the config models;
+    # a config that does not read cleanly is loaded in full, which reports its problems.
+    from gateway.updates.ota_guard import guard_settings, guard_slots
 
-    action = run_guard(load_config(Path(args.config), check_files=False))
+    settings = guard_settings(Path(args.config))
+    if settings is None:
+        from gateway.config import load_config
+        from gateway.updates.ota import run_guard
+
+        action = run_guard(load_config(Path(args.config), check_files=False))
+    else:
+        action = guard_slots(settings)
     print(f"ota guard: {action}")
     return EXIT_OK
 
@@ -476,6 +484,9 @@ def _add_ota_commands(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"edge-gateway {__version__}")  # what argparse prints, without building the parser
+        return EXIT_OK
     from gateway.cli.failures import run_handler
 
     args = build_parser().parse_args(argv)

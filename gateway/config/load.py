@@ -17,6 +17,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
+from gateway.config.lazyvalidate import validate_config
 from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.provisioned import default_credential_paths, read_provisioned
 from gateway.config.schema import (
@@ -153,7 +154,7 @@ def load_config(
     missing = _identity_problems(data)
     missing += file_problems(data, base_dir, pending) if check_files else []
     try:
-        config = GatewayConfig.model_validate(data, context={"base_dir": base_dir})
+        config = validate_config(data, {"base_dir": base_dir})
     except ValidationError as exc:
         lines = format_validation_error(document, exc) + _located(document, missing)
         found += misread + [_provisioning_hint(line, data) for line in _unsaid(lines, said)]

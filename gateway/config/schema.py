@@ -43,7 +43,9 @@ SignedUnitFloat = Annotated[float, Field(ge=-1.0, le=1.0)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # defer_build: a model's validator is built when first used, so a config builds only the
+    # device types it names (see gateway.config.lazyvalidate).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
 
 JsonScalar = bool | int | float | str
@@ -630,7 +632,7 @@ class GatewayConfig(_Frozen):
 
 
 class _BootstrapMqtt(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
     host: str | None = None
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
     ca: Path | None = None
@@ -648,7 +650,7 @@ class ProvisionSetup(BaseModel):
     """The part of a config that provisioning needs, readable before the config is complete
     (thing, endpoint and certificates may be exactly what provisioning is about to supply)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
     thing: str | None = None
     mqtt: _BootstrapMqtt = _BootstrapMqtt()
     provision: ProvisionConfig | None = None

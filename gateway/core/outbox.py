@@ -92,6 +92,9 @@ class Outbox:
         self._lock = threading.Lock()
         self._memory = _MemoryStore()
         self._degraded_since: float | None = None
+        # Told (from whichever thread failed) when the disk starts failing: the writer's retry
+        # timer runs only while degraded, so an idle healthy outbox never wakes anyone.
+        self.on_degraded: Callable[[], None] | None = None
         self._file = OutboxFile(
             path,
             sync=sync,
@@ -204,7 +207,8 @@ class Outbox:
         return self.dropped_events
 
     def _degrade(self, exc: sqlite3.Error | OSError) -> None:
-        if self._degraded_since is None:
+        first = self._degraded_since is None
+        if first:
             log.error(
                 "outbox_disk_failed",
                 path=str(self.path),
@@ -212,6 +216,8 @@ class Outbox:
                 action="keeping changes in memory until the disk accepts writes again",
             )
         self._degraded_since = self._monotonic()
+        if first and self.on_degraded is not None:
+            self.on_degraded()  # after the flag: the writer it wakes must see it degraded
 
     def _keep_salvaged(self, rescued: Salvage) -> None:
         self._memory.add_salvage(rescued)  # the memory store in use now (recovery renews it)
@@ -322,9 +328,24 @@ class OutboxWriter:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def degraded() -> None:
+            with suppress(RuntimeError):  # the loop is closing: nothing left to retry for
+                loop.call_soon_threadsafe(self._wake.set)
+
+        self.outbox.on_degraded = degraded
+        try:
+            await self._run()
+        finally:
+            self.outbox.on_degraded = None
+
+    async def _run(self) -> None:
         while True:
+            # The timer only while the disk fails: a healthy idle writer never wakes.
+            retry_in = RETRY_DISK_AFTER_S if self.outbox.degraded else None
             with suppress(TimeoutError):
-                async with asyncio.timeout(RETRY_DISK_AFTER_S):
+                async with asyncio.timeout(retry_in):
                     await self._wake.wait()
             if not self._wake.is_set():
                 # Changes may not come for hours: while the disk fails, retry it on a timer too.

@@ -109,6 +109,14 @@ def create_device(
         ) from exc
 
 
+# Inputs built on gpiozero's edge-driven DigitalInputDevice instead of their own class, so no
+# thread polls while nothing changes: Button's hold thread wakes 10 times a second for hold
+# events the gateway never uses, and MotionSensor samples its pin 10 times a second into a
+# one-sample queue (threshold 0.5 of one sample: exactly the pin's level, which an edge gives
+# at once). Pull-up defaults are the configs' own (``effective_pull_up``).
+_INPUT_CLASSES = {"Button": "DigitalInputDevice", "MotionSensor": "DigitalInputDevice"}
+
+
 def _build(
     name: str, config: DeviceConfig, factory: Factory, sensor_files: MockSensorFiles | None
 ) -> DeviceEntry:
@@ -178,7 +186,7 @@ def _build(
                 options["bounce_time"] = bounce
             elif config.bounce_ms is not None:
                 _log.warning("gpio_bounce_unsupported", device=name, type=config.type)
-            device = getattr(gpiozero, config.type)(
+            device = getattr(gpiozero, _INPUT_CLASSES.get(config.type, config.type))(
                 config.pin,
                 pull_up=config.effective_pull_up,
                 active_state=config.active_state,

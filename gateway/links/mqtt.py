@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as mqtt_client
 import structlog
 
 from gateway.core.ports import InboundMessage
@@ -221,6 +222,20 @@ def _read_password(path: Path) -> str:
     return text.splitlines()[0] if text else ""
 
 
+class _KeepaliveClient(aiomqtt.Client):
+    """aiomqtt's client with its keepalive check every ``keepalive / 4`` seconds, not every second.
+
+    aiomqtt runs paho's ``loop_misc`` (send PINGREQ once the link was quiet for ``keepalive``;
+    drop the link when the PINGRESP is a keepalive late) once a second, so an idle gateway woke
+    every second for it. A quarter of the keepalive sends the ping at most 1.25 keepalives after
+    the last packet, inside the 1.5 keepalives a broker allows (MQTT 3.1.1 §3.1.2.10)."""
+
+    async def _misc_loop(self) -> None:  # overrides aiomqtt's (private, aiomqtt 2.x)
+        interval = max(1.0, self._client.keepalive / 4)
+        while self._client.loop_misc() == mqtt_client.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(interval)
+
+
 class AiomqttConnector:
     """Opens sessions to one broker with one identity; the TLS context is built once."""
 
@@ -260,7 +275,7 @@ class AiomqttConnector:
         paho_logger = logging.getLogger(f"mqtt.{s.client_id}")  # propagates to "mqtt"
         alerts = _TlsAlertRecorder()
         paho_logger.addHandler(alerts)
-        client = aiomqtt.Client(
+        client = _KeepaliveClient(
             logger=paho_logger,
             hostname=s.host,
             port=s.port,

@@ -135,6 +135,10 @@ async def notify_loop(
             else:
                 log.error("watchdog_withheld", ended_tasks=ended_tasks())
             next_ping = now + interval
+        if ready_sent and not notifier.enabled:
+            # No service manager listens (no NOTIFY_SOCKET): nothing left to send, so this task
+            # stays parked instead of waking every second for a status nobody reads.
+            await asyncio.Event().wait()
         wait = STATUS_INTERVAL_S
         if interval is not None:
             wait = min(wait, max(0.0, next_ping - loop.time()))

@@ -20,7 +20,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.errors import GatewayError
+# The start-up health rules need no cryptography; they live in pairhealth (the daemon's path)
+# and are re-exported here for the certificate tools.
+from gateway.provisioning.pairhealth import (
+    DAY_S,
+    CertificateError,
+    CertificateHealth,
+    check_pair,
+    key_permission_problem,
+    renewal_due_at,
+)
 
 __all__ = [
     "ISSUING_CA_FILE",
@@ -50,7 +59,6 @@ __all__ = [
     "verification_certificate",
 ]
 
-DAY_S = 86_400.0
 # Issued certificates start a little in the past so small clock skews never make them invalid.
 _BACKDATE = dt.timedelta(minutes=5)
 
@@ -60,10 +68,6 @@ PrivateKey = (
     | ed25519.Ed25519PrivateKey
     | ed448.Ed448PrivateKey
 )
-
-
-class CertificateError(GatewayError):
-    """A certificate or key is unreadable, mismatched, expired or badly protected."""
 
 
 # -- keys and CSRs ---------------------------------------------------------------------------
@@ -231,76 +235,6 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except InvalidSignature:
         return False
     return True
-
-
-# -- health rules ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertificateHealth:
-    expires_at: float  # epoch seconds
-    days_left: float
-    warn: bool  # within the warning window
-    lifetime_days: float = 0.0  # from notBefore to notAfter
-
-
-def key_permission_problem(mode: int, *, dedicated_group: bool) -> str | None:
-    """Why a key file's mode is too open, or None: 0600 (or 0640 with a dedicated group)."""
-    perms = stat.S_IMODE(mode)
-    if perms & 0o007:
-        return f"is readable by every user (mode {perms:04o}); expected 0600: chmod 600"
-    if perms & 0o070 and not (perms & 0o070 == 0o040 and dedicated_group):
-        why = "" if perms & 0o070 != 0o040 else " by a group other users belong to"
-        return f"is group-accessible{why} (mode {perms:04o}); expected 0600: chmod 600"
-    return None
-
-
-def check_pair(
-    *,
-    cert_data: bytes,
-    key_data: bytes,
-    cert_source: str,
-    key_source: str,
-    key_mode: int,
-    dedicated_group: bool,
-    now: float,
-    warn_before_days: float,
-) -> CertificateHealth:
-    """The start-up rules: key protected, cert and key match, cert currently valid.
-
-    Raises ``CertificateError`` naming the file at fault."""
-    problem = key_permission_problem(key_mode, dedicated_group=dedicated_group)
-    if problem is not None:
-        raise CertificateError(f"private key {key_source} {problem}")
-    cert = load_certificate(cert_data, f"certificate {cert_source}")
-    key = load_private_key(key_data, f"private key {key_source}")
-    if not key_matches(cert, key):
-        raise CertificateError(
-            f"private key {key_source} does not belong to certificate {cert_source}"
-        )
-    not_before = cert.not_valid_before_utc.timestamp()
-    expires_at = cert.not_valid_after_utc.timestamp()
-    if now < not_before:
-        raise CertificateError(
-            f"certificate {cert_source} is not valid yet (from "
-            f"{cert.not_valid_before_utc.isoformat()}; is the clock right?)"
-        )
-    if now >= expires_at:
-        raise CertificateError(
-            f"certificate {cert_source} expired on {cert.not_valid_after_utc.isoformat()}"
-        )
-    days_left = (expires_at - now) / DAY_S
-    return CertificateHealth(
-        expires_at,
-        days_left,
-        warn=days_left <= warn_before_days,
-        lifetime_days=(expires_at - not_before) / DAY_S,
-    )
-
-
-def renewal_due_at(expires_at: float, renew_before_days: float) -> float:
-    """When renewal should start: ``renew_before_days`` before expiry (epoch seconds)."""
-    return expires_at - renew_before_days * DAY_S
 
 
 # -- CA tools (for users running their own CA) -----------------------------------------------

@@ -32,7 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.core.ports import Clock
 from gateway.core.values import JsonValue
 from gateway.errors import GatewayError, ProvisioningError
-from gateway.provisioning import certs
+from gateway.provisioning import pairhealth as certs  # the stdlib rules: no cryptography at start
 from gateway.provisioning.credstore import (
     CredentialPaths,
     discard_old_pair,

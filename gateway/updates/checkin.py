@@ -25,6 +25,9 @@ from gateway.config.formats import (  # noqa: F401
 )
 from gateway.core.jsonlimits import nests_deeper_than
 
+# Attempt lives with the state it is part of (otastate stays light for ``ota guard``).
+from gateway.updates.otastate import Attempt
+
 JITTER = 0.1  # check-ins are spread by ±10 % so a fleet does not arrive at once
 MAX_ANSWER_BYTES = 64 * 1024  # a check-in answer (an offer, maybe a manifest) is far smaller
 MAX_MANIFEST_BYTES = 16 * 1024
@@ -286,14 +289,6 @@ def parse_offer(body: object, running_version: str) -> Offer | None:
     if isinstance(manifest, str) and len(manifest) > MAX_MANIFEST_BYTES:
         raise OfferError(f"'manifest' is larger than {MAX_MANIFEST_BYTES} bytes")
     return Offer(version, url, checksum.lower(), signature, manifest, manifest_signature)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """A version (with the artifact's checksum) the device installed and rolled back from."""
-
-    version: str
-    checksum: str
 
 
 def should_apply(

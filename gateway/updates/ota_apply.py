@@ -17,11 +17,11 @@ import structlog
 
 from gateway.config import OtaConfig
 from gateway.errors import UpdateError
-from gateway.updates.checkin import Attempt, Offer
+from gateway.updates.checkin import Offer
 from gateway.updates.ota_download import remove_other_artifacts
 from gateway.updates.ota_record import UpdateRecord
 from gateway.updates.ota_slots import read_slot, switch_slot
-from gateway.updates.otastate import Outcome, begin, other_slot, record
+from gateway.updates.otastate import Attempt, Outcome, begin, other_slot, record
 from gateway.updates.signing import extract_bundle
 
 log = structlog.get_logger()

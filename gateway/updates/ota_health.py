@@ -7,16 +7,16 @@ ota guard``, before every start) rolls back a version that cannot even start.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import structlog
 
 from gateway.config import GatewayConfig, OtaConfig
 from gateway.updates.ota_download import remove_other_artifacts
-from gateway.updates.ota_record import UpdateRecord, load_state, save_state
+from gateway.updates.ota_guard import DEFAULT_HEALTH_TIMEOUT_S, GuardSettings, guard_slots
+from gateway.updates.ota_record import UpdateRecord
 from gateway.updates.ota_slots import read_slot, switch_slot
-from gateway.updates.otastate import commit, guard, on_start, roll_back
+from gateway.updates.otastate import commit, on_start, roll_back
 
 log = structlog.get_logger()
 
@@ -24,24 +24,12 @@ HEALTH_POLL_S = 0.2
 
 
 def run_guard(config: GatewayConfig, now: float | None = None) -> str:
-    """``edge-gateway ota guard``: before a start, count the starts of a pending version and
-    roll back one that cannot get healthy (blocking; run from the previous slot by systemd)."""
-    if config.ota is None or config.ota.mode != "wheel":
-        return "none"
-    directory = config.state_dir / "ota"
-    state = load_state(directory)
-    new_state, action = guard(
-        state,
-        current_slot=read_slot(config.ota.root),
-        now=time.time() if now is None else now,
-        health_timeout_s=config.ota.health_timeout_s,
-    )
-    if action == "roll_back" and state.pending is not None:
-        switch_slot(config.ota.root, state.pending.previous)
-        log.error("ota_rolled_back", version=state.pending.version, by="guard")
-    if action != "none":
-        save_state(directory, new_state)
-    return action
+    """``edge-gateway ota guard`` for a loaded config (the CLI reads the few settings itself,
+    see ``gateway.updates.ota_guard``)."""
+    ota = config.ota
+    root = ota.root if ota is not None and ota.mode == "wheel" else None
+    timeout = ota.health_timeout_s if ota is not None else DEFAULT_HEALTH_TIMEOUT_S
+    return guard_slots(GuardSettings(config.state_dir, root, timeout), now)
 
 
 class HealthWatch:

@@ -14,30 +14,14 @@ from typing import Any
 
 import structlog
 
-from gateway.core.atomicfile import write_atomic
+from gateway.updates.ota_guard import STATE_FILE, load_state, save_state
 from gateway.updates.otastate import OtaPhase, OtaState, Outcome, record
+
+__all__ = ["MAX_ERROR_CHARS", "STATE_FILE", "UpdateRecord", "load_state", "save_state"]
 
 log = structlog.get_logger()
 
-STATE_FILE = "state.json"
 MAX_ERROR_CHARS = 300  # keeps reported.gateway.ota within the shadow's size budget
-
-
-def load_state(directory: Path) -> OtaState:
-    """state.json, or a fresh state when there is none or it cannot be understood (blocking)."""
-    try:
-        return OtaState.loads((directory / STATE_FILE).read_bytes())
-    except FileNotFoundError:
-        return OtaState()
-    except (OSError, ValueError) as exc:
-        log.error("ota_state_unreadable", path=str(directory / STATE_FILE), error=str(exc))
-        return OtaState()
-
-
-def save_state(directory: Path, state: OtaState) -> None:
-    """Write state.json atomically (``gateway.core.atomicfile``) (blocking)."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(directory / STATE_FILE, state.dumps(), 0o644)
 
 
 class UpdateRecord:

@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from gateway.updates.checkin import Attempt
-
 SLOTS = ("a", "b")
 MAX_STARTS = 3  # starts of a pending version (counted by the guard) before it is rolled back
 ROLLED_BACK_KEPT = 20  # the rolled-back list is bounded
@@ -22,6 +20,14 @@ ROLLED_BACK_KEPT = 20  # the rolled-back list is bounded
 OtaPhase = Literal[
     "idle", "downloading", "verifying", "applying", "applied", "failed", "rolled_back"
 ]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A version (with the artifact's checksum) the device installed and rolled back from."""
+
+    version: str
+    checksum: str
 
 
 def other_slot(slot: str) -> str:

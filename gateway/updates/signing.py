@@ -26,13 +26,16 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
+from typing import TYPE_CHECKING
 
 from gateway.errors import UpdateError
 from gateway.updates.checkin import Manifest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+# cryptography (about 10 MB resident) is imported inside the functions that sign or verify, so
+# the daemon loads it only when an update's signature is actually checked.
 
 MAX_SIGNATURE_BYTES = 4096
 REQUIREMENTS = "requirements.txt"
@@ -59,6 +62,10 @@ def decode_signature(data: bytes) -> bytes:
 
 
 def load_public_key(pem: bytes) -> ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -72,6 +79,10 @@ def load_public_key(pem: bytes) -> ed25519.Ed25519PublicKey | ec.EllipticCurvePu
 
 def verify_digest(public_key_pem: bytes, digest_hex: str, signature: bytes) -> None:
     """Raise UpdateError unless ``signature`` signs the SHA-256 digest ``digest_hex``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
+
     key = load_public_key(public_key_pem)
     digest = bytes.fromhex(digest_hex)
     try:
@@ -85,6 +96,10 @@ def verify_digest(public_key_pem: bytes, digest_hex: str, signature: bytes) -> N
 
 def verify_manifest(public_key_pem: bytes, manifest: bytes, signature: bytes) -> None:
     """Raise UpdateError unless ``signature`` signs the manifest bytes ``manifest``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     key = load_public_key(public_key_pem)
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
@@ -98,6 +113,10 @@ def verify_manifest(public_key_pem: bytes, manifest: bytes, signature: bytes) ->
 def _private_key(
     private_key_pem: bytes,
 ) -> ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         key = serialization.load_pem_private_key(private_key_pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -112,6 +131,9 @@ def _private_key(
 def sign_file(private_key_pem: bytes, artifact: Path) -> bytes:
     """The base64 digest-only signature (with a newline) of ``artifact`` for ``verify_digest``:
     the older scheme, for gateways from before manifests (blocking)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
+
     key = _private_key(private_key_pem)
     digest = bytes.fromhex(sha256_file(artifact))
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -123,6 +145,9 @@ def sign_file(private_key_pem: bytes, artifact: Path) -> bytes:
 
 def sign_manifest(private_key_pem: bytes, manifest: bytes) -> bytes:
     """The base64 signature (with a newline) of the manifest bytes ``manifest``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     key = _private_key(private_key_pem)
     if isinstance(key, ed25519.Ed25519PrivateKey):
         signature = key.sign(manifest)
@@ -256,6 +281,9 @@ def extract_bundle(bundle: Path, dest: Path) -> Path:
 
 def generate_keypair(private_path: Path, public_path: Path) -> None:
     """A new Ed25519 key pair: the private key written 0600 (never overwritten), the public PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM,
