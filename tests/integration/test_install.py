@@ -164,17 +164,37 @@ def test_the_wheel_carries_the_license_pyproject_names(wheel: Path) -> None:
     assert text == (ROOT / "LICENSE").read_text()
 
 
-def test_the_demo_smoke_check_passes_from_the_installed_wheel(
+def test_the_demo_smoke_check_passes_from_the_wheel_with_its_devcloud_extra(
+    wheel: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run([*pip, "-c", str(ROOT / "constraints.txt"), f"{wheel}[devcloud]"], timeout=600)
+    code = "import gateway; print(gateway.__file__)"
+    where = run([str(venv / "bin/python"), "-c", code], timeout=60, cwd=tmp_path)
+    assert Path(where.strip()).resolve().is_relative_to(venv.resolve())  # not this checkout
+    edge_gateway = str(venv / "bin/edge-gateway")
+    demo = [edge_gateway, "demo", "--check", "--workdir", str(tmp_path / "demo")]
+    out = run(demo, timeout=90, cwd=tmp_path)
+    assert "demo check passed" in out and "applied and reported" in out
+
+
+def test_the_demo_on_a_pi_install_names_the_extra_it_needs(
     installed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     root, _ = installed
-    venv = root / "opt/edge-gateway/venv/bin"
-    code = "import gateway; print(gateway.__file__)"
-    where = run([str(venv / "python"), "-c", code], timeout=60, cwd=tmp_path)
-    assert Path(where.strip()).resolve().is_relative_to(root.resolve())  # not this checkout
-    demo = [str(venv / "edge-gateway"), "demo", "--check", "--workdir", str(tmp_path / "demo")]
-    out = run(demo, timeout=90, cwd=tmp_path)
-    assert "demo check passed" in out and "applied and reported" in out
+    edge_gateway = root / "opt/edge-gateway/venv/bin/edge-gateway"
+    argv = [str(edge_gateway), "demo", "--check", "--workdir", str(tmp_path / "demo")]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "edge-gateway: this command needs aiohttp, which comes with the 'devcloud' extra: "
+        "pip install 'edge-gateway[devcloud]'"
+    ]
 
 
 def test_install_pins_every_dependency_to_constraints(
