@@ -69,10 +69,16 @@ class EngineListener(Protocol):
     """What a cloud link hears from the device core (all on the loop's thread)."""
 
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed, or the engine changed an output by itself."""
+        """An input or sensor changed, the engine changed an output by itself, or another
+        listener (link) set it through ``DeviceCore.apply``/``restore``."""
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
-        """A value held back by the output's minimum interval has now been applied."""
+        """A value this listener asked for (``apply(..., origin=self)``), held back by the
+        output's minimum interval, has now been applied (the others hear ``on_change``)."""
+
+    def on_deferred_superseded(self, name: str) -> None:
+        """A value this listener asked for, still held back, was replaced by another
+        listener's newer one before it was applied (that one lands instead)."""
 
     def on_failsafe(self, name: str) -> None:
         """The output was driven to its fail-safe value (no link is up)."""
@@ -101,11 +107,17 @@ class DeviceCore(Protocol):
 
     def on_input(self, name: str, value: JsonValue, observed_at: float) -> None: ...
 
-    def apply(self, changes: Mapping[str, NativeValue]) -> Outcome:
-        """Set validated values (interlocks, minimum intervals and follows applied)."""
+    def apply(
+        self, changes: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> Outcome:
+        """Set validated values (interlocks, minimum intervals and follows applied).
+        ``origin``, the listener asking, handles the ``Outcome``; every other listener
+        hears each applied value (``on_change``)."""
         ...
 
-    def restore(self, values: Mapping[str, NativeValue]) -> None: ...
+    def restore(
+        self, values: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> None: ...
 
     def link_up(self) -> None: ...
 
