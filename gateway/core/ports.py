@@ -154,16 +154,22 @@ class MqttConnector(Protocol):
 LinkTask = Callable[[], Coroutine[Any, Any, None]]
 
 
+def _no_connection_loop() -> None:
+    """A link without MQTT (no connection loop): nothing to reconnect."""
+
+
 @dataclass(frozen=True)
 class GatewayFacts:
     """What a link beside the shadow may ask of the gateway once it is built: whether the main
     (shadow) link is up, whether the gateway reports device errors (``reported.gateway.errors``),
-    and its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
-    imports no service)."""
+    its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
+    imports no service), and a way to make the link's own connection loop connect again at
+    once (its login changed, or it can log in now)."""
 
     main_link_up: Callable[[], bool]
     gateway_errors: Callable[[], bool]
     updater: object
+    reconnect_now: Callable[[], None] = _no_connection_loop
 
 
 @dataclass(frozen=True)

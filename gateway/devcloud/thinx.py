@@ -369,6 +369,13 @@ class ThinxService:
         offers.pop(owner, None)
         self._write(FIRMWARE_FILE, offers)
 
+    def forget_device(self, udid: str) -> None:
+        """Drop a device record (as a THiNX console user deleting it): its next check-in is
+        a first registration, answered with a new udid (blocking: files)."""
+        devices = self._read(DEVICES_FILE)
+        devices.pop(udid, None)
+        self._write(DEVICES_FILE, devices)
+
     def devices(self) -> dict[str, dict[str, Any]]:
         return {
             udid: _public(device)

@@ -79,7 +79,9 @@ async def test_a_mindconnect_command_shows_in_the_shadows_reported(
 ) -> None:
     running, client_id = both
     side = cloud.mindconnect
-    sent = await side.send_command(client_id, {"commandType": "set", "device": "led", "value": True})
+    sent = await side.send_command(
+        client_id, {"commandType": "set", "device": "led", "value": True}
+    )
     assert (await side.wait_for_answer(sent.id)).status == "EXECUTED"
     await until(lambda: reported_value(cloud, "led") is True, timeout=2)
     assert running.pin(17).state == 1
@@ -90,7 +92,9 @@ async def test_a_mindconnect_command_is_one_point_not_two(
 ) -> None:
     _, client_id = both
     side = cloud.mindconnect
-    sent = await side.send_command(client_id, {"commandType": "set", "device": "led", "value": True})
+    sent = await side.send_command(
+        client_id, {"commandType": "set", "device": "led", "value": True}
+    )
     await side.wait_for_answer(sent.id)
     await until(lambda: any(p.value == "true" for p in side.store.points(client_id, "Lamp")))
     await asyncio.sleep(SETTLE_S)
