@@ -3,8 +3,9 @@
 Everything that must happen between two sessions arrives as one command on one queue: a
 config reload (the sync reconfigured, and MQTT reconnected only if its settings changed), a
 switch to renewed credentials (reconnect, and tell the renewer once the new pair connected),
-a reconnect now (a link whose login changed, e.g. THiNX's first udid), or a stop. A command ends the running session (after its final report) or the backoff wait,
-is applied, and the loop goes on: no set of events to hand over, no object swapped.
+a reconnect now (a link whose login changed, e.g. THiNX's first udid), or a stop. A command
+ends the running session (after its final report) or the backoff wait, is applied, and the
+loop goes on: no set of events to hand over, no object swapped.
 """
 
 from __future__ import annotations
