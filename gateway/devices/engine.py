@@ -4,8 +4,9 @@ It takes "set these values" (from whichever cloud link) and tells its listeners 
 changed" (inputs, sensors, the changes it makes itself, and values another link set: the link
 that asked handles its own ``Outcome``, every other link hears them as changes). It knows no
 cloud: no MQTT, no shadow. Local behaviours live here: pulses, blinks, fail-safe values while
-no link is up, interlocks (off before on), follows, and each output's minimum interval. Every timer is a task
-of the engine's own task group, sleeping on an injected clock, so tests drive time.
+no link is up, interlocks (off before on), follows, and each output's minimum interval. Every
+timer is a task of the engine's own task group, sleeping on an injected clock, so tests drive
+time.
 """
 
 from __future__ import annotations
