@@ -76,9 +76,10 @@ class EngineListener(Protocol):
         """A value this listener asked for (``apply(..., origin=self)``), held back by the
         output's minimum interval, has now been applied (the others hear ``on_change``)."""
 
-    def on_deferred_superseded(self, name: str) -> None:
-        """A value this listener asked for, still held back, was replaced by another
-        listener's newer one before it was applied (that one lands instead)."""
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        """A value this listener asked for, held back, will not be applied: another
+        listener's newer value replaced it (that one lands instead), or it was refused when
+        its turn came (an interlock, a failing pin); ``reason`` says which."""
 
     def on_failsafe(self, name: str) -> None:
         """The output was driven to its fail-safe value (no link is up)."""

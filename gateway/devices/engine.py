@@ -25,6 +25,8 @@ from gateway.errors import GatewayError
 
 log = structlog.get_logger()
 
+SUPERSEDED = "superseded by a value set through another link"
+
 
 class DeviceEngine:
     """Owns the devices' current values and every write to them."""
@@ -243,7 +245,7 @@ class DeviceEngine:
         if held is None:
             self.timers.start(f"deferred:{name}", wait, lambda: self._apply_deferred(name))
         elif held[1] is not None and held[1] is not origin:
-            held[1].on_deferred_superseded(name)  # another link's value replaces its own
+            held[1].on_deferred_dropped(name, SUPERSEDED)  # another link's value replaces it
         self._deferred[name] = (value, origin)  # last value wins; nothing queues up
         return True
 
@@ -252,6 +254,8 @@ class DeviceEngine:
         applied, refused = self._drive({name: value})
         for refused_name, reason in refused.items():
             log.warning("deferred_change_refused", device=refused_name, reason=reason)
+            if origin is not None:
+                origin.on_deferred_dropped(refused_name, reason)
         if origin is not None:
             for applied_name, shown in applied.items():
                 origin.on_deferred_applied(applied_name, shown)

@@ -12,7 +12,7 @@ import pytest
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
 from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.core.values import Blink, JsonValue, codec_for
-from gateway.devices.engine import DeviceEngine
+from gateway.devices.engine import SUPERSEDED, DeviceEngine
 from tests.clock import ManualClock
 from tests.fakes import FakeBank
 
@@ -40,7 +40,7 @@ class Listener:
         self.changes: list[tuple[str, JsonValue]] = []
         self.times: list[float] = []
         self.deferred: list[tuple[str, JsonValue]] = []
-        self.superseded: list[str] = []
+        self.dropped: list[tuple[str, str]] = []
         self.failsafed: list[str] = []
 
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
@@ -50,8 +50,8 @@ class Listener:
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         self.deferred.append((name, value))
 
-    def on_deferred_superseded(self, name: str) -> None:
-        self.superseded.append(name)
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        self.dropped.append((name, reason))
 
     def on_failsafe(self, name: str) -> None:
         self.failsafed.append(name)
@@ -273,7 +273,7 @@ async def test_a_held_back_value_replaced_by_another_link_tells_its_origin(
     engine.apply({"fan": 0.1}, origin=first)
     engine.apply({"fan": 0.5}, origin=first)
     engine.apply({"fan": 0.7}, origin=second)
-    assert first.superseded == ["fan"] and second.superseded == []
+    assert first.dropped == [("fan", SUPERSEDED)] and second.dropped == []
     await clock.advance(1.0)
     assert bank.pins["fan"] == 0.7
     assert second.deferred == [("fan", 0.7)]
@@ -287,3 +287,20 @@ async def test_restored_outputs_are_told_to_the_other_links(world: Any) -> None:
     engine.restore({"relay": True}, origin=origin)
     assert bank.pins["relay"] is True
     assert other.changes == [("relay", True)] and origin.changes == []
+
+
+async def test_a_held_back_value_refused_when_it_lands_is_told_to_its_origin(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    engine.min_intervals["rev"] = 1.0
+    engine.apply({"rev": False}, origin=origin)
+    assert engine.apply({"rev": True}, origin=origin).deferred == {"rev"}
+    engine.apply({"fwd": True}, origin=other)  # meanwhile: interlocked with rev
+    await clock.advance(1.0)
+    assert bank.pins["rev"] is False
+    assert [name for name, _ in origin.dropped] == ["rev"]
+    assert "interlock" in origin.dropped[0][1] and origin.deferred == []
+    assert ("rev", True) not in other.changes

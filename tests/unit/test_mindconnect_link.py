@@ -368,7 +368,7 @@ async def test_a_held_back_command_superseded_by_another_link_is_failed(tmp_path
         await until(lambda: link.connected)
         session.set("led", True)
         await until(lambda: bool(session.on(ANSWERS)))
-        link.on_deferred_superseded("led")
+        link.on_deferred_dropped("led", "superseded by a value set through another link")
         await until(lambda: len(session.on(ANSWERS)) == 2)
     answers = session.on(ANSWERS)
     assert [a["data"]["status"] for a in answers] == ["EXECUTING", "FAILED"]

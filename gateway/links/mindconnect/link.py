@@ -130,10 +130,10 @@ class MindConnectLink:
         if job is not None:
             self._answer(job, EXECUTED, f"set {name} to {value_text(value)}")
 
-    def on_deferred_superseded(self, name: str) -> None:
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
         job = self._waiting_jobs.pop(name, None)
         if job is not None:
-            self._answer(job, FAILED, f"{name}: superseded by a value set through another link")
+            self._answer(job, FAILED, f"{name}: {reason}")
 
     def on_failsafe(self, name: str) -> None:
         """Nothing to do: the fail-safe value arrives as a change next."""

@@ -109,9 +109,10 @@ class DesiredSync:
         if update is not None:
             self._link.enqueue_update(update)
 
-    def on_deferred_superseded(self, name: str) -> None:
-        """Another link's value replaced ours before it landed: it arrives as a change (and is
-        reported as one); the desired value stays in the shadow for the next document."""
+    def on_deferred_dropped(self, name: str) -> None:
+        """A held-back desired value will not land (another link's value replaced it, which
+        arrives as a change and is reported as one; or it was refused when its turn came):
+        the desired value stays in the shadow, and the next document reconciles it."""
         self._deferred_versions.pop(name, None)
 
     def handle_message(self, message: InboundMessage) -> None:

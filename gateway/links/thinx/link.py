@@ -193,7 +193,7 @@ class ThinxLink:
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         self._changed.set()
 
-    def on_deferred_superseded(self, name: str) -> None:
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
         """Nothing to do: this link sets no values."""
 
     def on_failsafe(self, name: str) -> None:
