@@ -18,6 +18,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,11 @@ class Gateway:
             updater=self.updater,
         )
         for plan in self.extra_links:
+            loop = self.extra_connections.get(plan.name)
             if plan.attach is not None:
-                plan.attach(facts)
+                plan.attach(
+                    facts if loop is None else replace(facts, reconnect_now=loop.reconnect_now)
+                )
 
     def links_healthy(self) -> bool:
         """Every cloud link is connected (and the shadow synced): an update may stay."""

@@ -69,10 +69,17 @@ class EngineListener(Protocol):
     """What a cloud link hears from the device core (all on the loop's thread)."""
 
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
-        """An input or sensor changed, or the engine changed an output by itself."""
+        """An input or sensor changed, the engine changed an output by itself, or another
+        listener (link) set it through ``DeviceCore.apply``/``restore``."""
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
-        """A value held back by the output's minimum interval has now been applied."""
+        """A value this listener asked for (``apply(..., origin=self)``), held back by the
+        output's minimum interval, has now been applied (the others hear ``on_change``)."""
+
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        """A value this listener asked for, held back, will not be applied: another
+        listener's newer value replaced it (that one lands instead), or it was refused when
+        its turn came (an interlock, a failing pin); ``reason`` says which."""
 
     def on_failsafe(self, name: str) -> None:
         """The output was driven to its fail-safe value (no link is up)."""
@@ -101,11 +108,17 @@ class DeviceCore(Protocol):
 
     def on_input(self, name: str, value: JsonValue, observed_at: float) -> None: ...
 
-    def apply(self, changes: Mapping[str, NativeValue]) -> Outcome:
-        """Set validated values (interlocks, minimum intervals and follows applied)."""
+    def apply(
+        self, changes: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> Outcome:
+        """Set validated values (interlocks, minimum intervals and follows applied).
+        ``origin``, the listener asking, handles the ``Outcome``; every other listener
+        hears each applied value (``on_change``)."""
         ...
 
-    def restore(self, values: Mapping[str, NativeValue]) -> None: ...
+    def restore(
+        self, values: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> None: ...
 
     def link_up(self) -> None: ...
 
@@ -142,16 +155,22 @@ class MqttConnector(Protocol):
 LinkTask = Callable[[], Coroutine[Any, Any, None]]
 
 
+def _no_connection_loop() -> None:
+    """A link without MQTT (no connection loop): nothing to reconnect."""
+
+
 @dataclass(frozen=True)
 class GatewayFacts:
     """What a link beside the shadow may ask of the gateway once it is built: whether the main
     (shadow) link is up, whether the gateway reports device errors (``reported.gateway.errors``),
-    and its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
-    imports no service)."""
+    its update machinery (a ``gateway.updates.ota.Updater``; typed loosely because the core
+    imports no service), and a way to make the link's own connection loop connect again at
+    once (its login changed, or it can log in now)."""
 
     main_link_up: Callable[[], bool]
     gateway_errors: Callable[[], bool]
     updater: object
+    reconnect_now: Callable[[], None] = _no_connection_loop
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -305,6 +306,8 @@ class ThinxService:
     statuses: dict[str, list[Any]] = field(default_factory=dict)  # udid -> status messages
     _otts: dict[str, _Ott] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None  # the listener is called on it
+    # devices.json is read, changed and written from worker threads (check-ins, statuses)
+    _devices_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def firmware_dir(self) -> Path:
@@ -369,6 +372,14 @@ class ThinxService:
         offers.pop(owner, None)
         self._write(FIRMWARE_FILE, offers)
 
+    def forget_device(self, udid: str) -> None:
+        """Drop a device record (as a THiNX console user deleting it): its next check-in is
+        a first registration, answered with a new udid (blocking: files)."""
+        with self._devices_lock:
+            devices = self._read(DEVICES_FILE)
+            devices.pop(udid, None)
+            self._write(DEVICES_FILE, devices)
+
     def devices(self) -> dict[str, dict[str, Any]]:
         return {
             udid: _public(device)
@@ -409,6 +420,10 @@ class ThinxService:
 
     def register(self, registration: Mapping[str, Any], key: str | None) -> tuple[int, Any]:
         """(HTTP status, answer) for one ``POST /device/register`` (blocking: files, broker)."""
+        with self._devices_lock:
+            return self._register(registration, key)
+
+    def _register(self, registration: Mapping[str, Any], key: str | None) -> tuple[int, Any]:
         owner = registration.get("owner")
         if (reason := self.verify(owner, key)) is not None:
             return 200, {"success": False, "response": reason}
@@ -571,13 +586,15 @@ class ThinxService:
             await asyncio.sleep(interval_s)
 
     def _set_status(self, udid: str, status: str) -> None:
-        devices = self._read(DEVICES_FILE)
-        device = devices.get(udid)
-        if isinstance(device, dict):
+        with self._devices_lock:
+            devices = self._read(DEVICES_FILE)
+            device = devices.get(udid)
+            if not isinstance(device, dict):
+                return
             device["status"] = status
             device["status_at"] = time.time()
             self._write(DEVICES_FILE, devices)
-            self._notify(udid, "status", _public(device))
+        self._notify(udid, "status", _public(device))
 
     def _notify(self, udid: str, kind: str, details: dict[str, Any]) -> None:
         """Tell the listener (the dashboard) on the event loop's thread (callers run in one)."""

@@ -1,10 +1,12 @@
 """The device core: the devices' values, every pin write and every local behaviour.
 
 It takes "set these values" (from whichever cloud link) and tells its listeners "these values
-changed" (inputs, sensors, and the changes it makes itself). It knows no cloud: no MQTT, no
-shadow. Local behaviours live here: pulses, blinks, fail-safe values while no link is up,
-interlocks (off before on), follows, and each output's minimum interval. Every timer is a task
-of the engine's own task group, sleeping on an injected clock, so tests drive time.
+changed" (inputs, sensors, the changes it makes itself, and values another link set: the link
+that asked handles its own ``Outcome``, every other link hears them as changes). It knows no
+cloud: no MQTT, no shadow. Local behaviours live here: pulses, blinks, fail-safe values while
+no link is up, interlocks (off before on), follows, and each output's minimum interval. Every
+timer is a task of the engine's own task group, sleeping on an injected clock, so tests drive
+time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from gateway.core.values import Blink, JsonValue, NativeValue, ValueCodec, is_ac
 from gateway.errors import GatewayError
 
 log = structlog.get_logger()
+
+SUPERSEDED = "superseded by a value set through another link"
 
 
 class DeviceEngine:
@@ -47,7 +51,8 @@ class DeviceEngine:
         self.configure(codecs=codecs, behaviours=behaviours, min_intervals_s=min_intervals_s)
         self._links_up = 0
         self._last_applied: dict[str, float] = {}
-        self._deferred: dict[str, NativeValue] = {}
+        # Held back by min_interval: the newest value and the listener that asked for it.
+        self._deferred: dict[str, tuple[NativeValue, EngineListener | None]] = {}
 
     def configure(
         self,
@@ -85,20 +90,44 @@ class DeviceEngine:
             listener.on_change(name, value, observed_at)
         self._react(name, value)
 
-    def apply(self, changes: Mapping[str, NativeValue]) -> Outcome:
+    def apply(
+        self, changes: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> Outcome:
         """Set validated values: interlocks permitting, offs before ons, each output no more
-        often than its minimum interval (the newest held-back value is applied later)."""
-        deferred = frozenset(name for name, value in changes.items() if self._defer(name, value))
+        often than its minimum interval (the newest held-back value is applied later).
+
+        ``origin`` is the listener (link) asking: it handles the returned ``Outcome`` itself
+        (and hears ``on_deferred_applied`` when a held-back value of its own lands); every
+        other listener hears each applied value as a change."""
+        deferred = frozenset(
+            name for name, value in changes.items() if self._defer(name, value, origin)
+        )
         applied, refused = self._drive({n: v for n, v in changes.items() if n not in deferred})
+        self._tell_others(origin, applied)
         for name, shown in applied.items():
             self._react(name, shown)  # followers of an output move with it
         return Outcome(applied, refused, deferred)
 
-    def restore(self, values: Mapping[str, NativeValue]) -> None:
-        """Outputs put back to their last reported values at start (no behaviours run)."""
+    def restore(
+        self, values: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> None:
+        """Outputs put back to their last reported values at start (no behaviours run); the
+        listeners other than ``origin`` (the link that restores) hear the values."""
+        restored: dict[str, JsonValue] = {}
         for name, value in values.items():
-            self._write(name, value)
+            restored[name] = self._write(name, value)
             log.info("output_restored", device=name, value=self.values[name])
+        self._tell_others(origin, restored)
+
+    def _tell_others(self, origin: EngineListener | None, applied: Mapping[str, JsonValue]) -> None:
+        if not applied:
+            return
+        now = self._clock()
+        for listener in self._listeners:
+            if listener is origin:
+                continue
+            for name, shown in applied.items():
+                listener.on_change(name, shown, now)
 
     # -- links ------------------------------------------------------------------------------------
 
@@ -203,7 +232,7 @@ class DeviceEngine:
             listener.on_failsafe(name)
         self._drive_local({name: value}, cause="fail-safe")  # type: ignore[dict-item]
 
-    def _defer(self, name: str, value: NativeValue) -> bool:
+    def _defer(self, name: str, value: NativeValue, origin: EngineListener | None) -> bool:
         """Inside the output's minimum interval: keep only the newest value for later."""
         interval = self.min_intervals.get(name, 0.0)
         last = self._last_applied.get(name)
@@ -212,17 +241,24 @@ class DeviceEngine:
         wait = last + interval - self._monotonic()
         if wait <= 0:
             return False
-        if name not in self._deferred:
+        held = self._deferred.get(name)
+        if held is None:
             self.timers.start(f"deferred:{name}", wait, lambda: self._apply_deferred(name))
-        self._deferred[name] = value  # last value wins; nothing queues up
+        elif held[1] is not None and held[1] is not origin:
+            held[1].on_deferred_dropped(name, SUPERSEDED)  # another link's value replaces it
+        self._deferred[name] = (value, origin)  # last value wins; nothing queues up
         return True
 
     def _apply_deferred(self, name: str) -> None:
-        value = self._deferred.pop(name)
+        value, origin = self._deferred.pop(name)
         applied, refused = self._drive({name: value})
         for refused_name, reason in refused.items():
             log.warning("deferred_change_refused", device=refused_name, reason=reason)
+            if origin is not None:
+                origin.on_deferred_dropped(refused_name, reason)
+        if origin is not None:
+            for applied_name, shown in applied.items():
+                origin.on_deferred_applied(applied_name, shown)
+        self._tell_others(origin, applied)
         for applied_name, shown in applied.items():
             self._react(applied_name, shown)
-            for listener in self._listeners:
-                listener.on_deferred_applied(applied_name, shown)

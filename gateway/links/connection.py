@@ -3,8 +3,9 @@
 Everything that must happen between two sessions arrives as one command on one queue: a
 config reload (the sync reconfigured, and MQTT reconnected only if its settings changed), a
 switch to renewed credentials (reconnect, and tell the renewer once the new pair connected),
-or a stop. A command ends the running session (after its final report) or the backoff wait,
-is applied, and the loop goes on: no set of events to hand over, no object swapped.
+a reconnect now (a link whose login changed, e.g. THiNX's first udid), or a stop. A command
+ends the running session (after its final report) or the backoff wait, is applied, and the
+loop goes on: no set of events to hand over, no object swapped.
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ class SwitchConnector:
 
 
 @dataclass(eq=False)
+class Reconnect:
+    """End the session (or the backoff wait) and connect again at once: the link's login
+    changed, or it can log in now."""
+
+
+@dataclass(eq=False)
 class Stop:
     """End the session (after its final report) and the loop."""
 
 
-Command = Reload | SwitchConnector | Stop
+Command = Reload | SwitchConnector | Reconnect | Stop
 
 
 class CommandQueue:
@@ -100,6 +107,12 @@ class ConnectionLoop:
 
     def stop(self) -> None:
         self.commands.put(Stop())
+
+    def reconnect_now(self) -> None:
+        """Connect again right away: the running session ends (after its final report), a
+        backoff wait is cut short. For the link itself, when its login changed."""
+        if not self.stopped:
+            self.commands.put(Reconnect())
 
     async def reload(self, apply: Callable[[], Awaitable[ReloadOutcome]]) -> bool:
         """Run ``apply`` between two sessions; whether it applied (False if stopped first)."""
@@ -187,6 +200,8 @@ class ConnectionLoop:
             elif isinstance(command, SwitchConnector):
                 self.connector = command.connector
                 self._waiting_switches.append(command)
+                outcome = "reconnect"
+            elif isinstance(command, Reconnect):
                 outcome = "reconnect"
             else:
                 try:

@@ -14,7 +14,8 @@
   back (``run_guard`` counts starts before each one);
 - ``ota_record.UpdateRecord``: state.json and the status reported as ``reported.gateway.ota``.
 
-Here: what an offer leads to (skip, wait for the window, one update at a time). The pure
+Here: what an offer leads to (skip, wait for the window, one update at a time, whichever
+source offered it: THiNX's firmware path holds the same lock through ``exclusive``). The pure
 decisions live in ``checkin.py`` and ``otastate.py``.
 """
 
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from datetime import time as clock_time
 from pathlib import Path
@@ -198,11 +200,21 @@ class Updater:
 
     # -- one update ---------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def exclusive(self, *, source: str, version: str) -> AsyncIterator[None]:
+        """Hold the one-update-at-a-time lock: an update from another source (the Provision
+        API's check-in, THiNX) waits until this one is done, downloads included (they share
+        the state record and the applier)."""
+        if self._lock.locked():
+            log.info("ota_waiting_for_other_update", source=source, version=version)
+        async with self._lock:
+            yield
+
     async def update(self, http: HttpClient, offer: Offer) -> float:
         """Download, verify and (inside the window) apply ``offer``; returns when to come back.
 
         Raises UpdateError for a retryable failure (a cut download resumes next time)."""
-        async with self._lock:
+        async with self.exclusive(source="provision", version=offer.version):
             assert self.ota is not None and self.downloader is not None
             assert self.applier is not None
             skip = should_apply(

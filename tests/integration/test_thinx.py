@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import tarfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -181,6 +182,56 @@ async def test_first_registration_stores_the_udid_and_logs_in_to_mqtt(
     assert any(e["event"] == "thinx_registered" and e["udid"] == udid for e in logs)
     key = thinx.key_file.read_text().strip()
     assert key not in repr(logs)
+
+
+def stamped(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "at": time.monotonic()}
+
+
+def first_at(logs: list[dict[str, Any]], name: str) -> float:
+    return float(next(e["at"] for e in logs if e["event"] == name))
+
+
+async def test_the_first_login_follows_the_first_registration_at_once_without_a_warning(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    # A backoff after a failed attempt would wait up to 5 s here.
+    slow = "  reconnect: {min_s: 5, max_s: 10, reset_after_s: 60}\n"
+    path = write_config(tmp_path, broker, thing, extra=thinx_block(thinx), mqtt_extra=slow)
+    with capture_logs(processors=[stamped]) as logs:
+        async with running_gateway(path, tmp_path / "mock") as running:
+            await until(lambda: thinx_of(running).connected)
+    assert not any(e["event"] == "mqtt_connection_failed" for e in logs)
+    assert first_at(logs, "thinx_mqtt_connected") - first_at(logs, "thinx_registered") < 1.0
+
+
+async def test_a_new_udid_from_the_server_logs_in_again_at_once(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    async with gateway_with_thinx(tmp_path, broker, thing, thinx_block(thinx)) as running:
+        link = thinx_of(running)
+        await until(lambda: link.connected)
+        old = link.registration.udid
+        await asyncio.to_thread(thinx.service.forget_device, old)
+        with capture_logs(processors=[stamped]) as logs:
+            async with link._http() as http:
+                await link.check_in(http)  # answered with a new udid
+            new = link.registration.udid
+            assert new != old
+            await until(lambda: any(e["event"] == "thinx_mqtt_connected" for e in logs), 2)
+        await until(lambda: bool(statuses(thinx, new)), timeout=2)  # publishing as the new one
+    login = next(e for e in logs if e["event"] == "thinx_mqtt_connected")
+    assert login["udid"] == new
+    assert login["at"] - first_at(logs, "thinx_udid_changed") < 1.0
+    assert not any(e["event"] == "mqtt_connection_failed" for e in logs)
 
 
 async def test_status_is_published_and_follows_a_device_change(

@@ -210,3 +210,35 @@ async def test_the_first_attempt_is_marked_ended_either_way(failures: int) -> No
         await loop.first_attempt.wait()
     loop.stop()
     await finished(task)
+
+
+async def test_reconnect_now_ends_the_session_and_connects_again_at_once() -> None:
+    connector, sessions = FakeConnector("a"), Sessions()
+    loop = ConnectionLoop(connector, Backoff(30, 60, 60), sessions)
+    task = await started(loop)
+    await until(lambda: sessions.ran_on == ["a"])
+    loop.reconnect_now()
+    await until(lambda: connector.connects == 2 and len(sessions.ran_on) == 2)
+    assert connector.attempts == 2 and loop.reconnects == 0  # no failure, no backoff
+    loop.stop()
+    await finished(task)
+
+
+async def test_reconnect_now_cuts_the_backoff_wait_short() -> None:
+    connector, sessions = FakeConnector("a", failures=1), Sessions()
+    loop = ConnectionLoop(connector, Backoff(30, 60, 60, lambda a, b: b), sessions)  # 30 s
+    task = await started(loop)
+    await until(lambda: connector.attempts == 1 and loop.reconnects == 1)
+    loop.reconnect_now()
+    await until(lambda: sessions.ran_on == ["a"])
+    loop.stop()
+    await finished(task)
+
+
+async def test_reconnect_now_after_the_loop_stopped_is_ignored() -> None:
+    loop = ConnectionLoop(FakeConnector("a"), fast_backoff(), Sessions())
+    task = await started(loop)
+    loop.stop()
+    await finished(task)
+    loop.reconnect_now()
+    assert loop.commands.take_all() == []

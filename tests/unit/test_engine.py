@@ -12,7 +12,7 @@ import pytest
 from gateway.config import BinaryOutputConfig, DigitalInputConfig, PwmOutputConfig
 from gateway.core.rules import Behaviours, Follow, FollowRules, Interlocks
 from gateway.core.values import Blink, JsonValue, codec_for
-from gateway.devices.engine import DeviceEngine
+from gateway.devices.engine import SUPERSEDED, DeviceEngine
 from tests.clock import ManualClock
 from tests.fakes import FakeBank
 
@@ -26,6 +26,9 @@ DEVICES = {
 }
 
 
+WALL_OFFSET = 1_700_000_000.0  # the engine's wall clock: the manual clock, shifted
+
+
 def new_bank() -> FakeBank:
     pins: dict[str, JsonValue] = dict.fromkeys(DEVICES, False)
     pins["fan"] = 0.0
@@ -35,14 +38,20 @@ def new_bank() -> FakeBank:
 class Listener:
     def __init__(self) -> None:
         self.changes: list[tuple[str, JsonValue]] = []
+        self.times: list[float] = []
         self.deferred: list[tuple[str, JsonValue]] = []
+        self.dropped: list[tuple[str, str]] = []
         self.failsafed: list[str] = []
 
     def on_change(self, name: str, value: JsonValue, observed_at: float) -> None:
         self.changes.append((name, value))
+        self.times.append(observed_at)
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         self.deferred.append((name, value))
+
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        self.dropped.append((name, reason))
 
     def on_failsafe(self, name: str) -> None:
         self.failsafed.append(name)
@@ -66,6 +75,7 @@ async def world(clock: ManualClock) -> AsyncIterator[tuple[DeviceEngine, FakeBan
             failsafe={"fan": (10.0, 0.0)},
         ),
         min_intervals_s={"fan": 1.0},
+        clock=lambda: clock.now + WALL_OFFSET,
         monotonic=clock.monotonic,
         sleep=clock.sleep,
     )
@@ -131,9 +141,9 @@ async def test_min_interval_holds_back_and_then_applies_only_the_newest_value(
     world: Any, clock: ManualClock
 ) -> None:
     engine, bank, listener = world
-    engine.apply({"fan": 0.1})
+    engine.apply({"fan": 0.1}, origin=listener)
     for level in (0.2, 0.3, 0.4):
-        assert engine.apply({"fan": level}).deferred == {"fan"}
+        assert engine.apply({"fan": level}, origin=listener).deferred == {"fan"}
     await clock.advance(0.99)
     assert bank.pins["fan"] == 0.1
     await clock.advance(0.01)
@@ -160,7 +170,7 @@ async def test_an_input_is_told_to_links_and_its_followers_move(world: Any) -> N
 
 async def test_a_blink_with_a_count_reports_its_end(world: Any, clock: ManualClock) -> None:
     engine, bank, listener = world
-    engine.apply({"led": Blink(0.5, 0.5, 2)})
+    engine.apply({"led": Blink(0.5, 0.5, 2)}, origin=listener)
     await clock.advance(1.9)
     assert not any(name == "led" for name, _ in listener.changes)
     bank.pins["led"] = False  # gpiozero turns it off at the end of the pattern
@@ -201,3 +211,96 @@ async def test_two_links_both_hear_every_change_and_fail_safe_waits_for_both(
     await clock.advance(10)
     assert bank.pins["fan"] == 0.0
     assert first.failsafed == ["fan"] and second.failsafed == ["fan"]
+
+
+async def test_a_value_one_link_applies_is_told_to_the_others_with_its_time(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, _, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    outcome = engine.apply({"relay": True}, origin=origin)
+    assert outcome.applied == {"relay": True}
+    assert other.changes == [("relay", True)] and other.times == [clock.now + WALL_OFFSET]
+    assert origin.changes == []  # the caller handles its own outcome
+
+
+async def test_an_apply_without_origin_is_told_to_every_listener(world: Any) -> None:
+    engine, _, listener = world
+    engine.apply({"fwd": True})
+    assert listener.changes == [("fwd", True)]
+
+
+async def test_a_refused_value_is_told_to_nobody(world: Any) -> None:
+    engine, _, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    engine.apply({"fwd": True}, origin=origin)
+    engine.apply({"rev": True}, origin=origin)  # interlocked with fwd
+    assert other.changes == [("fwd", True)]
+
+
+async def test_followers_of_an_applied_output_are_told_after_it(world: Any) -> None:
+    engine, _, origin = world
+    engine.behaviours = Behaviours(follows=FollowRules((Follow("led", "relay", "mirror"),)))
+    other = Listener()
+    engine.add_listener(other)
+    engine.apply({"relay": True}, origin=origin)
+    assert other.changes == [("relay", True), ("led", True)]
+    assert origin.changes == [("led", True)]  # the engine's own change: everyone hears it
+
+
+async def test_a_held_back_value_lands_as_deferred_for_its_origin_and_a_change_for_others(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, _, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    engine.apply({"fan": 0.1}, origin=origin)
+    engine.apply({"fan": 0.5}, origin=origin)
+    await clock.advance(1.0)
+    assert origin.deferred == [("fan", 0.5)] and origin.changes == []
+    assert other.deferred == [] and other.changes == [("fan", 0.1), ("fan", 0.5)]
+    assert other.times[-1] == clock.now + WALL_OFFSET
+
+
+async def test_a_held_back_value_replaced_by_another_link_tells_its_origin(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, first = world
+    second = Listener()
+    engine.add_listener(second)
+    engine.apply({"fan": 0.1}, origin=first)
+    engine.apply({"fan": 0.5}, origin=first)
+    engine.apply({"fan": 0.7}, origin=second)
+    assert first.dropped == [("fan", SUPERSEDED)] and second.dropped == []
+    await clock.advance(1.0)
+    assert bank.pins["fan"] == 0.7
+    assert second.deferred == [("fan", 0.7)]
+    assert first.deferred == [] and first.changes[-1] == ("fan", 0.7)
+
+
+async def test_restored_outputs_are_told_to_the_other_links(world: Any) -> None:
+    engine, bank, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    engine.restore({"relay": True}, origin=origin)
+    assert bank.pins["relay"] is True
+    assert other.changes == [("relay", True)] and origin.changes == []
+
+
+async def test_a_held_back_value_refused_when_it_lands_is_told_to_its_origin(
+    world: Any, clock: ManualClock
+) -> None:
+    engine, bank, origin = world
+    other = Listener()
+    engine.add_listener(other)
+    engine.min_intervals["rev"] = 1.0
+    engine.apply({"rev": False}, origin=origin)
+    assert engine.apply({"rev": True}, origin=origin).deferred == {"rev"}
+    engine.apply({"fwd": True}, origin=other)  # meanwhile: interlocked with rev
+    await clock.advance(1.0)
+    assert bank.pins["rev"] is False
+    assert [name for name, _ in origin.dropped] == ["rev"]
+    assert "interlock" in origin.dropped[0][1] and origin.deferred == []
+    assert ("rev", True) not in other.changes

@@ -42,6 +42,7 @@ class FakeCore:
             applied=dict(c)  # type: ignore[arg-type]
         )
         self.links_up = 0
+        self.origins: list[EngineListener | None] = []
 
     def add_listener(self, listener: EngineListener) -> None:
         self.listeners.append(listener)
@@ -51,8 +52,11 @@ class FakeCore:
         for listener in self.listeners:
             listener.on_change(name, value, at)
 
-    def apply(self, changes: Mapping[str, NativeValue]) -> Outcome:
+    def apply(
+        self, changes: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> Outcome:
         self.applied.append(changes)
+        self.origins.append(origin)
         outcome = self.outcome(changes)
         self.values.update(outcome.applied)
         return outcome
@@ -65,7 +69,9 @@ class FakeCore:
 
     def prime(self, values: Mapping[str, JsonValue]) -> None: ...
     def on_input(self, name: str, value: JsonValue, observed_at: float) -> None: ...
-    def restore(self, values: Mapping[str, NativeValue]) -> None: ...
+    def restore(
+        self, values: Mapping[str, NativeValue], *, origin: EngineListener | None = None
+    ) -> None: ...
 
 
 class FakeSession:
@@ -324,18 +330,49 @@ async def test_devices_with_events_also_publish_mindconnect_events(tmp_path: Pat
     assert [e["description"] for e in message["events"]] == ["button changed to true"]
 
 
-async def test_values_set_elsewhere_are_noticed_and_sent(tmp_path: Path) -> None:
+async def test_every_value_goes_out_once_when_the_outbox_opens(tmp_path: Path) -> None:
+    core, session = FakeCore(), FakeSession()
+    link = make_link(tmp_path, core)
+    stop = asyncio.Event()
+    outbox = asyncio.ensure_future(link.run_outbox(first_values=True))
+    sess = asyncio.ensure_future(link.run_session(session, stop))
+    try:
+        await until(lambda: len(session.points()) == 3)
+        core.input("fan", 0.25, 5.0)  # later changes come from the device core
+        await until(lambda: len(session.points()) == 4)
+    finally:
+        stop.set()
+        await asyncio.wait_for(sess, 5)
+        outbox.cancel()
+        with suppress(asyncio.CancelledError):
+            await outbox
+    assert len({p[0] for p in session.points()[:3]}) == 3  # one point per device
+    assert session.points()[-1][1] == "0.25"
+
+
+async def test_a_command_names_the_link_as_the_origin_of_its_apply(tmp_path: Path) -> None:
     core, session = FakeCore(), FakeSession()
     link = make_link(tmp_path, core)
     async with running(link, session):
         await until(lambda: link.connected)
-        link.notice_changes()  # the first look: every device's value
-        await until(lambda: len(session.points()) == 3)
-        core.values["fan"] = 0.25  # e.g. the shadow link applied a delta
-        link.notice_changes()
-        link.notice_changes()  # nothing new the second time
-        await until(lambda: len(session.points()) == 4)
-    assert session.points()[-1][:2] == ("fan", "0.25")
+        session.set("led", True)
+        await until(lambda: bool(session.on(ANSWERS)))
+    assert core.origins == [link]
+
+
+async def test_a_held_back_command_superseded_by_another_link_is_failed(tmp_path: Path) -> None:
+    core, session = FakeCore(), FakeSession()
+    core.outcome = lambda c: Outcome(deferred=frozenset(c))
+    link = make_link(tmp_path, core)
+    async with running(link, session):
+        await until(lambda: link.connected)
+        session.set("led", True)
+        await until(lambda: bool(session.on(ANSWERS)))
+        link.on_deferred_dropped("led", "superseded by a value set through another link")
+        await until(lambda: len(session.on(ANSWERS)) == 2)
+    answers = session.on(ANSWERS)
+    assert [a["data"]["status"] for a in answers] == ["EXECUTING", "FAILED"]
+    assert "another link" in answers[1]["data"]["response"]["message"]
 
 
 def test_status_shows_the_link_like_the_shadow(tmp_path: Path) -> None:

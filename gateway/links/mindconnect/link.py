@@ -4,10 +4,9 @@ What the device core tells this link (an input or sensor changed, the engine mov
 becomes one point with its observation time, persisted in the link's own durable outbox
 (``state_dir/mindconnect-outbox.sqlite3``, the ``Outbox`` class with its ``events`` table: one
 row per point, in order, kept until the broker acknowledged it) by an ``OutboxWriter`` task of
-its own. Outputs set through another link (the shadow) are not told to listeners by the device
-core: a watch task compares the device core's values with the last ones sent every
-``WATCH_S`` and sends a changed value then (stamped when noticed); its first look at start
-sends every device's value.
+its own. Outputs set through another link (a shadow delta) are told to this link by the device
+core as changes, stamped with the time they were applied; nothing polls. Once the outbox is
+open, every device's value not sent yet goes out (the values at start).
 
 Per session: the command reader, and the sender, which publishes (QoS 1) everything that waits
 as time series messages up to ``max_message_bytes`` (and the events of devices with
@@ -57,7 +56,6 @@ log = structlog.get_logger()
 MAX_MESSAGE_BYTES = 128 * 1024
 ROWS_PER_ROUND = 500  # outbox rows read per round (several messages if they need it)
 FINAL_FLUSH_TIMEOUT_S = 2.0  # at a clean stop; what is not sent by then waits in the outbox
-WATCH_S = 0.5
 EXECUTED, FAILED, EXECUTING = "EXECUTED", "FAILED", "EXECUTING"
 
 
@@ -132,6 +130,11 @@ class MindConnectLink:
         if job is not None:
             self._answer(job, EXECUTED, f"set {name} to {value_text(value)}")
 
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        job = self._waiting_jobs.pop(name, None)
+        if job is not None:
+            self._answer(job, FAILED, f"{name}: {reason}")
+
     def on_failsafe(self, name: str) -> None:
         """Nothing to do: the fail-safe value arrives as a change next."""
 
@@ -144,25 +147,22 @@ class MindConnectLink:
 
     # -- tasks beside the sessions -----------------------------------------------------------
 
-    async def run_outbox(self) -> None:
-        """Open the outbox, then persist every point; at the end store what waits, close."""
+    async def run_outbox(self, *, first_values: bool = False) -> None:
+        """Open the outbox (then, with ``first_values``, queue every device's value not sent
+        yet), then persist every point; at the end store what waits, close."""
         await asyncio.to_thread(self.outbox.open)
         self._opened.set()
+        if first_values:
+            self.notice_changes()
         try:
             await self.writer.run()
         finally:
             await asyncio.to_thread(self.writer.drain)
             await asyncio.to_thread(self.outbox.close)
 
-    async def watch_values(self, sleep: Any = asyncio.sleep) -> None:
-        """Send values nobody told this link about (outputs set through another link), and at
-        start every device's value."""
-        await self._opened.wait()
-        while True:
-            self.notice_changes()
-            await sleep(WATCH_S)
-
     def notice_changes(self) -> None:
+        """Queue every device value that differs from the last one this link sent (at start:
+        all of them); later changes are told by the device core."""
         now = self._clock()
         for name, value in list(self.core.values.items()):
             if name not in self._last_seen or not json_equal(self._last_seen[name], value):
@@ -297,7 +297,8 @@ class MindConnectLink:
         except GatewayError as exc:
             self._answer(job, FAILED, f"{name}: {exc}")
             return
-        outcome = self.core.apply({name: native})
+        # Named as the origin: this link answers from the outcome, the other links hear it.
+        outcome = self.core.apply({name: native}, origin=self)
         if name in outcome.refused:
             self._answer(job, FAILED, f"{name}: {outcome.refused[name]}")
         elif name in outcome.deferred:

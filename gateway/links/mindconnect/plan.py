@@ -1,5 +1,5 @@
 """The MindConnect link's ``LinkPlan`` from the config: the link, the connector of its own
-connection loop, and its two tasks (the outbox writer, the value watch).
+connection loop, and its task (the outbox writer, which first queues the values at start).
 
 The connector reads the agent certificate's CN when the gateway prepares its connectors (off
 the event loop), so the client id ``<tenant>_<CN>`` and the topics are known before the first
@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -116,6 +117,6 @@ def mindconnect_plans(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]
             name="mindconnect",
             link=link,
             connector=MindConnectConnector(settings, block.tenant, link),
-            tasks={"outbox": link.run_outbox, "watch": link.watch_values},
+            tasks={"outbox": partial(link.run_outbox, first_values=True)},
         )
     ]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.core.outbox import OutboxWriter
-from gateway.core.ports import Clock, DeviceCore, InboundMessage
+from gateway.core.ports import Clock, DeviceCore, EngineListener, InboundMessage
 from gateway.core.values import JsonValue
 from gateway.links.shadow.messages import (
     DeltaMessage,
@@ -37,8 +37,9 @@ from gateway.links.shadow.topics import ShadowTopics
 log = structlog.get_logger()
 
 
-class ShadowLinkState(Protocol):
-    """What the inbound side reads and drives on the link (``ShadowSync``)."""
+class ShadowLinkState(EngineListener, Protocol):
+    """What the inbound side reads and drives on the link (``ShadowSync``); it is the device
+    core's listener, and names itself as the origin of what it applies."""
 
     engine: DeviceCore
     protocol: ShadowProtocol
@@ -107,6 +108,12 @@ class DesiredSync:
         )
         if update is not None:
             self._link.enqueue_update(update)
+
+    def on_deferred_dropped(self, name: str) -> None:
+        """A held-back desired value will not land (another link's value replaced it, which
+        arrives as a change and is reported as one; or it was refused when its turn came):
+        the desired value stays in the shadow, and the next document reconciles it."""
+        self._deferred_versions.pop(name, None)
 
     def handle_message(self, message: InboundMessage) -> None:
         kind = self._link.topics.classify(message.topic)
@@ -182,12 +189,14 @@ class DesiredSync:
         self._restored = True
         # A pending desired value wins over restoring the old reported one.
         names = [name for name in self._link.settings.restore if name not in delta]
-        self._link.engine.restore(self._link.reconciler.restore_plan(reported, names))
+        self._link.engine.restore(
+            self._link.reconciler.restore_plan(reported, names), origin=self._link
+        )
 
     def _apply_and_report(
         self, plan: DeltaPlan, extra_reported: dict[str, JsonValue] | None
     ) -> None:
-        outcome = self._link.engine.apply(plan.apply)
+        outcome = self._link.engine.apply(plan.apply, origin=self._link)
         for name in outcome.deferred:
             self._deferred_versions[name] = plan.version
         applied = outcome.applied

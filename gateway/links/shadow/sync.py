@@ -112,6 +112,9 @@ class ShadowSync:
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         self.desired.on_deferred_applied(name, value)
 
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        self.desired.on_deferred_dropped(name)
+
     def handle_message(self, message: InboundMessage) -> None:
         self.desired.handle_message(message)
 

@@ -117,7 +117,6 @@ class ThinxFirmware:
     def __init__(self, updater: Updater, *, product_id: str) -> None:
         self.updater = updater
         self.product_id = product_id
-        self._lock = asyncio.Lock()
 
     @property
     def directory(self) -> Path:
@@ -129,7 +128,11 @@ class ThinxFirmware:
         if ota is None or self.updater.applier is None:
             log.warning("ota_not_configured", version=request.version, source="thinx")
             return False
-        async with self._lock:
+        # The Updater's lock: never at the same time as a Provision API update (or another).
+        async with self.updater.exclusive(source="thinx", version=request.version):
+            if request.version == self.updater.running_version:  # applied while we waited
+                log.info("ota_offer_skipped", version=request.version, reason="already running")
+                return False
             folder = self.directory
             await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True, mode=0o700)

@@ -9,7 +9,8 @@ Two halves share one registration:
   the server refuses: at the cap, logged ``thinx_auth_failed`` with the server's reason); the
   shadow and the pins never wait on it.
 - ``run_session`` (the ``CloudLink`` side, on the link's own connection loop, logged in as the
-  udid with the API key): subscribes to ``/<owner>/<udid>``, publishes the check-in JSON to the
+  udid with the API key; the first udid, or a new one, makes the loop connect again at once):
+  subscribes to ``/<owner>/<udid>``, publishes the check-in JSON to the
   status topic right after connecting, then the status string whenever it changes (at most once
   a second), and takes configuration pushes (plain or double-encoded JSON).
 """
@@ -145,6 +146,9 @@ class ThinxLink:
         self.firmware = firmware
         self.gateway_errors = gateway_errors
         self.main_link_up = main_link_up
+        # The link's own connection loop's "connect again now" (GatewayFacts): a new udid is a
+        # new MQTT login. None outside a gateway: the unregistered session then ends by itself.
+        self.reconnect_now: Callable[[], None] | None = None
         self._rng = rng
         self._monotonic = monotonic
         self.connected = False
@@ -188,6 +192,9 @@ class ThinxLink:
 
     def on_deferred_applied(self, name: str, value: JsonValue) -> None:
         self._changed.set()
+
+    def on_deferred_dropped(self, name: str, reason: str) -> None:
+        """Nothing to do: this link sets no values."""
 
     def on_failsafe(self, name: str) -> None:
         self._changed.set()
@@ -319,6 +326,8 @@ class ThinxLink:
             log.warning("thinx_udid_changed", udid=registration.udid)
         if registration.udid:
             self.registered.set()
+            if changed_udid and self.reconnect_now is not None:
+                self.reconnect_now()  # log in (again) as the new udid right away
 
     async def _update(self, http: ThinxHttp, answer: FirmwareUpdate) -> bool:
         log.info("thinx_firmware_offered", version=answer.version, ott=answer.ott is not None)
@@ -371,6 +380,11 @@ class ThinxLink:
                 for task in waits:
                     task.cancel()
             if stop.is_set():
+                return
+            if self.reconnect_now is not None:
+                # Registered: the loop connects again at once, logged in as the udid (``_store``
+                # asked already; asking twice before the loop looks is one reconnect).
+                self.reconnect_now()
                 return
             raise MqttConnectionError("registered with THiNX: logging in to its broker")
         owner, udid = self.settings.owner, self.registration.udid

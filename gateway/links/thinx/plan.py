@@ -96,6 +96,7 @@ def thinx_plan(
         link.running_version = lambda: updater.running_version
         link.gateway_errors = facts.gateway_errors
         link.main_link_up = facts.main_link_up
+        link.reconnect_now = facts.reconnect_now
         if config.ota is not None:
             link.firmware = ThinxFirmware(updater, product_id=thinx.product_id)
 
