@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from gateway.config import GatewayConfig
 from gateway.core.ports import DeviceCore, LinkPlan
-from gateway.links.mindconnect.plan import mindconnect_plans
 
 
 def cloud_links(config: GatewayConfig, core: DeviceCore) -> list[LinkPlan]:
-    """The plans of every cloud link ``config`` asks for besides the shadow."""
+    """The plans of every cloud link ``config`` asks for besides the shadow (each imported
+    only when configured: a daemon loads no cloud it does not serve)."""
     plans: list[LinkPlan] = []
     if config.thinx is not None:
         from gateway.links.thinx.plan import thinx_plan
 
         plans.append(thinx_plan(config, core))
-    plans += mindconnect_plans(config, core)  # Siemens Insights Hub (MindConnect MQTT)
+    if config.mindconnect is not None:  # Siemens Insights Hub (MindConnect MQTT)
+        from gateway.links.mindconnect.plan import mindconnect_plans
+
+        plans += mindconnect_plans(config, core)
     return plans
