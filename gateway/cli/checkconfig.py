@@ -107,6 +107,16 @@ def check_config(path: Path, *, files: bool = True) -> int:
     if files and (problems := file_problems(config, path)):
         raise ConfigError(problems)
     note = "" if files else "; files not checked"
-    thing = f"thing {config.thing!r}, " if config.thing is not None else ""
-    print(f"{path}: OK ({thing}{plural(len(config.devices), 'device')}{note})")
+    summary = f"{', '.join(clouds(config))}; {plural(len(config.devices), 'device')}{note}"
+    print(f"{path}: OK ({summary})")
     return EXIT_OK
+
+
+def clouds(config: GatewayConfig) -> list[str]:
+    """The clouds a config connects to, as the OK line names them (a config has at least one)."""
+    named = [f"thing {config.thing!r} on the shadow"] if config.has_shadow else []
+    if config.thinx is not None:
+        named.append("THiNX")
+    if config.mindconnect is not None:
+        named.append("MindConnect")
+    return named

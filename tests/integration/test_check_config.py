@@ -99,7 +99,7 @@ def test_a_config_check_config_passes_keeps_running(
     path = config_with(tmp_path, broker)
     checked = cli("check-config", "-c", str(path))
     assert checked.returncode == 0, checked.stderr
-    assert "OK (thing 'pi-check-files', 1 device)" in checked.stdout
+    assert "OK (thing 'pi-check-files' on the shadow; 1 device)" in checked.stdout
     with subprocess.Popen(
         [*GATEWAY, "run", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as daemon:
@@ -121,7 +121,7 @@ def test_no_files_checks_the_structure_without_the_certificates(tmp_path: Path) 
     )
     checked = cli("check-config", "--no-files", "-c", str(path))
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.strip() == f"{path}: OK (thing 'pi', 2 devices; files not checked)"
+    assert checked.stdout.strip() == f"{path}: OK (thing 'pi' on the shadow; 2 devices; files not checked)"
     assert cli("check-config", "-c", str(path)).returncode == 2  # the files are missing
 
 
@@ -131,3 +131,33 @@ def test_no_files_still_reports_structure_errors(tmp_path: Path) -> None:
     checked = cli("check-config", "--no-files", "-c", str(path))
     assert checked.returncode == 2
     assert "mqtt.keepalive: unknown key; did you mean `keepalive_s`?" in checked.stderr
+
+
+def test_a_mindconnect_only_config_names_its_cloud_not_a_thing(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("placeholder")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "mindconnect: {tenant: acme, ca: ca.pem}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n  button: {type: Button, pin: 4}\n"
+    )
+    checked = cli("check-config", "--no-files", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{path}: OK (MindConnect; 2 devices; files not checked)"
+
+
+def test_a_config_with_every_cloud_names_each_of_them(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem", "thinx.key"):
+        (tmp_path / name).write_text("placeholder")
+        (tmp_path / name).chmod(0o600)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "thing: kitchen-pi\nmqtt: {host: h, ca: ca.pem, cert: cert.pem, key: key.pem}\n"
+        "thinx: {url: 'https://thinx.example:7443', owner: abc, api_key_file: thinx.key,"
+        " mqtt: {host: thinx.example}}\n"
+        "mindconnect: {tenant: acme, ca: ca.pem}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    checked = cli("check-config", "--no-files", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    expected = "OK (thing 'kitchen-pi' on the shadow, THiNX, MindConnect; 1 device; files not"
+    assert checked.stdout.strip() == f"{path}: {expected} checked)"
