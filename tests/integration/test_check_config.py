@@ -121,7 +121,10 @@ def test_no_files_checks_the_structure_without_the_certificates(tmp_path: Path) 
     )
     checked = cli("check-config", "--no-files", "-c", str(path))
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.strip() == f"{path}: OK (thing 'pi' on the shadow; 2 devices; files not checked)"
+    assert (
+        checked.stdout.strip()
+        == f"{path}: OK (thing 'pi' on the shadow; 2 devices; files not checked)"
+    )
     assert cli("check-config", "-c", str(path)).returncode == 2  # the files are missing
 
 
