@@ -52,7 +52,8 @@ def test_every_option_of_a_command_is_named_in_its_section(path: str) -> None:
     missing = [
         "/".join(action.option_strings)
         for action in COMMANDS[path]._actions
-        if action.option_strings and not isinstance(action, argparse._HelpAction)
+        if action.option_strings
+        and not isinstance(action, argparse._HelpAction)
         # -c or --config: either spelling names the option
         and not any(re.search(rf"{o}(?![\w-])", text) for o in action.option_strings)
     ]

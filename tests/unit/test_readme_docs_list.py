@@ -27,4 +27,3 @@ def test_the_documentation_list_is_entries_and_their_indented_continuations() ->
     odd = [line for line in lines if not (ENTRY.match(line) or re.match(r"^  \S", line))]
     assert not odd
     assert all(len(line) <= 100 for line in lines)
-
