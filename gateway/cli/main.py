@@ -41,9 +41,10 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     if args.config:
+        from gateway.cli.locate import admin_sockets, first_existing
         from gateway.config import load_config
 
-        return load_config(Path(args.config), check_files=False).admin_socket
+        return first_existing(admin_sockets(load_config(Path(args.config), check_files=False)))
     candidates = [Path(p) for p in [os.environ.get("EDGE_GATEWAY_SOCKET")] if p]
     candidates += [SYSTEM_SOCKET, default_admin_socket(), demo_dir() / "admin.sock"]
     return next((path for path in candidates if path.exists()), candidates[0])
