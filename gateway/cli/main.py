@@ -272,7 +272,8 @@ def _add_socket_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-gateway",
-        description="Keep Raspberry Pi GPIO devices in sync with an AWS IoT Device Shadow.",
+        description="Keep Raspberry Pi GPIO devices in sync with your clouds: an AWS IoT Device "
+        "Shadow, THiNX, Siemens Insights Hub (MindConnect MQTT).",
     )
     parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
