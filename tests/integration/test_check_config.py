@@ -164,3 +164,58 @@ def test_a_config_with_every_cloud_names_each_of_them(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     expected = "OK (thing 'kitchen-pi' on the shadow, THiNX, MindConnect; 1 device; files not"
     assert checked.stdout.strip() == f"{path}: {expected} checked)"
+
+
+def test_a_thinx_key_file_others_can_read_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
+    key = tmp_path / "thinx.key"
+    key.write_text("0123456789abcdef\n")
+    key.chmod(0o644)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"gpio: {{pin_factory: mock}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"admin_socket: {tmp_path / 'admin.sock'}\n"
+        "thinx: {url: 'https://127.0.0.1:9', owner: abc, api_key_file: thinx.key,"
+        " mqtt: {host: 127.0.0.1, port: 9}}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 2
+    assert f"thinx.api_key_file: {key} is readable by others (mode 644)" in checked.stderr
+    assert cli("run", "-c", str(path), timeout=20).returncode == 1  # as run refuses it
+    key.chmod(0o600)
+    assert cli("check-config", "-c", str(path)).returncode == 0
+
+
+def mindconnect_config(folder: Path, agent: str) -> Path:
+    path = folder / "gateway.yaml"
+    path.write_text(
+        f"gpio: {{pin_factory: mock}}\nstate_dir: {folder / 'state'}\n"
+        f"admin_socket: {folder / 'admin.sock'}\n"
+        f"mindconnect: {{tenant: acme, host: 127.0.0.1, port: 9, ca: ca.pem{agent}}}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    return path
+
+
+def test_a_missing_mindconnect_agent_certificate_is_refused_as_run_refuses_it(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    shutil.copy2(broker.credentials("pi-mc").ca, tmp_path / "ca.pem")
+    path = mindconnect_config(tmp_path, "")
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 2
+    assert "mindconnect.cert: cannot read agent certificate" in checked.stderr
+    assert "edge-gateway mindconnect agent-cert" in checked.stderr
+    assert cli("run", "-c", str(path), timeout=20).returncode == 1  # as run refuses it
+
+
+def test_a_mindconnect_agent_pair_that_loads_passes(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    creds = broker.credentials("pi-mc")
+    for source, name in ((creds.ca, "ca.pem"), (creds.cert, "cert.pem"), (creds.key, "key.pem")):
+        shutil.copy2(source, tmp_path / name)
+    path = mindconnect_config(tmp_path, ", cert: cert.pem, key: key.pem")
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{path}: OK (MindConnect; 1 device)"
