@@ -41,9 +41,9 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
             path, config.state_dir, config.admin_socket, create=False
         )
     ]
-    for key, text in _links(config):
-        dotted = ".".join(key)
-        found.append(f"{document.locate(key)}: {dotted}: {text.removeprefix(dotted + ' ')}")
+    for where, text in _links(config):
+        dotted = ".".join(where)
+        found.append(f"{document.locate(where)}: {dotted}: {text.removeprefix(dotted + ' ')}")
     mqtt = config.mqtt
     if mqtt is None:
         return found  # no shadow link: run checks no MQTT credentials either
