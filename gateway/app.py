@@ -385,7 +385,9 @@ class Gateway:
         days_left = None
         if self.cert_expiry is not None:
             days_left = round((self.cert_expiry - time.time()) / 86_400, 3)
-        shadow = self.shadow.status() if self.shadow is not None else {}
+        # Without the shadow link the device core's values are still the gateway's devices.
+        devices: dict[str, Any] = {"devices": dict(self.engine.values)}
+        shadow = self.shadow.status() if self.shadow is not None else devices
         outbox = shadow.get("outbox", {})
         return {
             **shadow,

@@ -5,7 +5,9 @@ Structure (the config's own checks, ``gateway.config.load_config``), then the fi
 ``--no-files`` (a laptop without the Pi's certificates): the TLS context ``run`` builds (stdlib
 ``ssl``: the CA loads, the certificate and key load and belong together), and ``run``'s
 start-up certificate check (the key's mode, the pair, the validity dates; the same
-functions the daemon calls). A pair provisioning has still to obtain is not checked.
+functions the daemon calls). A pair provisioning has still to obtain is not checked. The other
+cloud links' files are checked as their start reads them: THiNX's API key file (mode 0600),
+MindConnect's agent certificate (its CN, the client id) and its TLS context.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from gateway.exitcodes import EXIT_OK
 def _blame(message: str, config: GatewayConfig) -> str:
     """The mqtt key whose file the message names first (the certificate when unclear)."""
     mqtt = config.shadow_mqtt
-    files = {"ca": mqtt.ca, "cert": mqtt.cert, "key": mqtt.key}
-    named = [(message.find(str(path)), key) for key, path in files.items() if str(path) in message]
-    return min(named)[1] if named else "cert"
+    return _named(message, {"ca": mqtt.ca, "cert": mqtt.cert, "key": mqtt.key})
 
 
 def file_problems(config: GatewayConfig, path: Path) -> list[str]:
@@ -41,6 +41,9 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
             path, config.state_dir, config.admin_socket, create=False
         )
     ]
+    for where, text in _links(config):
+        dotted = ".".join(where)
+        found.append(f"{document.locate(where)}: {dotted}: {text.removeprefix(dotted + ' ')}")
     mqtt = config.mqtt
     if mqtt is None:
         return found  # no shadow link: run checks no MQTT credentials either
@@ -60,6 +63,42 @@ def file_problems(config: GatewayConfig, path: Path) -> list[str]:
             found.append(f"{document.locate(('mqtt', key))}: mqtt.{key}: {problem}")
             break  # the second check reads the same files: one reason is enough
     return found
+
+
+def _links(config: GatewayConfig) -> list[tuple[tuple[str, str], str]]:
+    """What the start of the other cloud links would refuse, with the functions they call
+    (THiNX: the API key file; MindConnect: the agent certificate's CN, then its TLS context)."""
+    found: list[tuple[tuple[str, str], str]] = []
+    if config.thinx is not None:
+        from gateway.links.thinx.link import read_api_key
+
+        try:
+            read_api_key(config.thinx.api_key_file)
+        except GatewayError as exc:
+            found.append((("thinx", "api_key_file"), str(exc)))
+    block = config.mindconnect
+    if block is not None:
+        from gateway.core.tls import client_context
+        from gateway.links.mindconnect.identity import read_common_name
+        from gateway.links.mindconnect.plan import agent_files
+
+        cert, key = agent_files(config, block)
+        files = {"ca": block.ca, "cert": cert, "key": key, "chain": block.chain}
+        try:
+            read_common_name(cert)
+            client_context(block.ca, cert, key, chain=block.chain)
+        except GatewayError as exc:
+            text = str(exc)
+            if block.cert is None and not cert.exists():
+                text += " (install one with 'edge-gateway mindconnect agent-cert')"
+            found.append((("mindconnect", _named(text, files)), text))
+    return found
+
+
+def _named(message: str, files: dict[str, Path | None]) -> str:
+    """The key whose file ``message`` names first (the certificate when unclear)."""
+    named = [(message.find(str(p)), key) for key, p in files.items() if p and str(p) in message]
+    return min(named)[1] if named else "cert"
 
 
 def _tls_problem(config: GatewayConfig) -> str | None:
@@ -107,6 +146,16 @@ def check_config(path: Path, *, files: bool = True) -> int:
     if files and (problems := file_problems(config, path)):
         raise ConfigError(problems)
     note = "" if files else "; files not checked"
-    thing = f"thing {config.thing!r}, " if config.thing is not None else ""
-    print(f"{path}: OK ({thing}{plural(len(config.devices), 'device')}{note})")
+    summary = f"{', '.join(clouds(config))}; {plural(len(config.devices), 'device')}{note}"
+    print(f"{path}: OK ({summary})")
     return EXIT_OK
+
+
+def clouds(config: GatewayConfig) -> list[str]:
+    """The clouds a config connects to, as the OK line names them (a config has at least one)."""
+    named = [f"thing {config.thing!r} on the shadow"] if config.has_shadow else []
+    if config.thinx is not None:
+        named.append("THiNX")
+    if config.mindconnect is not None:
+        named.append("MindConnect")
+    return named

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +42,28 @@ def add_credentials_parser(commands: Any) -> None:
     parser.set_defaults(handler=cmd_credentials)
 
 
-def _locations(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
-    """The state folder and the admin socket, from the options (or the config)."""
-    state_dir = Path(args.state_dir) if args.state_dir else None
-    socket = Path(args.socket) if args.socket else None
+def _locations(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """The state folders and admin sockets to try, from the options (or the config)."""
+    state_dirs = [Path(args.state_dir)] if args.state_dir else []
+    sockets = [Path(args.socket)] if args.socket else []
     if args.config:
+        from gateway.cli import locate
         from gateway.config import load_config
 
         config = load_config(Path(args.config), check_files=False)
-        state_dir = state_dir or config.state_dir
-        socket = socket or config.admin_socket
-    elif socket is None and (env := os.environ.get("EDGE_GATEWAY_SOCKET")):
-        socket = Path(env)
-    if state_dir is None and socket is None:
-        # Nothing named: the service's, where a config without state_dir/admin_socket puts them.
-        from gateway.config import GatewayConfig
+        state_dirs = state_dirs or locate.state_dirs(config)
+        sockets = sockets or locate.admin_sockets(config)
+    elif not sockets and (env := os.environ.get("EDGE_GATEWAY_SOCKET")):
+        sockets = [Path(env)]
+    if not state_dirs and not sockets:
+        # Nothing named: where a config without state_dir/admin_socket puts them, for this
+        # user, then for the service.
+        from gateway.cli import locate
+        from gateway.paths import default_admin_socket, default_state_dir
 
-        fields = GatewayConfig.model_fields
-        state_dir, socket = fields["state_dir"].default, fields["admin_socket"].default
-    return state_dir, socket
+        state_dirs = list(dict.fromkeys([default_state_dir(), locate.SERVICE_STATE_DIR]))
+        sockets = list(dict.fromkeys([default_admin_socket(), locate.SERVICE_SOCKET]))
+    return state_dirs, sockets
 
 
 def _from_file(state_dir: Path) -> tuple[dict[str, Any] | None, str]:
@@ -93,13 +97,11 @@ def _from_daemon(socket: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    state_dir, socket = _locations(args)
+    state_dirs, sockets = _locations(args)
     reasons: list[str] = []
     answers: list[Callable[[], tuple[dict[str, Any] | None, str]]] = []
-    if state_dir is not None:
-        answers.append(lambda: _from_file(state_dir))
-    if socket is not None:
-        answers.append(lambda: _from_daemon(socket))
+    answers += [partial(_from_file, state_dir) for state_dir in state_dirs]
+    answers += [partial(_from_daemon, socket) for socket in sockets]
     for answer in answers:  # the file first: it needs no daemon
         creds, why = answer()
         if creds is not None:

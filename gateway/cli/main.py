@@ -41,9 +41,10 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     if args.config:
+        from gateway.cli.locate import admin_sockets, first_existing
         from gateway.config import load_config
 
-        return load_config(Path(args.config), check_files=False).admin_socket
+        return first_existing(admin_sockets(load_config(Path(args.config), check_files=False)))
     candidates = [Path(p) for p in [os.environ.get("EDGE_GATEWAY_SOCKET")] if p]
     candidates += [SYSTEM_SOCKET, default_admin_socket(), demo_dir() / "admin.sock"]
     return next((path for path in candidates if path.exists()), candidates[0])
@@ -125,52 +126,80 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json or not sys.stdout.isatty():
         print(json.dumps(reply, indent=2, sort_keys=True))
         return EXIT_OK
-    state = "connected" if reply.get("connected") else "disconnected"
-    synced = ", synced" if reply.get("synced") else ""
-    print(
-        f"thing {reply.get('thing')}: {state}{synced}, shadow version {reply.get('shadow_version')}"
-    )
-    print(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
+    print("\n".join(status_lines(reply)))
+    return EXIT_OK
+
+
+def status_lines(reply: dict[str, Any]) -> list[str]:
+    """``edge-gateway status`` for a person: the shadow's line when it runs (else the clouds
+    that do), the gateway, its health, one line per other link, then every device."""
+    links = reply.get("links") or {}
+    if "thing" in reply:  # the AWS IoT Device Shadow link runs
+        state = "connected" if reply.get("connected") else "disconnected"
+        synced = ", synced" if reply.get("synced") else ""
+        version = reply.get("shadow_version")
+        lines = [f"thing {reply.get('thing')}: {state}{synced}, shadow version {version}"]
+    else:
+        lines = [f"no AWS IoT shadow; clouds: {', '.join(sorted(links)) or 'none'}"]
+    lines.append(f"gateway {reply.get('version')}, mock GPIO: {reply.get('mock_gpio')}")
     if reply.get("device_id") is not None:  # check-in identity (getCerts' id and accountId)
-        print(f"check-in id {reply['device_id']}, account {reply.get('account_id') or '-'}")
-    print(_health_line(reply))
+        lines.append(f"check-in id {reply['device_id']}, account {reply.get('account_id') or '-'}")
+    lines.append(_health_line(reply))
     ota = reply.get("ota") or {}
     if ota.get("state") not in (None, "idle"):
         error = f": {ota['error']}" if ota.get("error") else ""
-        print(f"update {ota.get('version')}: {ota['state']}{error}")
-    for name, link in sorted((reply.get("links") or {}).items()):
-        print(_link_line(name, link))
+        lines.append(f"update {ota.get('version')}: {ota['state']}{error}")
+    lines += [_link_line(name, link) for name, link in sorted(links.items())]
     for name, value in sorted(reply.get("devices", {}).items()):
         error = reply.get("errors", {}).get(name)
-        print(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
-    return EXIT_OK
+        lines.append(f"  {name:<16} {json.dumps(value)}" + (f"   error: {error}" if error else ""))
+    return lines
 
 
 def _link_line(name: str, link: dict[str, Any]) -> str:
     """One cloud link beside the shadow (``links`` in the status), on one line."""
     parts = ["connected" if link.get("connected") else "disconnected"]
-    labels = (("udid", "udid"), ("last_checkin", "last check-in"), ("status", "status"))
+    labels = (
+        ("udid", "udid"),  # THiNX
+        ("last_checkin", "last check-in"),
+        ("status", "status"),
+        ("client_id", "client id"),  # MindConnect
+        ("points_sent", "points sent"),
+        ("queue_depth", "waiting"),
+    )
     parts += [f"{label} {link[key]}" for key, label in labels if link.get(key) is not None]
+    if link.get("commands_executed") or link.get("commands_failed"):
+        parts.append(
+            f"commands executed {link.get('commands_executed', 0)}"
+            f" / failed {link.get('commands_failed', 0)}"
+        )
+    if link.get("reconnects"):
+        parts.append(f"reconnects {link['reconnects']}")
     if link.get("checkin_error"):
         parts.append(f"error: {link['checkin_error']}")
     return f"{name}: " + ", ".join(parts)
 
 
 def _health_line(reply: dict[str, Any]) -> str:
-    """The figures the metrics endpoint exports, on one line."""
+    """The figures the metrics endpoint exports, on one line (the shadow's own figures only
+    when the shadow link runs; the other links have theirs on their own lines)."""
+    shadow = "thing" in reply
     counters = reply.get("counters", {})
-    parts = [
-        "healthy" if reply.get("healthy") else "UNHEALTHY",
-        f"reconnects {reply.get('reconnects', 0)}",
-        f"deltas applied {counters.get('deltas_applied', 0)}"
-        f" / rejected {counters.get('deltas_rejected', 0)}",
-    ]
+    parts = ["healthy" if reply.get("healthy") else "UNHEALTHY"]
+    if shadow:
+        parts += [
+            f"reconnects {reply.get('reconnects', 0)}",
+            f"deltas applied {counters.get('deltas_applied', 0)}"
+            f" / rejected {counters.get('deltas_rejected', 0)}",
+        ]
     for key, label in (("outbox_depth", "outbox"), ("last_checkin", "last check-in")):
-        if reply.get(key) is not None:
+        if reply.get(key) is not None and (shadow or key != "outbox_depth"):
             parts.append(f"{label} {reply[key]}")
     days = reply.get("certificate_days_left")
-    left = None if days is None else plural(round(days), "day")
-    parts.append("certificate unreadable" if left is None else f"certificate {left} left")
+    if days is not None:
+        parts.append(f"certificate {plural(round(days), 'day')} left")
+    elif shadow:
+        parts.append("certificate unreadable")
     return ", ".join(parts)
 
 
@@ -243,7 +272,8 @@ def _add_socket_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-gateway",
-        description="Keep Raspberry Pi GPIO devices in sync with an AWS IoT Device Shadow.",
+        description="Keep Raspberry Pi GPIO devices in sync with your clouds: an AWS IoT Device "
+        "Shadow, THiNX, Siemens Insights Hub (MindConnect MQTT).",
     )
     parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.atomicfile import write_atomic
+from gateway.paths import default_state_dir
 from gateway.updates.ota_slots import read_slot, switch_slot
 from gateway.updates.otastate import OtaState, guard
 
 STATE_FILE = "state.json"
-# The schema's defaults (gateway.config.schema: GatewayConfig.state_dir, OtaConfig).
-DEFAULT_STATE_DIR = "/var/lib/edge-gateway"
+# The schema's defaults (gateway.config.schema: OtaConfig; GatewayConfig.state_dir's is
+# gateway.paths.default_state_dir(): the unit's StateDirectory, FHS for root, else XDG).
 DEFAULT_OTA_ROOT = "/opt/edge-gateway"
 DEFAULT_HEALTH_TIMEOUT_S = 300.0
 MAX_HEALTH_TIMEOUT_S = 86_400
@@ -84,7 +85,7 @@ def guard_settings(path: Path) -> GuardSettings | None:
     if not isinstance(data, dict):
         return None
     base_dir = path.resolve().parent
-    state_dir = _path(data.get("state_dir"), DEFAULT_STATE_DIR, base_dir)
+    state_dir = _path(data.get("state_dir"), str(default_state_dir()), base_dir)
     if state_dir is None:
         return None
     ota = data.get("ota")

@@ -99,7 +99,7 @@ def test_a_config_check_config_passes_keeps_running(
     path = config_with(tmp_path, broker)
     checked = cli("check-config", "-c", str(path))
     assert checked.returncode == 0, checked.stderr
-    assert "OK (thing 'pi-check-files', 1 device)" in checked.stdout
+    assert "OK (thing 'pi-check-files' on the shadow; 1 device)" in checked.stdout
     with subprocess.Popen(
         [*GATEWAY, "run", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as daemon:
@@ -121,7 +121,10 @@ def test_no_files_checks_the_structure_without_the_certificates(tmp_path: Path) 
     )
     checked = cli("check-config", "--no-files", "-c", str(path))
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.strip() == f"{path}: OK (thing 'pi', 2 devices; files not checked)"
+    assert (
+        checked.stdout.strip()
+        == f"{path}: OK (thing 'pi' on the shadow; 2 devices; files not checked)"
+    )
     assert cli("check-config", "-c", str(path)).returncode == 2  # the files are missing
 
 
@@ -131,3 +134,88 @@ def test_no_files_still_reports_structure_errors(tmp_path: Path) -> None:
     checked = cli("check-config", "--no-files", "-c", str(path))
     assert checked.returncode == 2
     assert "mqtt.keepalive: unknown key; did you mean `keepalive_s`?" in checked.stderr
+
+
+def test_a_mindconnect_only_config_names_its_cloud_not_a_thing(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("placeholder")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "mindconnect: {tenant: acme, ca: ca.pem}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n  button: {type: Button, pin: 4}\n"
+    )
+    checked = cli("check-config", "--no-files", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{path}: OK (MindConnect; 2 devices; files not checked)"
+
+
+def test_a_config_with_every_cloud_names_each_of_them(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem", "thinx.key"):
+        (tmp_path / name).write_text("placeholder")
+        (tmp_path / name).chmod(0o600)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "thing: kitchen-pi\nmqtt: {host: h, ca: ca.pem, cert: cert.pem, key: key.pem}\n"
+        "thinx: {url: 'https://thinx.example:7443', owner: abc, api_key_file: thinx.key,"
+        " mqtt: {host: thinx.example}}\n"
+        "mindconnect: {tenant: acme, ca: ca.pem}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    checked = cli("check-config", "--no-files", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    expected = "OK (thing 'kitchen-pi' on the shadow, THiNX, MindConnect; 1 device; files not"
+    assert checked.stdout.strip() == f"{path}: {expected} checked)"
+
+
+def test_a_thinx_key_file_others_can_read_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
+    key = tmp_path / "thinx.key"
+    key.write_text("0123456789abcdef\n")
+    key.chmod(0o644)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"gpio: {{pin_factory: mock}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"admin_socket: {tmp_path / 'admin.sock'}\n"
+        "thinx: {url: 'https://127.0.0.1:9', owner: abc, api_key_file: thinx.key,"
+        " mqtt: {host: 127.0.0.1, port: 9}}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 2
+    assert f"thinx.api_key_file: {key} is readable by others (mode 644)" in checked.stderr
+    assert cli("run", "-c", str(path), timeout=20).returncode == 1  # as run refuses it
+    key.chmod(0o600)
+    assert cli("check-config", "-c", str(path)).returncode == 0
+
+
+def mindconnect_config(folder: Path, agent: str) -> Path:
+    path = folder / "gateway.yaml"
+    path.write_text(
+        f"gpio: {{pin_factory: mock}}\nstate_dir: {folder / 'state'}\n"
+        f"admin_socket: {folder / 'admin.sock'}\n"
+        f"mindconnect: {{tenant: acme, host: 127.0.0.1, port: 9, ca: ca.pem{agent}}}\n"
+        "devices:\n  led: {type: LED, pin: 17}\n"
+    )
+    return path
+
+
+def test_a_missing_mindconnect_agent_certificate_is_refused_as_run_refuses_it(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    shutil.copy2(broker.credentials("pi-mc").ca, tmp_path / "ca.pem")
+    path = mindconnect_config(tmp_path, "")
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 2
+    assert "mindconnect.cert: cannot read agent certificate" in checked.stderr
+    assert "edge-gateway mindconnect agent-cert" in checked.stderr
+    assert cli("run", "-c", str(path), timeout=20).returncode == 1  # as run refuses it
+
+
+def test_a_mindconnect_agent_pair_that_loads_passes(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    creds = broker.credentials("pi-mc")
+    for source, name in ((creds.ca, "ca.pem"), (creds.cert, "cert.pem"), (creds.key, "key.pem")):
+        shutil.copy2(source, tmp_path / name)
+    path = mindconnect_config(tmp_path, ", cert: cert.pem, key: key.pem")
+    checked = cli("check-config", "-c", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{path}: OK (MindConnect; 1 device)"

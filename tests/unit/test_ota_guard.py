@@ -55,6 +55,27 @@ def test_the_settings_read_are_the_full_loads(tmp_path: Path, extra: str) -> Non
 
 
 @pytest.mark.parametrize(
+    "environment",
+    [{"STATE_DIRECTORY": "/var/lib/edge-gateway"}, {"XDG_STATE_HOME": "/home/pi/.state"}],
+    ids=["under-the-unit", "a-user-by-hand"],
+)
+def test_without_state_dir_the_guard_uses_the_daemons_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    path = write(tmp_path, BASE + "ota: {mode: wheel}\n")
+    settings = guard_settings(path)
+    assert settings is not None
+    assert settings.state_dir == load_config(path, check_files=False).state_dir
+    assert settings.state_dir == Path(
+        environment.get("STATE_DIRECTORY", "/home/pi/.state/edge-gateway")
+    )
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "thing: [unclosed\n",
