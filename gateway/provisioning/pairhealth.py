@@ -28,6 +28,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.core import der as der_reader
 from gateway.core.credfiles import CredentialFileError, read_credential_file
 from gateway.errors import GatewayError
 
@@ -35,7 +36,6 @@ log = structlog.get_logger()
 
 DAY_S = 86_400.0
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----(.*?)-----END \1-----", re.S)
 # PKCS#8 algorithm identifiers of the key kinds the gateway accepts (DER-encoded OIDs).
 _KEY_ALGORITHMS = {
@@ -48,7 +48,7 @@ _KEY_ALGORITHMS = {
 # of another kind lands in another slot, which has no certificate).
 _MISMATCH_REASONS = {"KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "NO_CERTIFICATE_ASSIGNED"}
 _TRADITIONAL_LABELS = {"EC PRIVATE KEY", "RSA PRIVATE KEY"}
-_SEQUENCE, _INTEGER, _OID, _UTC_TIME, _GENERALIZED_TIME = 0x30, 0x02, 0x06, 0x17, 0x18
+_UTC_TIME, _GENERALIZED_TIME = 0x17, 0x18
 
 
 class CertificateError(GatewayError):
@@ -69,31 +69,7 @@ class Validity:
     not_after: dt.datetime  # UTC
 
 
-# -- DER -------------------------------------------------------------------------------------
-
-
-def _element(data: bytes, pos: int) -> tuple[int, int, int]:
-    """The DER element at ``pos``: (tag, content start, content end); ValueError if malformed."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated element")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if not 1 <= count <= 4 or pos + count > len(data):
-            raise ValueError("bad length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > len(data):
-        raise ValueError("element runs past its container")
-    return tag, pos, pos + length
-
-
-def _expect(data: bytes, pos: int, tag: int) -> tuple[int, int]:
-    found, start, end = _element(data, pos)
-    if found != tag:
-        raise ValueError(f"expected tag {tag:#x}, found {found:#x}")
-    return start, end
+# -- DER (gateway.core.der) -------------------------------------------------------------------
 
 
 def _time(tag: int, raw: bytes) -> dt.datetime:
@@ -111,20 +87,9 @@ def _time(tag: int, raw: bytes) -> dt.datetime:
 
 def validity_of(der: bytes) -> Validity:
     """notBefore and notAfter of a DER certificate; ValueError if it is not one."""
-    cert_start, cert_end = _expect(der, 0, _SEQUENCE)
-    if cert_end != len(der):
-        raise ValueError("trailing data after the certificate")
-    tbs_start, _ = _expect(der, cert_start, _SEQUENCE)
-    pos = tbs_start
-    tag, _, end = _element(der, pos)
-    if tag == 0xA0:  # [0] EXPLICIT version
-        pos = end
-    _, pos = _expect(der, pos, _INTEGER)  # serialNumber
-    _, pos = _expect(der, pos, _SEQUENCE)  # signature
-    _, pos = _expect(der, pos, _SEQUENCE)  # issuer
-    start, _ = _expect(der, pos, _SEQUENCE)  # validity
-    first, before_start, before_end = _element(der, start)
-    second, after_start, after_end = _element(der, before_end)
+    _, start, _ = der_reader.tbs_fields(der)[der_reader.VALIDITY]
+    first, before_start, before_end = der_reader.element(der, start)
+    second, after_start, after_end = der_reader.element(der, before_end)
     return Validity(
         _time(first, der[before_start:before_end]), _time(second, der[after_start:after_end])
     )
@@ -134,13 +99,7 @@ def certificate_der(data: bytes, source: str) -> bytes:
     """The first certificate of a PEM (or DER) blob, checked by OpenSSL; ``source`` names it
     in errors."""
     try:
-        if b"-----BEGIN" in data:
-            match = _PEM_CERT.search(data)
-            if match is None:
-                raise ValueError("no CERTIFICATE block")
-            der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
-        else:
-            der = data
+        der = der_reader.first_pem_certificate(data) if b"-----BEGIN" in data else data
         validity_of(der)
         # OpenSSL decodes the whole certificate (a public API that parses without a file).
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)
@@ -164,10 +123,10 @@ def _key_problem(data: bytes) -> tuple[str, str] | None:
         return ("unsupported", label.removesuffix(" PRIVATE KEY") or label)
     try:
         der = base64.b64decode(b"".join(body.split()), validate=True)
-        start, _ = _expect(der, 0, _SEQUENCE)  # PrivateKeyInfo
-        _, pos = _expect(der, start, _INTEGER)  # version
-        algorithm, _ = _expect(der, pos, _SEQUENCE)
-        oid_start, oid_end = _expect(der, algorithm, _OID)
+        start, _ = der_reader.expect(der, 0, der_reader.SEQUENCE)  # PrivateKeyInfo
+        _, pos = der_reader.expect(der, start, der_reader.INTEGER)  # version
+        algorithm, _ = der_reader.expect(der, pos, der_reader.SEQUENCE)
+        oid_start, oid_end = der_reader.expect(der, algorithm, der_reader.OID)
     except (ValueError, binascii.Error):
         return ("ValueError", "")
     if der[oid_start:oid_end] not in _KEY_ALGORITHMS:
