@@ -115,7 +115,7 @@ def _tls_problem(config: GatewayConfig) -> str | None:
 def _certificate_problem(config: GatewayConfig) -> str | None:
     # The daemon's own start-up check (gateway.provisioning.renewal), without its repair of
     # a half-renewed pair: check-config changes no file.
-    from gateway.provisioning import certs
+    from gateway.provisioning import pairhealth  # the daemon's own check: no cryptography
     from gateway.provisioning.credstore import key_file_facts, read_pair
     from gateway.provisioning.renewal import paths_of
 
@@ -123,7 +123,7 @@ def _certificate_problem(config: GatewayConfig) -> str | None:
     try:
         cert_data, key_data = read_pair(paths)
         mode, dedicated = key_file_facts(paths.key)
-        certs.check_pair(
+        pairhealth.check_pair(
             cert_data=cert_data,
             key_data=key_data,
             cert_source=str(paths.cert),

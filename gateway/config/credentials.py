@@ -52,7 +52,7 @@ _CREDENTIALS_HOST = re.compile(
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
 
 def _resolve_optional(value: Path | None, info: ValidationInfo) -> Path | None:

@@ -26,7 +26,7 @@ TenantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-
 
 
 class MindConnectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
     tenant: TenantName
     host: Annotated[str, Field(min_length=1, max_length=253)] = DEFAULT_HOST

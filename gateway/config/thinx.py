@@ -30,7 +30,7 @@ _TOPIC_WORD = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
 
 def _url(value: str) -> str:
