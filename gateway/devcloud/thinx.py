@@ -14,9 +14,12 @@ The contract is THiNX's own (suculent/thinx-device-api, read not copied):
   ``owner_found_but_no_key`` for a wrong key, apikey.js), HTTP 400 for a bad request.
 - ``GET /device/firmware?ott=<ott>``: the artifact with ``x-MD5`` (device.js ``ott_update`` and
   ``update_binary``), else ``{"success": false, "response": "OTT_UPDATE_NOT_FOUND"}``.
-- ``POST /device/firmware`` ``{"mac", "owner", "udid"}`` with the API key: the artifact (THiNX
-  itself wraps it in JSON there; the dev cloud answers like the OTT route, as the issue's
-  contract says), or ``{"success": false, "status": "UPDATE_NOT_FOUND" | "OK"}``.
+- ``POST /device/firmware`` ``{"mac", "owner", "udid"}`` with the API key: the artifact wrapped
+  in JSON as THiNX's server sends it (router.deviceapi.js ``Util.respond`` of device.js
+  ``update_binary``'s ``{md5, filesize, payload}``, the payload a Node Buffer serialised as
+  ``{"type": "Buffer", "data": [bytes]}``); ``misbehaviour.raw_post_firmware`` answers like the
+  OTT route instead (raw, ``x-MD5``); or ``{"success": false, "status": "UPDATE_NOT_FOUND" |
+  "OK"}``.
 - Configuration push (messenger.js ``push``): ``{"configuration": {...}}`` on ``/<owner>/<udid>``,
   JSON-encoded twice (``publish`` stringifies what ``push`` already stringified); plain on
   request. Device status arrives on ``/<owner>/<udid>/status``.
@@ -285,6 +288,7 @@ class ThinxMisbehaviour:
     register_status: int | None = None  # answer registrations with this HTTP status
     omit_ott: bool = False  # offer FIRMWARE_UPDATE without an ott (the device POSTs for it)
     register_body: bytes | None = None  # answer registrations 200 with these raw bytes
+    raw_post_firmware: bool = False  # POST /device/firmware answers raw bytes + x-MD5
 
 
 @dataclass
@@ -671,7 +675,13 @@ async def _firmware_post(request: web.Request) -> web.Response:
     )
     if isinstance(result, dict):
         return _json(result)
-    return _binary(*result)
+    if service.misbehaviour.raw_post_firmware:
+        return _binary(*result)
+    data, md5 = result
+    # What THiNX's server sends on this route: JSON.stringify of {md5, filesize, payload}.
+    return _json(
+        {"md5": md5, "filesize": len(data), "payload": {"type": "Buffer", "data": list(data)}}
+    )
 
 
 def thinx_app(service: ThinxService, app: web.Application | None = None) -> web.Application:

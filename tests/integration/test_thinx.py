@@ -393,6 +393,24 @@ async def test_without_an_ott_the_firmware_is_fetched_by_post_with_the_api_key(
     assert (tmp_path / "flashed.bin").read_bytes() == FIRMWARE
 
 
+async def test_a_raw_answer_to_the_firmware_post_is_taken_too(
+    shadow_service: ShadowService,
+    broker: MosquittoBroker,
+    thinx: ThinxCloud,
+    tmp_path: Path,
+    thing: str,
+) -> None:
+    # THiNX's own server wraps the artifact in JSON on this route (the test above); a server
+    # that answers like the OTT route (raw bytes and x-MD5) works as well.
+    thinx.service.offer_firmware(OWNER, FIRMWARE, "2.0")
+    thinx.service.misbehaviour.omit_ott = True
+    thinx.service.misbehaviour.raw_post_firmware = True
+    text = thinx_block(thinx) + command_ota(tmp_path)
+    async with gateway_with_thinx(tmp_path, broker, thing, text) as running:
+        await until(lambda: running.gateway.updater.status["state"] == "applied", timeout=15)
+    assert (tmp_path / "flashed.bin").read_bytes() == FIRMWARE
+
+
 async def test_retained_status_reaches_a_late_subscriber(
     shadow_service: ShadowService,
     broker: MosquittoBroker,

@@ -23,6 +23,7 @@ from gateway.links.thinx.protocol import (
     parse_message,
     registration_body,
     render_status,
+    unwrap_firmware,
 )
 
 IDENTITY = Identity(
@@ -212,3 +213,36 @@ def test_update_progress_shows_in_the_status_while_it_runs(tmp_path: Path) -> No
     assert link.status_text() == "door on (update 2.0: downloading)"
     link.report_gateway_status("ota", {"state": "applied", "version": "2.0", "error": None})
     assert link.status_text() == "door on"
+
+
+def test_a_json_wrapped_firmware_is_unwrapped_as_thinx_serialises_it() -> None:
+    answer = {"md5": "abc", "filesize": 3, "payload": {"type": "Buffer", "data": [0, 127, 255]}}
+    wrapped = unwrap_firmware(answer)
+    assert wrapped is not None
+    assert wrapped.data == b"\x00\x7f\xff"
+    assert wrapped.md5 == "abc"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"success": False, "status": "UPDATE_NOT_FOUND"}, {"status": "OK"}, [1, 2], None],
+)
+def test_a_firmware_status_answer_is_not_an_artifact(answer: object) -> None:
+    assert unwrap_firmware(answer) is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"md5": "abc", "payload": "AAEC"},
+        {"md5": "abc", "payload": {"type": "Buffer", "data": [256]}},
+        {"md5": "abc", "payload": {"type": "Buffer", "data": [-1]}},
+        {"md5": "abc", "payload": {"type": "Buffer", "data": [True]}},
+        {"md5": "abc", "payload": {"type": "Buffer", "data": "0,1"}},
+        {"payload": {"type": "Buffer", "data": [1]}},
+        {"md5": "abc", "filesize": 2, "payload": {"type": "Buffer", "data": [1]}},
+    ],
+)
+def test_a_malformed_wrapped_firmware_is_refused(answer: object) -> None:
+    with pytest.raises(ThinxProtocolError):
+        unwrap_firmware(answer)

@@ -24,11 +24,16 @@ import structlog
 
 from gateway.errors import UpdateError
 from gateway.links.thinx.ports import FirmwareRequest, ThinxHttp
-from gateway.links.thinx.protocol import ThinxProtocolError, parse_firmware_answer
+from gateway.links.thinx.protocol import (
+    ThinxProtocolError,
+    parse_firmware_answer,
+    unwrap_firmware,
+)
 from gateway.updates.checkin import (
     MAX_MANIFEST_BYTES,
     Offer,
     OfferError,
+    decode_json,
     manifest_problem,
     newer_problem,
     parse_manifest,
@@ -55,6 +60,17 @@ def md5_file(path: Path) -> str:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _unwrap_file(part: Path, max_bytes: int) -> str | None:
+    """``part`` holds a JSON answer: if it wraps the artifact, write the artifact's bytes over
+    it and return the MD5 the answer gives, else None (blocking: parsing is CPU work)."""
+    answer = decode_json(part.read_bytes(), what="the firmware answer", max_bytes=max_bytes)
+    wrapped = unwrap_firmware(answer)
+    if wrapped is None:
+        return None
+    part.write_bytes(wrapped.data)
+    return wrapped.md5
 
 
 def unpack_signed(archive: Path, dest: Path, max_bytes: int) -> tuple[Path, bytes, bytes]:
@@ -152,12 +168,18 @@ class ThinxFirmware:
                 await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
                 record.set("failed", request.version, f"download: {exc}")
                 raise
-            if "application/json" in downloaded.headers.get("content-type", ""):
-                return await self._json_answer(part, request)  # POST: "nothing to do"
+            headers: Mapping[str, str] = downloaded.headers
+            if "application/json" in headers.get("content-type", ""):
+                # A POST's answer: the artifact wrapped in JSON (as THiNX's server sends it),
+                # or a status ("nothing to do", a refusal).
+                md5 = await self._unwrap(part, request)
+                if md5 is None:
+                    return await self._json_answer(part, request)
+                headers = {"x-md5": md5}
             log.info("ota_downloaded", version=request.version, bytes=downloaded.size)
             record.set("verifying", request.version)
             try:
-                artifact, checksum = await self._verify(part, downloaded.headers, request.version)
+                artifact, checksum = await self._verify(part, headers, request.version)
             except FirmwareRejected as exc:
                 await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
                 await record.fail(request.version, f"verification failed, artifact deleted: {exc}")
@@ -178,6 +200,18 @@ class ThinxFirmware:
                 await record.fail(offer.version, str(exc))
                 return False
             return True
+
+    async def _unwrap(self, part: Path, request: FirmwareRequest) -> str | None:
+        """Replace a JSON-wrapped artifact in ``part`` by its bytes and return its MD5; None
+        (``part`` untouched) when the answer is not an artifact."""
+        ota = self.updater.ota
+        assert ota is not None
+        try:
+            return await asyncio.to_thread(_unwrap_file, part, ota.max_bytes)
+        except (OfferError, ThinxProtocolError) as exc:
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            self.updater.record.set("failed", request.version, f"firmware answer: {exc}")
+            raise UpdateError(f"firmware answer: {exc}") from exc
 
     async def _json_answer(self, part: Path, request: FirmwareRequest) -> bool:
         data = await asyncio.to_thread(part.read_bytes)

@@ -219,6 +219,36 @@ class FirmwareAnswer:
     reason: str
 
 
+@dataclass(frozen=True)
+class WrappedFirmware:
+    """The artifact as THiNX's server answers ``POST /device/firmware``: JSON of device.js
+    ``update_binary``'s ``{md5, filesize, payload}``, the payload a Node Buffer serialised as
+    ``{"type": "Buffer", "data": [0-255, ...]}`` (router.deviceapi.js ``Util.respond``)."""
+
+    data: bytes
+    md5: str
+
+
+def unwrap_firmware(answer: object) -> WrappedFirmware | None:
+    """The artifact inside a decoded JSON answer of that shape, None for any other answer
+    (a status); ``ThinxProtocolError`` when it has the shape but not a usable artifact."""
+    if not isinstance(answer, Mapping) or "payload" not in answer:
+        return None
+    payload, md5, size = answer.get("payload"), answer.get("md5"), answer.get("filesize")
+    if not isinstance(payload, Mapping) or payload.get("type") != "Buffer":
+        raise ThinxProtocolError("the firmware payload is not a serialised Buffer")
+    values = payload.get("data")
+    if not isinstance(values, list) or not all(
+        type(value) is int and 0 <= value <= 255 for value in values
+    ):
+        raise ThinxProtocolError("the firmware payload's data is not a list of bytes")
+    if not isinstance(md5, str) or not md5.strip():
+        raise ThinxProtocolError("the wrapped firmware has no md5")
+    if size is not None and size != len(values):
+        raise ThinxProtocolError(f"the wrapped firmware is {len(values)} bytes, filesize {size}")
+    return WrappedFirmware(bytes(values), md5.strip())
+
+
 def parse_firmware_answer(body: bytes) -> FirmwareAnswer:
     decoded = decode_json(body, what="the firmware answer")
     if not isinstance(decoded, Mapping):
