@@ -8,7 +8,6 @@ file's path, which is how ``install.sh`` finds them in the venv it has just inst
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from gateway.errors import GatewayError
@@ -21,8 +20,10 @@ NAMES = (DEMO_CONFIG, EXAMPLE_CONFIG, UNIT, SYSUSERS)
 
 
 def shipped_path(name: str) -> Path:
-    """Where a shipped file is, whether or not it is there (a default for ``--help``)."""
-    return Path(str(resources.files(__name__).joinpath(name)))
+    """Where a shipped file is, whether or not it is there (a default for ``--help``). Beside
+    this module: pip installs the package unzipped (and importlib.resources would cost every
+    command its import time for the same answer)."""
+    return Path(__file__).with_name(name)
 
 
 def resource_path(name: str) -> Path:
