@@ -40,11 +40,43 @@ class BrokerError(DevCloudError):
     """mosquitto is missing, failed to start, or stopped unexpectedly."""
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def spawn_mosquitto(
+    conf: Path, workdir: Path, error: type[DevCloudError]
+) -> subprocess.Popen[bytes]:
+    """mosquitto on ``conf`` in its own session (a Ctrl-C in the terminal goes to us, not to
+    it), stdout and stderr into ``workdir/mosquitto.stderr``; ``error`` when it is missing."""
+    binary = shutil.which("mosquitto") or _FALLBACK_BINARY
+    if not os.access(binary, os.X_OK):
+        raise error(
+            "mosquitto not found on PATH nor at /usr/sbin/mosquitto; "
+            "install it (apt-get install mosquitto) to use the dev cloud"
+        )
+    with (workdir / "mosquitto.stderr").open("wb") as stderr:
+        return subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``process``, SIGKILL it after a grace period, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -162,27 +194,13 @@ class MosquittoBroker:
         """Start mosquitto and wait until it accepts an admin's TLS connection."""
         if self.running:
             raise BrokerError("broker already running")
-        binary = shutil.which("mosquitto") or _FALLBACK_BINARY
-        if not os.access(binary, os.X_OK):
-            raise BrokerError(
-                "mosquitto not found on PATH nor at /usr/sbin/mosquitto; "
-                "install it (apt-get install mosquitto) to use the dev cloud"
-            )
         self._workdir.mkdir(parents=True, exist_ok=True)
         if self._port == 0:
-            self._port = _free_port(self._host)
+            self._port = free_port(self._host)
         conf = self._write_config()
         # The log is appended to across restarts; only what this process writes counts.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        stderr_path = self._workdir / "mosquitto.stderr"
-        with stderr_path.open("wb") as stderr:
-            self._process = subprocess.Popen(
-                [binary, "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                start_new_session=True,  # a Ctrl-C in the terminal goes to us, not to it
-            )
+        self._process = spawn_mosquitto(conf, self._workdir, BrokerError)
         try:
             self._wait_ready()
         except BaseException:
@@ -195,13 +213,7 @@ class MosquittoBroker:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         log.info("broker_stopped", port=self._port, returncode=process.returncode)
 
     def restart(self) -> None:

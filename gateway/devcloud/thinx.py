@@ -59,6 +59,7 @@ import structlog
 from aiohttp import web
 
 from gateway.core.atomicfile import write_atomic
+from gateway.devcloud.broker import free_port, spawn_mosquitto, stop_process
 from gateway.devcloud.pki import DevCA, DevCloudError, read_json_object
 
 __all__ = [
@@ -107,13 +108,6 @@ def _public(device: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in device.items() if k not in ("mqtt_hash", "key_sha256")}
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class ThinxBroker:
     """mosquitto on loopback for THiNX devices: TLS (server certificate from the dev CA), no
     client certificates, user name and password from a password file, per-device ACLs."""
@@ -146,17 +140,10 @@ class ThinxBroker:
             raise ThinxError("THiNX broker already running")
         self._workdir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         conf = self._write_config()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with (self._workdir / "mosquitto.stderr").open("wb") as stderr:
-            self._process = subprocess.Popen(
-                ["mosquitto", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        self._process = spawn_mosquitto(conf, self._workdir, ThinxError)
         try:
             self._wait_for(offset, b" running", "start")
             self._wait_listening()
@@ -169,13 +156,7 @@ class ThinxBroker:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
     def __enter__(self) -> Self:
         self.start()
