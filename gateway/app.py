@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,7 +40,6 @@ from gateway.core.ports import (
     MqttSession,
 )
 from gateway.core.values import JsonValue, codec_for
-from gateway.credentials.service import AwsServices
 from gateway.devices.engine import DeviceEngine
 from gateway.devices.gpio import GpiozeroBank, chosen_pin_factory, make_pin_factory
 from gateway.devices.sensors import poll_sensors, read_all
@@ -71,6 +70,9 @@ from gateway.wiring import (
     shutdown_values,
     tls_facts,
 )
+
+if TYPE_CHECKING:  # imported when a 'credentials' block asks for it
+    from gateway.credentials.service import AwsServices
 
 log = structlog.get_logger()
 
@@ -155,8 +157,13 @@ class Gateway:
             healthy=self.links_healthy,
             restart=self._restart_for_update,
         )
-        # Temporary AWS credentials and log shipping (credentials:, logging.cloudwatch).
-        self.aws = AwsServices(config, version=__version__, pre_chain=shared_processors())
+        # Temporary AWS credentials and log shipping (credentials:, and logging.cloudwatch,
+        # which needs it): loaded only when configured, like the cloud links.
+        self.aws: AwsServices | None = None
+        if config.credentials is not None:
+            from gateway.credentials.service import AwsServices
+
+            self.aws = AwsServices(config, version=__version__, pre_chain=shared_processors())
         facts = GatewayFacts(
             # Without the shadow link there is no main link to be down, nor its error table.
             main_link_up=lambda: self.shadow is None or self.shadow.connected,
@@ -326,7 +333,7 @@ class Gateway:
         self._start(self.updater.watch_health(), "ota_health")
         if self.config.provision is not None and self.config.certs.renew_before_days:
             self._start(renewer_for(self).run(), "cert_renewal")
-        for name, coro in self.aws.tasks():
+        for name, coro in self.aws.tasks() if self.aws is not None else []:
             self._start(coro, name)
         await self.stop_event.wait()
         log.info("gateway_stopping")
@@ -377,6 +384,8 @@ class Gateway:
         if request["cmd"] == "mock_set":
             return drive_mock_input(self.bank, self.config, request)
         if request["cmd"] == "credentials":
+            if self.aws is None:
+                raise GatewayError("no 'credentials' block in this gateway's config")
             return self.aws.admin_credentials()
         raise GatewayError(f"unknown command {request['cmd']!r}")
 
@@ -402,7 +411,7 @@ class Gateway:
             "certificate_days_left": days_left,
             "certificate_expires_at": self.cert_expiry,
             **self.updater.snapshot(),
-            **self.aws.snapshot(),
+            **(self.aws.snapshot() if self.aws is not None else {}),
             **self.reload_counts,
             **({"links": self.links_status()} if self.extra_links else {}),
         }
