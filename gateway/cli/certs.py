@@ -28,14 +28,15 @@ EXIT_MISMATCH = 1
 
 def _setup_from(args: argparse.Namespace, method: str, block: dict[str, Any]) -> Any:
     """A ProvisionSetup from ``-c`` (if given) with the command line's options on top."""
-    from pydantic import ValidationError
+    from dataclasses import asdict
 
     from gateway.config import ProvisionSetup, load_provision_setup
+    from gateway.config.rules import ConfigInvalid
+    from gateway.config.validate import parse
 
     base: dict[str, Any] = {}
     if args.config:
-        setup = load_provision_setup(Path(args.config))
-        base = setup.model_dump(exclude_none=True)
+        base = _without_nones(asdict(load_provision_setup(Path(args.config))))
         configured = (base.get("provision") or {}).get(method) or {}
         block = {**configured, **{k: v for k, v in block.items() if v is not None}}
     else:
@@ -56,11 +57,18 @@ def _setup_from(args: argparse.Namespace, method: str, block: dict[str, Any]) ->
         mqtt["ca"] = str(Path(args.mqtt_ca).resolve())
     base["mqtt"] = mqtt
     try:
-        return ProvisionSetup.model_validate(base, context={"base_dir": Path.cwd()})
-    except ValidationError as exc:
+        return parse(ProvisionSetup, base, {"base_dir": Path.cwd()})
+    except ConfigInvalid as exc:
         raise ConfigError(
-            [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors]
         ) from exc
+
+
+def _without_nones(value: Any) -> Any:
+    """A model's data (``dataclasses.asdict``) without its unset (None) values."""
+    if isinstance(value, dict):
+        return {key: _without_nones(item) for key, item in value.items() if item is not None}
+    return value
 
 
 def _abs(value: str | None) -> str | None:

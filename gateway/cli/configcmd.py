@@ -20,8 +20,9 @@ MODELINE_PREFIX = "# yaml-language-server: $schema="
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of a config file (what a user writes: pins as numbers or names)."""
     from gateway.config import GatewayConfig
+    from gateway.config.strict import json_schema
 
-    schema = GatewayConfig.model_json_schema()
+    schema = json_schema(GatewayConfig)
     schema["title"] = "edge-gateway configuration"
     return {"$schema": SCHEMA_DIALECT, **schema}
 

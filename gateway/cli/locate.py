@@ -22,14 +22,14 @@ SERVICE_SOCKET = SYSTEM_RUNTIME_DIR / SOCKET_NAME
 
 def state_dirs(config: GatewayConfig) -> list[Path]:
     """The state folders to try for ``config``'s daemon, in order."""
-    if "state_dir" in config.model_fields_set:
+    if "state_dir" in config.keys_given:
         return [config.state_dir]
     return list(dict.fromkeys([config.state_dir, SERVICE_STATE_DIR]))
 
 
 def admin_sockets(config: GatewayConfig) -> list[Path]:
     """The admin sockets to try for ``config``'s daemon, in order."""
-    if "admin_socket" in config.model_fields_set:
+    if "admin_socket" in config.keys_given:
         return [config.admin_socket]
     return list(dict.fromkeys([config.admin_socket, SERVICE_SOCKET]))
 

@@ -12,8 +12,6 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from gateway.config.pins import is_spi_field, spi_pins
 from gateway.config.schema import (
     CLOUD_BLOCKS,
@@ -214,7 +212,7 @@ def _follow_cycles(config: GatewayConfig) -> list[Problem]:
     return []
 
 
-def _widest_value(device: BaseModel) -> object:
+def _widest_value(device: object) -> object:
     if isinstance(device, RgbLedConfig):
         return [0.1234, 0.1234, 0.1234]
     if isinstance(device, BinaryOutputConfig | DigitalInputConfig):

@@ -14,24 +14,18 @@ The root model (``schema.GatewayConfig``) holds them as ``credentials`` and
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Literal, TypeAlias
 
-from pydantic import (
+from gateway.config.formats import is_loopback_host, parse_listen, url_problem
+from gateway.config.paths import OptionalExistingFile, ResolvedPath
+from gateway.config.rules import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+    model,
 )
-
-from gateway.config.formats import is_loopback_host, parse_listen, url_problem
-from gateway.config.paths import MUST_EXIST, resolve_path
 
 __all__ = [
     "CloudWatchConfig",
@@ -51,14 +45,6 @@ _CREDENTIALS_HOST = re.compile(
 )
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
-
-
-def _resolve_optional(value: Path | None, info: ValidationInfo) -> Path | None:
-    return None if value is None else resolve_path(value, (info.context or {}).get("base_dir"))
-
-
 def _url(value: str) -> str:
     if (problem := url_problem(value)) is not None:
         raise ValueError(problem)
@@ -71,17 +57,16 @@ def region_of_endpoint(host: str) -> str | None:
     return match.group(1) if match else None
 
 
-class CredentialsRetryConfig(_Frozen):
+@model
+class CredentialsRetryConfig:
     """Backoff with full jitter after a failed fetch."""
 
     min_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     max_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> CredentialsRetryConfig:
+    def __post_init__(self) -> None:
         if self.min_s > self.max_s:
             raise ValueError("min_s must not exceed max_s")
-        return self
 
 
 def _loopback_listen(value: tuple[str, int]) -> tuple[str, int]:
@@ -90,7 +75,8 @@ def _loopback_listen(value: tuple[str, int]) -> tuple[str, int]:
     return value
 
 
-class CredentialsHttpConfig(_Frozen):
+@model
+class CredentialsHttpConfig:
     """A loopback endpoint for ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (as Greengrass's token
     exchange service): answered only with the token of ``token_file`` in ``Authorization``."""
 
@@ -98,15 +84,11 @@ class CredentialsHttpConfig(_Frozen):
         tuple[str, int], BeforeValidator(parse_listen), AfterValidator(_loopback_listen)
     ]
     # Read when it exists, else created (0640) with a random token; null: state_dir's.
-    token_file: Path | None = None
-
-    @field_validator("token_file")
-    @classmethod
-    def _resolve_token(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_optional(value, info)
+    token_file: ResolvedPath | None = None
 
 
-class _SourceBase(_Frozen):
+@model
+class _SourceBase:
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     # Fetch new credentials this long before the old ones expire (Ioto: 20 minutes); for
     # credentials living less than twice this, at half their lifetime.
@@ -116,22 +98,19 @@ class _SourceBase(_Frozen):
     http: CredentialsHttpConfig | None = None  # not given: no loopback endpoint
 
 
+@model
 class GetCredsConfig(_SourceBase):
     """Ioto's Provision API: ``POST url`` answers ``{accessKeyId, secretAccessKey,
     sessionToken, expires, region}``; authenticated as check-in is."""
 
     source: Literal["getcreds"]
     url: Annotated[str, AfterValidator(_url)]  # https (http only on loopback)
-    token_file: Annotated[Path | None, MUST_EXIST] = None  # "Authorization: Bearer <token>"
+    token_file: OptionalExistingFile = None  # "Authorization: Bearer <token>"
     client_cert: bool = False  # present mqtt.cert/mqtt.key (mutual TLS)
-    ca: Annotated[Path | None, MUST_EXIST] = None  # null: the system's trust store
-
-    @field_validator("token_file", "ca")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_optional(value, info)
+    ca: OptionalExistingFile = None  # null: the system's trust store
 
 
+@model
 class RoleAliasConfig(_SourceBase):
     """AWS IoT's credentials provider, over mutual TLS with mqtt.cert/mqtt.key."""
 
@@ -140,12 +119,7 @@ class RoleAliasConfig(_SourceBase):
     endpoint: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?$", max_length=253)]
     # CreateRoleAlias: 1-128 characters of [\w=,@-]
     role_alias: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w=,@-]+$")]
-    ca: Annotated[Path | None, MUST_EXIST] = None  # null: mqtt.ca (Amazon Root CA 1 for both)
-
-    @field_validator("ca")
-    @classmethod
-    def _resolve_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return _resolve_optional(value, info)
+    ca: OptionalExistingFile = None  # null: mqtt.ca (Amazon Root CA 1 for both)
 
     @property
     def endpoint_region(self) -> str | None:
@@ -176,7 +150,8 @@ LogGroupName = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[\.
 LogStreamName = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^:*]+$")]
 
 
-class CloudWatchConfig(_Frozen):
+@model
+class CloudWatchConfig:
     """``logging.cloudwatch``: ship every log line to a CloudWatch Logs stream."""
 
     group: LogGroupName

@@ -14,12 +14,10 @@ from pathlib import Path, PurePath
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
-
 from gateway.config.checks import CodecFactory, Problem, cross_field_problems
-from gateway.config.lazyvalidate import validate_config
 from gateway.config.paths import MUST_EXIST, resolve_path
 from gateway.config.provisioned import default_credential_paths, read_provisioned
+from gateway.config.rules import ConfigInvalid
 from gateway.config.schema import (
     MAX_CLIENT_ID_BYTES,
     DeviceConfig,
@@ -27,6 +25,7 @@ from gateway.config.schema import (
     ProvisionSetup,
 )
 from gateway.config.suggest import closest_key, closest_word
+from gateway.config.validate import field_types, is_model, parse
 from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
 from gateway.errors import ConfigError
@@ -59,7 +58,7 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     message = str(error["msg"])
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's unknown key
         suggestion = closest_key(tuple(error["loc"]))
         if suggestion is not None:
             return f"unknown key; did you mean `{suggestion}`?"
@@ -98,9 +97,10 @@ def _describe_thing(error: Mapping[str, Any]) -> str:
     )
 
 
-def format_validation_error(document: YamlDocument, exc: ValidationError) -> list[str]:
+def format_validation_error(document: YamlDocument, errors: list[dict[str, Any]]) -> list[str]:
+    """Each of pydantic's ``errors`` (``ConfigInvalid.errors``) as ``FILE:LINE:COL: key: what``."""
     lines = []
-    for error in exc.errors():
+    for error in errors:
         path = _data_path(document.data, tuple(error["loc"]))
         if error["type"] == "union_tag_invalid":
             path = (*path, "type")
@@ -154,9 +154,9 @@ def load_config(
     missing = _identity_problems(data)
     missing += file_problems(data, base_dir, pending) if check_files else []
     try:
-        config = validate_config(data, {"base_dir": base_dir})
-    except ValidationError as exc:
-        lines = format_validation_error(document, exc) + _located(document, missing)
+        config: GatewayConfig = parse(GatewayConfig, data, {"base_dir": base_dir})
+    except ConfigInvalid as exc:
+        lines = format_validation_error(document, exc.errors) + _located(document, missing)
         found += misread + [_provisioning_hint(line, data) for line in _unsaid(lines, said)]
         # The checks across devices still run on every device that is valid by itself.
         found += _partial_cross_checks(document, data, base_dir, codec_for)
@@ -166,7 +166,7 @@ def load_config(
     found += _located(document, cross_field_problems(config, codec_for))
     if found:
         raise ConfigError(found)
-    return config
+    return config.with_keys_given(frozenset(data))
 
 
 def _unsaid(lines: list[str], said: tuple[str, ...]) -> list[str]:
@@ -183,27 +183,23 @@ def _partial_cross_checks(
 ) -> list[str]:
     """The cross-device checks on the devices that validate by themselves (the config as a
     whole did not), and a note naming what they could not cover."""
-    from pydantic import TypeAdapter
-
     raw = data.get("devices", {})
     where = f"{document.locate(('devices',))}: devices"
     if not isinstance(raw, dict):
         return [f"{where}: note: the checks across devices did not run (fix devices first)"]
-    adapter: TypeAdapter[Any] = TypeAdapter(DeviceConfig)
     valid: dict[str, Any] = {}
     for name, device in raw.items():
         try:
-            valid[name] = adapter.validate_python(device, context={"base_dir": base_dir})
-        except ValidationError:
+            valid[name] = parse(DeviceConfig, device, {"base_dir": base_dir})
+        except ConfigInvalid:
             continue
     interlock: Any = None
     try:
-        interlock = GatewayConfig.model_fields["interlock"].annotation
-        interlock = TypeAdapter(interlock).validate_python(data.get("interlock"))
-    except ValidationError:
+        interlock = parse(field_types(GatewayConfig)["interlock"], data.get("interlock"))
+    except ConfigInvalid:
         interlock = None
     skipped = [str(name) for name in raw if name not in valid]
-    stand_in = GatewayConfig.model_construct(devices=valid, interlock=interlock)
+    stand_in = GatewayConfig(devices=valid, interlock=interlock)
     problems = [
         (loc, message)
         for loc, message in cross_field_problems(stand_in, codec_for)
@@ -253,26 +249,24 @@ def file_problems(
     ]
 
 
-def _file_fields(
-    model: type[BaseModel], data: object, where: KeyPath
-) -> Iterator[tuple[KeyPath, object]]:
+def _file_fields(model: type, data: object, where: KeyPath) -> Iterator[tuple[KeyPath, object]]:
     if not isinstance(data, Mapping):
         return
-    for name, field in model.model_fields.items():
+    for name, annotation in field_types(model).items():
         if name not in data:
             continue
-        if MUST_EXIST in field.metadata:
+        if get_origin(annotation) is Annotated and MUST_EXIST in get_args(annotation)[1:]:
             yield (*where, name), data[name]
         else:
-            for inner in _models_in(field.annotation):
+            for inner in _models_in(annotation):
                 yield from _file_fields(inner, data[name], (*where, name))
 
 
-def _models_in(annotation: object) -> list[type[BaseModel]]:
+def _models_in(annotation: object) -> list[type]:
     """The models a field holds directly or as an option (``X``, ``X | None``), not in a
     container."""
-    if isinstance(annotation, type):
-        return [annotation] if issubclass(annotation, BaseModel) else []
+    if is_model(annotation):
+        return [annotation]  # type: ignore[list-item]
     if get_origin(annotation) in (Union, UnionType, Annotated):
         return [model for arg in get_args(annotation) for model in _models_in(arg)]
     return []
@@ -326,6 +320,7 @@ def load_provision_setup(path: Path) -> ProvisionSetup:
         raise ConfigError([f"{document.locate(())}: (top level): expected a mapping of keys"])
     base_dir = path.resolve().parent
     try:
-        return ProvisionSetup.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(document, exc)) from exc
+        setup: ProvisionSetup = parse(ProvisionSetup, data, {"base_dir": base_dir})
+    except ConfigInvalid as exc:
+        raise ConfigError(format_validation_error(document, exc.errors)) from exc
+    return setup

@@ -11,12 +11,10 @@ the contract's and not configurable. ``cert``/``key`` not given: the files
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
-from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve_path
+from gateway.config.paths import ExistingFile, OptionalExistingFile
+from gateway.config.rules import Field, model
 
 DEFAULT_HOST = "mindconnectmqtt.eu1.mindsphere.io"
 
@@ -25,9 +23,8 @@ DEFAULT_HOST = "mindconnectmqtt.eu1.mindsphere.io"
 TenantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-class MindConnectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
-
+@model
+class MindConnectConfig:
     tenant: TenantName
     host: Annotated[str, Field(min_length=1, max_length=253)] = DEFAULT_HOST
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
@@ -38,10 +35,3 @@ class MindConnectConfig(BaseModel):
     # Points are sent at most this often, all that waited in one batch (0: as they come).
     publish_interval_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 1000
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
-
-    @field_validator("ca", "cert", "key", "chain")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        return resolve_path(value, (info.context or {}).get("base_dir"))

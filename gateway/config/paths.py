@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import ValidationInfo
+from gateway.config.rules import AfterValidator, ValidationInfo
 
 
 class MustExist:
@@ -21,8 +21,6 @@ class MustExist:
 
 
 MUST_EXIST = MustExist()
-ExistingFile = Annotated[Path, MUST_EXIST]
-OptionalExistingFile = Annotated[Path | None, MUST_EXIST]
 
 
 def resolve_path(path: Path, base_dir: Path | None) -> Path:
@@ -35,3 +33,9 @@ def resolve_path(path: Path, base_dir: Path | None) -> Path:
 
 def resolve(path: Path, info: ValidationInfo) -> Path:
     return resolve_path(path, (info.context or {}).get("base_dir"))
+
+
+# A path relative to the config file's folder (``~`` expanded).
+ResolvedPath = Annotated[Path, AfterValidator(resolve)]
+ExistingFile = Annotated[ResolvedPath, MUST_EXIST]
+OptionalExistingFile = Annotated[ResolvedPath | None, MUST_EXIST]

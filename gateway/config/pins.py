@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from gateway.config.rules import BeforeValidator, Field
 
 # BOARD (physical header) numbering to BCM for the 40-pin header shared by every Pi since the B+.
 BOARD_TO_BCM: dict[int, int] = {

@@ -1,4 +1,5 @@
-"""The configuration's typed, frozen pydantic models (what each key may hold).
+"""The configuration's typed, frozen models (what each key may hold), written in the
+vocabulary of ``gateway.config.rules``.
 
 Validators check values only; they never touch the disk (fields marked ``MUST_EXIST`` are
 checked by ``gateway.config.load``). Relative paths are resolved against the config
@@ -7,32 +8,17 @@ file's folder, passed in the validation context as ``base_dir``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails
 
 from gateway.config.credentials import CloudWatchConfig, CredentialsConfig
 from gateway.config.formats import Window, parse_listen, url_problem
 from gateway.config.mindconnect import MindConnectConfig
-from gateway.config.paths import (
-    ExistingFile,
-    OptionalExistingFile,
-    resolve,
-)
+from gateway.config.paths import ExistingFile, OptionalExistingFile, ResolvedPath
 from gateway.config.pins import PIN_FIELD_NAMES, Pin
 from gateway.config.provisioned import default_credential_paths
+from gateway.config.rules import AfterValidator, BeforeValidator, Field, RequiredKeys, model
 from gateway.config.thinx import ThinxConfig
 from gateway.paths import default_admin_socket, default_state_dir
 
@@ -42,17 +28,18 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 SignedUnitFloat = Annotated[float, Field(ge=-1.0, le=1.0)]
 
 
-class _Frozen(BaseModel):
-    # defer_build: a model's validator is built when first used, so a config builds only the
-    # device types it names (see gateway.config.lazyvalidate).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
-
-
 JsonScalar = bool | int | float | str
 MapKey = bool | int | float | str
 
 
-class _DeviceBase(_Frozen):
+def _scale_not_zero(value: float) -> float:
+    if value == 0:
+        raise ValueError("scale must not be 0 (it could not be undone for desired values)")
+    return value
+
+
+@model
+class _DeviceBase:
     # Also keep every change, in order, and publish it to events_topic (see the outbox).
     events: bool = False
     # The MindConnect data point id its values go to (default: the device's name).
@@ -60,16 +47,9 @@ class _DeviceBase(_Frozen):
     # Value transforms, device value -> shadow value (and the inverse for desired values):
     # invert, then value * scale + offset, then rounding to digits, then map.
     invert: bool = False
-    scale: float | None = None
+    scale: Annotated[float, AfterValidator(_scale_not_zero)] | None = None
     offset: float | None = None
     map: dict[MapKey, JsonScalar] | None = None
-
-    @field_validator("scale")
-    @classmethod
-    def _scale_not_zero(cls, value: float | None) -> float | None:
-        if value == 0:
-            raise ValueError("scale must not be 0 (it could not be undone for desired values)")
-        return value
 
     @property
     def has_transform(self) -> bool:
@@ -85,9 +65,9 @@ class _DeviceBase(_Frozen):
     def pins(self) -> dict[str, int]:
         """Field name -> BCM pin, for every pin this device occupies."""
         return {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if name in PIN_FIELD_NAMES and getattr(self, name) is not None
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name in PIN_FIELD_NAMES and getattr(self, field.name) is not None
         }
 
 
@@ -96,7 +76,8 @@ def _map_identity(value: object) -> tuple[str, object]:
     return (type(value).__name__, value)
 
 
-class FailSafeConfig(_Frozen):
+@model
+class FailSafeConfig:
     after_s: Annotated[float, Field(gt=0, le=86_400)]
     value: JsonScalar | list[float]
 
@@ -104,11 +85,17 @@ class FailSafeConfig(_Frozen):
 FollowMode = Literal["mirror", "invert", "toggle"]
 
 
-class FollowConfig(_Frozen):
+@model
+class FollowConfig:
     device: str
     mode: FollowMode = "mirror"
 
 
+def _follow_shorthand(value: object) -> object:
+    return {"device": value} if isinstance(value, str) else value
+
+
+@model
 class _OutputBase(_DeviceBase):
     restore: bool = False  # re-apply the last reported value at start
     # At most one change per this interval; a flood of deltas keeps only the last value.
@@ -119,14 +106,13 @@ class _OutputBase(_DeviceBase):
     # The value at a clean shutdown; not given: the device's initial value.
     on_shutdown: JsonScalar | list[float] | None = None
     # Mirror (or invert, or toggle on each press) another device, locally, with no cloud.
-    follow: FollowConfig | None = None
-
-    @field_validator("follow", mode="before", json_schema_input_type=str | FollowConfig | None)
-    @classmethod
-    def _follow_shorthand(cls, value: object) -> object:
-        return {"device": value} if isinstance(value, str) else value
+    follow: Annotated[
+        FollowConfig | None,
+        BeforeValidator(_follow_shorthand, json_schema_input_type=str | FollowConfig | None),
+    ] = None
 
 
+@model
 class BinaryOutputConfig(_OutputBase):
     type: Literal["LED", "Buzzer", "OutputDevice", "DigitalOutputDevice"]
     pin: Pin
@@ -136,6 +122,7 @@ class BinaryOutputConfig(_OutputBase):
     pulse_ms: Annotated[int, Field(ge=1, le=3_600_000)] | None = None
 
 
+@model
 class PwmOutputConfig(_OutputBase):
     type: Literal["PWMLED", "PWMOutputDevice"]
     pin: Pin
@@ -144,6 +131,7 @@ class PwmOutputConfig(_OutputBase):
     frequency_hz: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
+@model
 class RgbLedConfig(_OutputBase):
     type: Literal["RGBLED"]
     red: Pin
@@ -154,6 +142,7 @@ class RgbLedConfig(_OutputBase):
     initial: tuple[UnitFloat, UnitFloat, UnitFloat] = (0.0, 0.0, 0.0)
 
 
+@model
 class _ServoBase(_OutputBase):
     """The pulse timing both servo kinds share."""
 
@@ -167,33 +156,32 @@ class _ServoBase(_OutputBase):
             raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
 
 
+@model
 class ServoConfig(_ServoBase):
     type: Literal["Servo"]
     initial: SignedUnitFloat = 0.0
 
-    @model_validator(mode="after")
-    def _pulses_ordered(self) -> ServoConfig:
+    def __post_init__(self) -> None:
         self._check_pulses()
-        return self
 
 
+@model
 class AngularServoConfig(_ServoBase):
     type: Literal["AngularServo"]
     min_angle: float = -90.0
     max_angle: float = 90.0
     initial: float = 0.0
 
-    @model_validator(mode="after")
-    def _angles_valid(self) -> AngularServoConfig:
+    def __post_init__(self) -> None:
         if self.min_angle == self.max_angle:
             raise ValueError("min_angle and max_angle must differ")
         low, high = sorted((self.min_angle, self.max_angle))
         if not low <= self.initial <= high:
             raise ValueError(f"initial must lie between {low} and {high} degrees")
         self._check_pulses()
-        return self
 
 
+@model
 class MotorConfig(_OutputBase):
     type: Literal["Motor"]
     forward: Pin
@@ -202,6 +190,7 @@ class MotorConfig(_OutputBase):
     pwm: bool = True
 
 
+@model
 class DigitalInputConfig(_DeviceBase):
     type: Literal["Button", "DigitalInputDevice", "MotionSensor", "LineSensor"]
     pin: Pin
@@ -210,13 +199,11 @@ class DigitalInputConfig(_DeviceBase):
     active_state: bool | None = None
     bounce_ms: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
-    @model_validator(mode="after")
-    def _active_state_only_when_floating(self) -> DigitalInputConfig:
+    def __post_init__(self) -> None:
         if self.active_state is not None and self.pull_up is not None:
             raise ValueError(
                 "active_state applies only to a floating pin; leave out pull_up to use it"
             )
-        return self
 
     @property
     def effective_pull_up(self) -> bool | None:
@@ -228,20 +215,25 @@ class DigitalInputConfig(_DeviceBase):
         return self.type == "Button"  # gpiozero's defaults: Button pulls up, the others don't
 
 
+@model
 class SystemSensorConfig(_DeviceBase):
     type: Literal["CPUTemperature", "LoadAverage", "DiskUsage"]
     interval_s: Annotated[float, Field(ge=0.1, le=86_400)] = 30.0
     digits: Annotated[int, Field(ge=0, le=6)] = 1
     min_change: Annotated[float, Field(ge=0)] = 0.0
-    filesystem: str = "/"  # DiskUsage only
+    filesystem: str | None = None  # DiskUsage only; not given: "/"
 
-    @model_validator(mode="after")
-    def _filesystem_only_for_disk(self) -> SystemSensorConfig:
-        if self.type != "DiskUsage" and "filesystem" in self.model_fields_set:
+    def __post_init__(self) -> None:
+        if self.type != "DiskUsage" and self.filesystem is not None:
             raise ValueError("filesystem applies only to DiskUsage")
-        return self
+
+    @property
+    def disk(self) -> str:
+        """The filesystem a DiskUsage sensor measures."""
+        return self.filesystem or "/"
 
 
+@model
 class Mcp3008Config(_DeviceBase):
     type: Literal["MCP3008"]
     channel: Annotated[int, Field(ge=0, le=7)]
@@ -284,42 +276,39 @@ OutputConfig: TypeAlias = (
 )
 
 
-def is_output(device: BaseModel) -> bool:
+def is_output(device: object) -> bool:
     return isinstance(device, OUTPUT_CONFIGS)
 
 
 ShadowName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9:_-]+$")]
 
 
-class ShadowConfig(_Frozen):
+@model
+class ShadowConfig:
     name: ShadowName | None = None
     # true: null each applied desired key; "section": "desired": null (MIC's Thing API convention)
     clear_desired: Literal["section"] | bool = True
     send_timestamp: bool = False
 
 
-def _resolve(path: Path, info: ValidationInfo) -> Path:
-    return resolve(path, info)
-
-
-class ReconnectConfig(_Frozen):
+@model
+class ReconnectConfig:
     """Exponential backoff with full jitter between connection attempts."""
 
     min_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     max_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     reset_after_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ReconnectConfig:
+    def __post_init__(self) -> None:
         if self.min_s > self.max_s:
             raise ValueError("min_s must not exceed max_s")
-        return self
 
 
 TopicName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")]
 
 
-class MqttConfig(_Frozen):
+@model
+class MqttConfig:
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
     ca: ExistingFile
@@ -335,35 +324,25 @@ class MqttConfig(_Frozen):
     will_topic: TopicName | None = None  # default things/<thing>/status
     reconnect: ReconnectConfig = ReconnectConfig()
 
-    @field_validator("ca", "cert", "key", "password_file")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _certificate_unless_password(cls, data: Any, handler: Any) -> Any:
-        """Without username/password_file, cert and key are required keys (reported as such,
-        with the provisioning hint)."""
-        if isinstance(data, dict) and data.get("username") is None:
-            missing = [k for k in ("cert", "key") if data.get(k) is None]
-            if missing and data.get("password_file") is None:
-                raise ValidationError.from_exception_data(
-                    cls.__name__,
-                    [InitErrorDetails(type="missing", loc=(k,), input=data) for k in missing],
-                )
-        return handler(data)
-
-    @model_validator(mode="after")
-    def _a_way_to_log_in(self) -> MqttConfig:
+    def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key come together")
         if (self.username is None) != (self.password_file is None):
             raise ValueError("username and password_file come together")
-        return self
 
 
-class OutboxConfig(_Frozen):
+def _certificate_unless_password(data: Any) -> list[str]:
+    """Without username/password_file, cert and key are required keys (reported as such,
+    with the provisioning hint)."""
+    if isinstance(data, dict) and data.get("username") is None:
+        missing = [k for k in ("cert", "key") if data.get(k) is None]
+        if missing and data.get("password_file") is None:
+            return missing
+    return []
+
+
+@model
+class OutboxConfig:
     """The durable outbox in state_dir (SQLite, WAL)."""
 
     max_events: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
@@ -374,17 +353,20 @@ class OutboxConfig(_Frozen):
 PinFactoryName = Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"]
 
 
-class GpioConfig(_Frozen):
+@model
+class GpioConfig:
     pin_factory: PinFactoryName = "auto"
 
 
-class LoggingConfig(_Frozen):
+@model
+class LoggingConfig:
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
     cloudwatch: CloudWatchConfig | None = None  # not given: the log stays on the machine
 
 
-class MetricsConfig(_Frozen):
+@model
+class MetricsConfig:
     # Prometheus /metrics and /healthz over HTTP; loopback unless you mean to expose it.
     listen: Annotated[tuple[str, int], BeforeValidator(parse_listen, json_schema_input_type=str)]
 
@@ -394,7 +376,8 @@ class MetricsConfig(_Frozen):
 TemplateName = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z_-]+$")]
 
 
-class GetCertsConfig(_Frozen):
+@model
+class GetCertsConfig:
     """The HTTPS Provision API: POST {url}/provision/getCerts with a claim id."""
 
     url: Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$")]
@@ -403,40 +386,31 @@ class GetCertsConfig(_Frozen):
     ca: OptionalExistingFile = None  # CA bundle to verify the API; default: the system's
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
-    @field_validator("token_file", "ca")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
 
-
-class FleetConfig(_Frozen):
+@model
+class FleetConfig:
     """AWS IoT fleet provisioning by claim: CreateCertificateFromCsr + RegisterThing."""
 
     template: TemplateName
     claim_cert: ExistingFile
     claim_key: ExistingFile
-    parameters: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, str] = dataclasses.field(default_factory=dict)
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
-    @field_validator("claim_cert", "claim_key")
-    @classmethod
-    def _resolve_files(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
 
-
-class ProvisionConfig(_Frozen):
+@model
+class ProvisionConfig:
     getcerts: GetCertsConfig | None = None
     fleet: FleetConfig | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ProvisionConfig:
+    def __post_init__(self) -> None:
         if (self.getcerts is None) == (self.fleet is None):
             raise ValueError("expected exactly one of 'getcerts' or 'fleet'")
-        return self
 
 
-class CertsConfig(_Frozen):
+@model
+class CertsConfig:
     # Renew this many days before expiry (fractions allowed); null: never renew.
     renew_before_days: Annotated[float, Field(gt=0, le=3650)] | None = 30.0
     warn_before_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
@@ -450,14 +424,16 @@ def _https_url(value: str) -> str:
     return value
 
 
-class RetryConfig(_Frozen):
+@model
+class RetryConfig:
     """Backoff with full jitter after a failed check-in or download."""
 
     min_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     max_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
 
 
-class CheckinConfig(_Frozen):
+@model
+class CheckinConfig:
     """Periodic check-in with the device cloud's Provision API (``POST .../provision/checkin``)."""
 
     # https only; plain http is accepted for a loopback host (the local dev cloud) alone.
@@ -469,13 +445,8 @@ class CheckinConfig(_Frozen):
     client_cert: bool = False  # present mqtt.cert/mqtt.key (mutual TLS)
     ca: OptionalExistingFile = None  # CA bundle for the server; null: the system's trust store
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    extra: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    extra: dict[str, bool | int | float | str] = dataclasses.field(default_factory=dict)
     retry: RetryConfig = RetryConfig()
-
-    @field_validator("token_file", "ca")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
 
 
 def _window(value: str | None) -> str | None:
@@ -484,7 +455,8 @@ def _window(value: str | None) -> str | None:
     return value
 
 
-class OtaConfig(_Frozen):
+@model
+class OtaConfig:
     """What to do with an offered update (see README "Updates (check-in and OTA)")."""
 
     mode: Literal["command", "wheel"]
@@ -495,29 +467,19 @@ class OtaConfig(_Frozen):
     download_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
     min_free_bytes: Annotated[int, Field(ge=0)] = 32 * 1024 * 1024  # kept free after a download
     window: Annotated[str | None, AfterValidator(_window)] = None  # "02:00-04:00", local time
-    root: Path = Path("/opt/edge-gateway")  # wheel: slots/a, slots/b, current -> slots/X
+    root: ResolvedPath = Path("/opt/edge-gateway")  # wheel: slots/a, slots/b, current -> slots/X
     health_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
-    python: Path | None = None  # interpreter for new slots; null: the running one
-    pip_args: list[str] = Field(default_factory=list)  # e.g. ["--no-index", "--find-links", DIR]
+    python: ResolvedPath | None = None  # interpreter for new slots; null: the running one
+    pip_args: list[str] = dataclasses.field(
+        default_factory=list
+    )  # e.g. ["--no-index", "--find-links", DIR]
     system_site_packages: bool = True  # new slots see apt's python3-lgpio
 
-    @field_validator("public_key")
-    @classmethod
-    def _resolve_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
-
-    @field_validator("root", "python")
-    @classmethod
-    def _resolve_paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
-
-    @model_validator(mode="after")
-    def _command_for_command_mode(self) -> OtaConfig:
+    def __post_init__(self) -> None:
         if self.mode == "command" and not self.command:
             raise ValueError("mode 'command' needs 'command': the argv to run on the artifact")
         if self.mode == "wheel" and self.command:
             raise ValueError("'command' applies only to mode 'command'")
-        return self
 
 
 _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
@@ -528,23 +490,36 @@ _THING_NAME = r"^[a-zA-Z0-9:_-]+$"  # AWS IoT thing-name alphabet
 CLOUD_BLOCKS: tuple[str, ...] = ("mqtt", "thinx", "mindconnect")
 
 
-class GatewayConfig(_Frozen):
+def _reserved_names(devices: dict[str, Any]) -> dict[str, Any]:
+    if "gateway" in devices:
+        raise ValueError("'gateway' is reserved for the gateway's own status in the shadow")
+    return devices
+
+
+@model
+class GatewayConfig:
     # The AWS IoT thing (required with ``mqtt``: the shadow link's identity).
     thing: (
         Annotated[str, Field(min_length=1, max_length=MAX_CLIENT_ID_BYTES, pattern=_THING_NAME)]
         | None
     ) = None
     shadow: ShadowConfig = ShadowConfig()
-    mqtt: MqttConfig | None = None  # not given: no shadow link (another cloud only)
+    # not given: no shadow link (another cloud only)
+    mqtt: Annotated[MqttConfig, RequiredKeys(_certificate_unless_password)] | None = None
     mindconnect: MindConnectConfig | None = None  # Siemens Insights Hub (MindConnect MQTT)
     gpio: GpioConfig = GpioConfig()
-    devices: dict[
-        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")],
-        DeviceConfig,
-    ] = Field(default_factory=dict)
+    devices: Annotated[
+        dict[
+            Annotated[
+                str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+            ],
+            DeviceConfig,
+        ],
+        AfterValidator(_reserved_names),
+    ] = dataclasses.field(default_factory=dict)
     # Defaults from systemd's directories, else FHS for root, else XDG (gateway/paths.py).
-    state_dir: Path = Field(default_factory=default_state_dir)
-    admin_socket: Path = Field(default_factory=default_admin_socket)
+    state_dir: ResolvedPath = dataclasses.field(default_factory=default_state_dir)
+    admin_socket: ResolvedPath = dataclasses.field(default_factory=default_admin_socket)
     logging: LoggingConfig = LoggingConfig()
     outbox: OutboxConfig = OutboxConfig()
     events_topic: TopicName | None = None  # default things/<thing>/events
@@ -558,31 +533,24 @@ class GatewayConfig(_Frozen):
     # Outputs that must never be active together: one group, or a list of groups.
     interlock: list[str] | list[list[str]] | None = None
 
-    @field_validator("state_dir", "admin_socket")
-    @classmethod
-    def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
-
-    @model_validator(mode="after")
-    def _certificate_where_needed(self) -> GatewayConfig:
+    def __post_init__(self) -> None:
         if self.mqtt is not None and self.mqtt.cert is None:
             if self.provision is not None:
                 raise ValueError("provision: obtains mqtt.cert and mqtt.key; name them")
             if self.checkin is not None and self.checkin.client_cert:
                 raise ValueError("checkin.client_cert: true needs mqtt.cert and mqtt.key")
-        return self
-
-    @field_validator("devices")
-    @classmethod
-    def _reserved_names(cls, devices: dict[str, Any]) -> dict[str, Any]:
-        if "gateway" in devices:
-            raise ValueError("'gateway' is reserved for the gateway's own status in the shadow")
-        return devices
-
-    @model_validator(mode="after")
-    def _log_shipping_has_credentials(self) -> GatewayConfig:
         if self.logging.cloudwatch is not None and self.credentials is None:
             raise ValueError("logging.cloudwatch needs a 'credentials' block to sign with")
+
+    @property
+    def keys_given(self) -> frozenset[str]:
+        """The top-level keys the config file gave (the others hold their defaults)."""
+        given: frozenset[str] = self.__dict__.get("_keys_given", frozenset())
+        return given
+
+    def with_keys_given(self, keys: frozenset[str]) -> GatewayConfig:
+        """This config, remembering which top-level keys its file gave."""
+        object.__setattr__(self, "_keys_given", keys)
         return self
 
     @property
@@ -631,37 +599,27 @@ class GatewayConfig(_Frozen):
 # -- what provisioning needs before the config is complete ---------------------------------
 
 
-class _BootstrapMqtt(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+@model(extra="ignore")
+class _BootstrapMqtt:
     host: str | None = None
     port: Annotated[int, Field(ge=1, le=65_535)] = 8883
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
+    ca: ResolvedPath | None = None
+    cert: ResolvedPath | None = None
+    key: ResolvedPath | None = None
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
 
-    @field_validator("ca", "cert", "key")
-    @classmethod
-    def _resolve_paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
 
-
-class ProvisionSetup(BaseModel):
+@model(extra="ignore")
+class ProvisionSetup:
     """The part of a config that provisioning needs, readable before the config is complete
     (thing, endpoint and certificates may be exactly what provisioning is about to supply)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
     thing: str | None = None
     mqtt: _BootstrapMqtt = _BootstrapMqtt()
     provision: ProvisionConfig | None = None
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: ResolvedPath = dataclasses.field(default_factory=default_state_dir)
     logging: LoggingConfig = LoggingConfig()
     certs: CertsConfig = CertsConfig()
-
-    @field_validator("state_dir")
-    @classmethod
-    def _resolve_state_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
 
     @property
     def credential_paths(self) -> tuple[Path, Path]:

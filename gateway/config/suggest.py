@@ -1,6 +1,6 @@
 """The keys a config location allows, for "did you mean `frequency_hz`?" (difflib, pure).
 
-The model at a location is found by walking the models' fields along pydantic's error
+The model at a location is found by walking the models' fields along an error's
 location: a mapping's key, a list's index and a device's ``type`` tag step into the type they
 hold.
 """
@@ -11,9 +11,8 @@ import difflib
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
-
 from gateway.config.schema import GatewayConfig
+from gateway.config.validate import field_types, is_model
 
 
 def _members(annotation: Any) -> list[Any]:
@@ -30,12 +29,13 @@ def _step(annotation: Any, part: str | int) -> Any:
     """The type one step further in: a model's field, a dict's value, a list's item, or the
     union member a discriminator tag (a device type) names."""
     for member in _members(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            field = member.model_fields.get(str(part))
+        if is_model(member):
+            fields = field_types(member)
+            field = fields.get(str(part))
             if field is not None:
-                return field.annotation
-            tagged = member.model_fields.get("type")
-            if tagged is not None and part in get_args(tagged.annotation):
+                return field
+            tagged = fields.get("type")
+            if tagged is not None and part in get_args(tagged):
                 return member
         origin = get_origin(member)
         if origin is dict and isinstance(part, str):
@@ -47,14 +47,10 @@ def _step(annotation: Any, part: str | int) -> Any:
 
 
 def _is_tagged(member: Any, part: str | int) -> bool:
-    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+    if not is_model(member):
         return False
-    field = member.model_fields.get("type")
-    return (
-        field is not None
-        and get_origin(field.annotation) is Literal
-        and part in get_args(field.annotation)
-    )
+    field = field_types(member).get("type")
+    return field is not None and get_origin(field) is Literal and part in get_args(field)
 
 
 def known_keys(loc: tuple[str | int, ...]) -> list[str]:
@@ -66,8 +62,8 @@ def known_keys(loc: tuple[str | int, ...]) -> list[str]:
             return []
     keys: list[str] = []
     for member in _members(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            keys += list(member.model_fields)
+        if is_model(member):
+            keys += list(field_types(member))
     return keys
 
 

@@ -8,29 +8,15 @@ Field names follow the gateway's config style; what goes on the wire is THiNX's 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
 from gateway.config.formats import is_loopback_host, url_problem
-from gateway.config.paths import ExistingFile, OptionalExistingFile, resolve
+from gateway.config.paths import ExistingFile, OptionalExistingFile
+from gateway.config.rules import AfterValidator, Field, model
 
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 # THiNX owner ids and aliases end up in topics (/<owner>/<udid>): no MQTT wildcards, no '/'.
 _TOPIC_WORD = r"^[A-Za-z0-9_.:-]{1,128}$"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
 
 def _url(value: str) -> str:
@@ -39,14 +25,16 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
-class ThinxRetryConfig(_Frozen):
+@model
+class ThinxRetryConfig:
     """Backoff with full jitter after a failed check-in (auth failures wait the cap)."""
 
     min_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     max_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
 
 
-class ThinxMqttConfig(_Frozen):
+@model
+class ThinxMqttConfig:
     """THiNX's broker: user name = the udid, password = the API key."""
 
     host: Annotated[str, Field(min_length=1, max_length=253)]
@@ -59,19 +47,26 @@ class ThinxMqttConfig(_Frozen):
     keepalive_s: Annotated[int, Field(ge=5, le=1200)] = 60
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
 
-    @model_validator(mode="after")
-    def _plaintext_only_on_loopback(self) -> ThinxMqttConfig:
+    def __post_init__(self) -> None:
         if self.allow_plaintext and not is_loopback_host(self.host):
             raise ValueError("allow_plaintext is accepted only for a loopback host")
-        return self
-
-    @field_validator("ca")
-    @classmethod
-    def _resolve_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else resolve(value, info)
 
 
-class ThinxConfig(_Frozen):
+def _template_parses(value: str) -> str:
+    from string import Formatter
+
+    try:
+        parsed = list(Formatter().parse(value))
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write {{{{ for a brace") from exc
+    for _, name, spec, conversion in parsed:
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            raise ValueError("write a device name in braces, e.g. {door}; nothing else")
+    return value
+
+
+@model
+class ThinxConfig:
     """Registration, check-in, status, configuration and firmware with a THiNX server."""
 
     url: Annotated[str, AfterValidator(_url)]  # e.g. https://thinx.cloud:7443
@@ -85,27 +80,8 @@ class ThinxConfig(_Frozen):
     retry: ThinxRetryConfig = ThinxRetryConfig()
     mqtt: ThinxMqttConfig
     # One string per device shown by THiNX; {name} is a device's value; " #e"/" #w" appended.
-    status: Annotated[str, Field(max_length=512)] = "Registered"
+    status: Annotated[str, Field(max_length=512), AfterValidator(_template_parses)] = "Registered"
     on_configuration: list[Annotated[str, Field(min_length=1)]] | None = None  # argv, no shell
     on_configuration_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # The product a signed firmware manifest must name (edge-gateway ota sign --product).
     product_id: Annotated[str, Field(min_length=1, max_length=256)] = "edge-gateway"
-
-    @field_validator("api_key_file", "ca")
-    @classmethod
-    def _resolve_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else resolve(value, info)
-
-    @field_validator("status")
-    @classmethod
-    def _template_parses(cls, value: str) -> str:
-        from string import Formatter
-
-        try:
-            parsed = list(Formatter().parse(value))
-        except ValueError as exc:
-            raise ValueError(f"not a valid template ({exc}); write {{{{ for a brace") from exc
-        for _, name, spec, conversion in parsed:
-            if name is not None and (not name.isidentifier() or spec or conversion):
-                raise ValueError("write a device name in braces, e.g. {door}; nothing else")
-        return value

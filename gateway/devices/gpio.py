@@ -306,7 +306,7 @@ class GpiozeroBank:
         elif isinstance(config, SystemSensorConfig):  # DiskUsage
             raise DeviceValueError(
                 f"{name!r} is DiskUsage, which reads the real filesystem "
-                f"({config.filesystem}) and cannot be simulated"
+                f"({config.disk}) and cannot be simulated"
             )
         else:
             raise DeviceValueError(

@@ -210,7 +210,7 @@ def _build(
             device = gpiozero.LoadAverage(pin_factory=factory, **options)
             return DeviceEntry(config, device, lambda: device.load_average, None)
         case SystemSensorConfig():  # DiskUsage
-            device = gpiozero.DiskUsage(filesystem=config.filesystem, pin_factory=factory)
+            device = gpiozero.DiskUsage(filesystem=config.disk, pin_factory=factory)
             return DeviceEntry(config, device, lambda: device.usage, None)
         case Mcp3008Config():
             # gpiozero 2.0 knows hardware SPI port 0 only; port 1 fails here, clearly.
@@ -292,5 +292,5 @@ def _where(config: DeviceConfig) -> str:
     if isinstance(config, Mcp3008Config):
         return f"SPI{config.spi_port} device {config.spi_device}, channel {config.channel}"
     if isinstance(config, SystemSensorConfig):
-        return "the host" if config.type != "DiskUsage" else f"filesystem {config.filesystem}"
+        return "the host" if config.type != "DiskUsage" else f"filesystem {config.disk}"
     return ", ".join(f"{field}=GPIO{pin}" for field, pin in config.pins().items())

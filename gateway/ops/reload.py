@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway.config import GatewayConfig
@@ -82,4 +82,5 @@ def plan_reload(
 def keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     """``new`` with the restart-only keys of ``old``: what the running gateway really uses."""
     keys = RESTART_ONLY + (SHADOW_KEYS if old.has_shadow != new.has_shadow else ())
-    return new.model_copy(update={key: getattr(old, key) for key in keys})
+    kept = replace(new, **{key: getattr(old, key) for key in keys})
+    return kept.with_keys_given(new.keys_given)

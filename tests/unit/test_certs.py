@@ -436,7 +436,9 @@ async def test_renewal_whose_new_certificate_is_still_due_backs_off_and_warns_on
     paths = write_pair(tmp_path, days=30)
     config = gateway_config(tmp_path, paths, PROVISION + "certs: {retry_s: 10}\n")
     calls: list[float] = []
-    clock = [time.time()]
+    # A moment past issuance: certificate times have whole seconds, so at time.time() itself
+    # the first certificate can still be a fraction of a second short of due.
+    clock = [time.time() + 2]
 
     async def obtain(_: Any) -> NewCredentials:
         calls.append(clock[0])

@@ -17,6 +17,7 @@ import pytest
 
 import gateway
 from gateway.config import GatewayConfig, ProvisionSetup
+from gateway.config.validate import parse
 
 ROOT = Path(gateway.__file__).parent
 
@@ -146,7 +147,7 @@ def test_config_validation_never_touches_the_disk(monkeypatch: pytest.MonkeyPatc
         for name in ("stat", "lstat", "open", "access", "scandir", "listdir"):
             patch.setattr(os, name, no_disk)
         patch.setattr(io, "open", no_disk)
-        config = GatewayConfig.model_validate(data, context=base)
-        setup = ProvisionSetup.model_validate(data, context=base)
+        config = parse(GatewayConfig, data, base)
+        setup = parse(ProvisionSetup, data, base)
     assert config.mqtt.cert == Path("/nowhere/c.pem")
     assert setup.mqtt.key == Path("/nowhere/k.pem")

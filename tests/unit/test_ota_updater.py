@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import GatewayConfig
+from gateway.config.validate import parse
 from gateway.errors import UpdateError
 from gateway.updates.http import Downloaded, JsonReply
 from gateway.updates.ota import Updater, artifact_name, read_slot, run_guard, switch_slot
@@ -46,7 +47,7 @@ def config_for(tmp_path: Path, **ota: Any) -> GatewayConfig:
     }
     if ota:
         data["ota"] = ota
-    return GatewayConfig.model_validate(data)
+    return parse(GatewayConfig, data)
 
 
 class FakeHttp:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import GatewayConfig, load_config
+from gateway.config.validate import parse
 from gateway.errors import ConfigError
 from gateway.ops.metrics import render_prometheus
 from gateway.ops.reload import files_digest, keep_restart_only, plan_reload
@@ -20,7 +21,7 @@ def config(**changes: Any) -> GatewayConfig:
         "devices": {"led": {"type": "LED", "pin": 17}, "button": {"type": "Button", "pin": 4}},
     }
     data.update(changes)
-    return GatewayConfig.model_validate(data, context={"check_files": False})
+    return parse(GatewayConfig, data, {"check_files": False})
 
 
 def test_identical_configs_change_nothing() -> None:
