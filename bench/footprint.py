@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.measure import cpu_seconds
 
-HEAVY_MODULES = ("cryptography", "aiohttp", "gateway.devcloud")
+HEAVY_MODULES = ("cryptography", "aiohttp", "gateway.devcloud", "pydantic")
 CLI_TRIALS = 5
 
 

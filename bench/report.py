@@ -96,8 +96,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         rows.append(("import time of `run` (-X importtime sum)", "reported",
                      f"{imports['total_ms']:.0f} ms", None))  # fmt: skip
         heavy = imports.get("heavy", [])
-        rows.append(("imported by `run` (example config): cryptography, aiohttp, dev cloud",
-                     "none", ", ".join(heavy) or "none", not heavy))  # fmt: skip
+        rows.append(("imported by `run` (example config): cryptography, aiohttp, dev cloud, "
+                     "pydantic", "none", ", ".join(heavy) or "none", not heavy))  # fmt: skip
     idle = results.get("idle", {}).get("gateway")
     add("idle CPU", "≤ 0.1 %", idle.get("cpu_pct") if idle else None, 0.1, " %")
     add("idle wake-ups (all threads)", "≤ 1 /s", idle.get("wakeups_per_s") if idle else None,
