@@ -68,7 +68,7 @@ def test_delta_is_parsed_into_a_typed_model() -> None:
     reply = parse_reply(
         Reply.UPDATE_DELTA, b'{"version": 4, "state": {"led": true}, "clientToken": "t"}'
     )
-    assert reply == DeltaMessage(version=4, state={"led": True}, clientToken="t")
+    assert reply == DeltaMessage(version=4, state={"led": True}, client_token="t")
 
 
 def test_document_without_delta_parses() -> None:
