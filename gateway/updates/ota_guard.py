@@ -115,12 +115,18 @@ def guard_slots(settings: GuardSettings, now: float | None = None) -> str:
     healthy (blocking; run from the previous slot by systemd). Returns the action taken."""
     if settings.root is None:
         return "none"
+    directory = settings.state_dir / "ota"
+    try:
+        (directory / STATE_FILE).stat()
+    except FileNotFoundError:
+        return "none"  # no update recorded: nothing pending (what load_state's fresh state gives)
+    except OSError:
+        pass  # load_state reports it
     import time
 
     from gateway.updates.ota_slots import read_slot, switch_slot
     from gateway.updates.otastate import guard
 
-    directory = settings.state_dir / "ota"
     state = load_state(directory)
     new_state, action = guard(
         state,

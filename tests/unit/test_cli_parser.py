@@ -1,12 +1,15 @@
 """``main`` parses ``edge-gateway COMMAND ...`` with a parser holding only COMMAND
 (``build_parser(COMMAND)``): for any arguments after it, that parser must answer exactly as the
-whole command line does: the same parsed arguments, or the same help, usage error and exit code."""
+whole command line does: the same parsed arguments, or the same help, usage error and exit code.
+A brief command turns the cycle collector off only in its own process, never in a caller's."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.cli.helpformat import subparsers
-from gateway.cli.main import COMMANDS, build_parser
+from gateway.cli.main import COMMANDS, build_parser, main
 
 FULL = build_parser()
 # Words that are neither options nor subcommand names, some shaped like values and paths.
@@ -96,3 +99,10 @@ def test_a_command_alone_has_only_that_command(command: str) -> None:
     parser = build_parser(command)
     (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(action.choices) == [command]
+
+
+def test_a_brief_command_called_in_process_leaves_the_cycle_collector_on(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    assert main(["ota", "guard", "-c", str(config)]) == 0
+    assert gc.isenabled()
