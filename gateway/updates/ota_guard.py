@@ -4,6 +4,8 @@ It reads only what it needs from the config (``state_dir``, ``ota.mode``, ``ota.
 ``ota.health_timeout_s``) and ``state_dir/ota/state.json``, without loading the config models,
 asyncio or the logging set-up: those are loaded only when a config does not read cleanly here
 (the caller then validates it in full, for its exact errors) or when the guard logs a rollback.
+Without updates in ``wheel`` mode (most starts) it loads neither the update state's models nor
+the file helpers: only the YAML reader.
 
 Also the home of ``state.json``'s reading and writing (``load_state``, ``save_state``), which
 ``ota_record`` re-exports for the updater.
@@ -11,15 +13,13 @@ Also the home of ``state.json``'s reading and writing (``load_state``, ``save_st
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gateway.core.atomicfile import write_atomic
 from gateway.paths import default_state_dir
-from gateway.updates.ota_slots import read_slot, switch_slot
-from gateway.updates.otastate import OtaState, guard
+
+if TYPE_CHECKING:
+    from gateway.updates.otastate import OtaState
 
 STATE_FILE = "state.json"
 # The schema's defaults (gateway.config.schema: OtaConfig; GatewayConfig.state_dir's is
@@ -37,6 +37,8 @@ def _log() -> Any:
 
 def load_state(directory: Path) -> OtaState:
     """state.json, or a fresh state when there is none or it cannot be understood (blocking)."""
+    from gateway.updates.otastate import OtaState
+
     try:
         return OtaState.loads((directory / STATE_FILE).read_bytes())
     except FileNotFoundError:
@@ -48,12 +50,13 @@ def load_state(directory: Path) -> OtaState:
 
 def save_state(directory: Path, state: OtaState) -> None:
     """Write state.json atomically (``gateway.core.atomicfile``) (blocking)."""
+    from gateway.core.atomicfile import write_atomic
+
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(directory / STATE_FILE, state.dumps(), 0o644)
 
 
-@dataclass(frozen=True)
-class GuardSettings:
+class GuardSettings(NamedTuple):  # not a dataclass: importing dataclasses takes ~9 ms
     """What the guard needs; ``root`` is None when updates are not in ``wheel`` mode."""
 
     state_dir: Path
@@ -113,6 +116,17 @@ def guard_slots(settings: GuardSettings, now: float | None = None) -> str:
     if settings.root is None:
         return "none"
     directory = settings.state_dir / "ota"
+    try:
+        (directory / STATE_FILE).stat()
+    except FileNotFoundError:
+        return "none"  # no update recorded: nothing pending (what load_state's fresh state gives)
+    except OSError:
+        pass  # load_state reports it
+    import time
+
+    from gateway.updates.ota_slots import read_slot, switch_slot
+    from gateway.updates.otastate import guard
+
     state = load_state(directory)
     new_state, action = guard(
         state,

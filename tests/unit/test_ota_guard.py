@@ -131,3 +131,25 @@ def test_without_wheel_mode_the_guard_touches_nothing(tmp_path: Path) -> None:
     settings = GuardSettings(tmp_path / "state", None)
     assert guard_slots(settings) == "none"
     assert not (tmp_path / "state").exists()
+
+
+def test_in_wheel_mode_without_a_recorded_update_the_guard_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "opt"
+    (root / "slots" / "b").mkdir(parents=True)
+    switch_slot(root, "b")
+    assert guard_slots(GuardSettings(tmp_path / "state", root)) == "none"
+    assert not (tmp_path / "state").exists()
+    assert read_slot(root) == "b"
+
+
+def test_a_state_file_that_cannot_be_read_is_still_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "opt"
+    (root / "slots" / "b").mkdir(parents=True)
+    switch_slot(root, "b")
+    (tmp_path / "state" / "ota" / "state.json").mkdir(parents=True)  # a folder: unreadable
+    assert guard_slots(GuardSettings(tmp_path / "state", root)) == "none"
+    assert "ota_state_unreadable" in capsys.readouterr().out
