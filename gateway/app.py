@@ -50,7 +50,6 @@ from gateway.links.mqtt import AiomqttConnector
 from gateway.links.shadow.sync import ShadowSync
 from gateway.ops.admin import serve_admin
 from gateway.ops.logs import shared_processors
-from gateway.ops.metrics import serve_metrics
 from gateway.ops.sdnotify import Notifier, notify_loop
 from gateway.provisioning.renewal import (
     CERT_EXPIRES_KEY,
@@ -314,6 +313,8 @@ class Gateway:
         )
         self._start(self.reloader.run(), "config_reloader")
         if self.config.metrics is not None:
+            from gateway.ops.metrics import serve_metrics  # loaded only when configured
+
             host, port = self.config.metrics.listen
             self._start(serve_metrics(host, port, self.status), "metrics_http")
         self._start(

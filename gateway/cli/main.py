@@ -527,7 +527,7 @@ def cmd_ota_guard(args: argparse.Namespace) -> int:
     settings = guard_settings(Path(args.config))
     if settings is None:
         from gateway.config import load_config
-        from gateway.updates.ota import run_guard
+        from gateway.updates.ota_health import run_guard
 
         action = run_guard(load_config(Path(args.config), check_files=False))
     else:

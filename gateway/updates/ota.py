@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -37,39 +37,17 @@ from gateway.config import GatewayConfig
 from gateway.config.formats import Window
 from gateway.errors import UpdateError
 from gateway.updates.checkin import Offer, should_apply
-from gateway.updates.http import HttpClient
-from gateway.updates.ota_apply import BUNDLE_DIR, Applier, CommandApplier, WheelApplier
-from gateway.updates.ota_checkin import CheckinClient
-from gateway.updates.ota_download import (
-    ArtifactDownloader,
-    ArtifactRejected,
-    artifact_name,
-    remove_other_artifacts,
-)
-from gateway.updates.ota_health import HEALTH_POLL_S, HealthWatch, run_guard
-from gateway.updates.ota_record import (
-    MAX_ERROR_CHARS,
-    STATE_FILE,
-    UpdateRecord,
-    load_state,
-    save_state,
-)
-from gateway.updates.ota_slots import read_slot, switch_slot
+from gateway.updates.ota_record import UpdateRecord
 from gateway.updates.otastate import OtaState
 
-__all__ = [
-    "BUNDLE_DIR",
-    "HEALTH_POLL_S",
-    "MAX_ERROR_CHARS",
-    "STATE_FILE",
-    "Updater",
-    "artifact_name",
-    "load_state",
-    "read_slot",
-    "run_guard",
-    "save_state",
-    "switch_slot",
-]
+if TYPE_CHECKING:
+    from gateway.updates.http import HttpClient
+    from gateway.updates.ota_apply import Applier
+    from gateway.updates.ota_checkin import CheckinClient
+    from gateway.updates.ota_download import ArtifactDownloader
+    from gateway.updates.ota_health import HealthWatch
+
+__all__ = ["Updater"]
 
 log = structlog.get_logger()
 
@@ -97,7 +75,11 @@ class Updater:
         self.downloader: ArtifactDownloader | None = None
         self.applier: Applier | None = None
         self.health: HealthWatch | None = None
+        # Each part is imported only when configured: a gateway without check-in or OTA does
+        # not carry the HTTP client, the downloader, the signature checks and the appliers.
         if config.checkin is not None:
+            from gateway.updates.ota_checkin import CheckinClient
+
             self.checkins = CheckinClient(
                 config.checkin,
                 thing=config.shadow_thing,  # check-in needs the shadow link (a config check)
@@ -110,6 +92,10 @@ class Updater:
             )
         ota = self.ota
         if ota is not None:
+            from gateway.updates.ota_apply import CommandApplier, WheelApplier
+            from gateway.updates.ota_download import ArtifactDownloader
+            from gateway.updates.ota_health import HealthWatch
+
             if config.checkin is not None:  # offers come with check-ins only
                 self.downloader = ArtifactDownloader(
                     ota,
@@ -196,6 +182,8 @@ class Updater:
 
     async def _forget_artifacts(self) -> None:
         if self.ota is not None and not self._lock.locked():
+            from gateway.updates.ota_download import remove_other_artifacts
+
             await asyncio.to_thread(remove_other_artifacts, self.directory, keep=None)
 
     # -- one update ---------------------------------------------------------------------------
@@ -214,6 +202,8 @@ class Updater:
         """Download, verify and (inside the window) apply ``offer``; returns when to come back.
 
         Raises UpdateError for a retryable failure (a cut download resumes next time)."""
+        from gateway.updates.ota_download import ArtifactRejected
+
         async with self.exclusive(source="provision", version=offer.version):
             assert self.ota is not None and self.downloader is not None
             assert self.applier is not None

@@ -23,7 +23,10 @@ from gateway.config import GatewayConfig
 from gateway.config.validate import parse
 from gateway.errors import UpdateError
 from gateway.updates.http import Downloaded, JsonReply
-from gateway.updates.ota import Updater, artifact_name, read_slot, run_guard, switch_slot
+from gateway.updates.ota import Updater
+from gateway.updates.ota_download import artifact_name
+from gateway.updates.ota_health import run_guard
+from gateway.updates.ota_slots import read_slot, switch_slot
 from gateway.updates.otastate import MAX_STARTS, OtaState, begin
 from gateway.updates.signing import decode_signature, generate_keypair, sign_file, verify_digest
 
