@@ -1,4 +1,5 @@
-"""``edge-gateway config schema``: the config file's JSON Schema, from the pydantic models.
+"""``edge-gateway config schema``: the config file's JSON Schema, written by pydantic from the
+config models.
 
 Editors with the YAML language server check and complete a config that names it in a
 modeline (``# yaml-language-server: $schema=schema.json``); ``config/schema.json`` in the

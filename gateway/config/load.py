@@ -24,7 +24,6 @@ from gateway.config.schema import (
     GatewayConfig,
     ProvisionSetup,
 )
-from gateway.config.suggest import closest_key, closest_word
 from gateway.config.validate import field_types, is_model, parse
 from gateway.config.yaml11 import is_name_place, yaml11_problems
 from gateway.config.yamlsource import KeyPath, YamlDocument, load_yaml
@@ -58,6 +57,8 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     message = str(error["msg"])
+    from gateway.config.suggest import closest_key, closest_word  # difflib: for errors only
+
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's unknown key
         suggestion = closest_key(tuple(error["loc"]))
         if suggestion is not None:
