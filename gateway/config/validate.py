@@ -30,6 +30,8 @@ from gateway.config.rules import (
     ValidationInfo,
 )
 
+_FLOAT_INT_LIMIT = 2**1000  # well inside a float's range; float() of more may overflow
+
 
 class Unsure(Exception):
     """The data is not plainly valid: pydantic decides (and words the errors)."""
@@ -120,7 +122,10 @@ def _scalar(annotation: Any, value: Any) -> Any:
         if type(value) is annotation:
             return value
     elif annotation is float:
-        if type(value) in (int, float) and math.isfinite(value):
+        if type(value) is float and math.isfinite(value):
+            return value
+        # An int as large as a float can hold (YAML reads any length of digits as an int).
+        if type(value) is int and -_FLOAT_INT_LIMIT < value < _FLOAT_INT_LIMIT:
             return float(value)
     elif annotation is Path:
         if isinstance(value, PurePath):

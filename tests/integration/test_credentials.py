@@ -24,7 +24,7 @@ from aiohttp import web
 from botocore.exceptions import CredentialRetrievalError
 from structlog.testing import capture_logs
 
-from gateway.config.credentials import GetCredsConfig, RoleAliasConfig
+from gateway.config.credentials import CredentialsRetryConfig, GetCredsConfig, RoleAliasConfig
 from gateway.core.tls import server_context
 from gateway.credentials import store
 from gateway.credentials.model import AwsCredentials, CredentialsError, iso8601
@@ -97,7 +97,7 @@ def getcreds_provider(
         url=url,
         token_file=token_file,
         ca=ca.cert_path,
-        retry={"min_s": 5, "max_s": 300},
+        retry=CredentialsRetryConfig(min_s=5, max_s=300),
     )
     options: dict[str, Any] = {} if fake is None else {"clock": fake.clock, "sleep": fake.sleep}
     return CredentialsProvider(

@@ -97,9 +97,13 @@ async def test_a_fresh_page_load_gets_the_last_hours_points_of_each_resource(
     cloud: DevCloud, http: aiohttp.ClientSession
 ) -> None:
     await cloud.hub.update_desired(THING, {"led": True, "fan": 0.25, "label": "not plotted"})
-    async with http.get("/api/things") as response:
-        (thing,) = await response.json()
-    history = thing["history"][""]
+    history: dict[str, Any] = {}
+    async with asyncio.timeout(10):  # the points are recorded when the shadow's echo arrives
+        while not {"led", "fan"} <= set(history):
+            async with http.get("/api/things") as response:
+                (thing,) = await response.json()
+            history = thing["history"].get("", {})
+            await asyncio.sleep(0.02)
     assert set(history) == {"led", "fan"}
     assert [value for _, value in history["led"]["desired"]] == [1.0]
     assert [value for _, value in history["fan"]["desired"]] == [0.25]

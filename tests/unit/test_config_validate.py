@@ -115,6 +115,14 @@ def test_a_value_pydantic_would_coerce_is_left_to_pydantic() -> None:
     assert config.mqtt is not None and config.mqtt.port == 8883
 
 
+def test_an_integer_past_a_floats_range_is_an_error_not_a_crash() -> None:
+    data = yaml.safe_load(SAMPLES["example"])
+    data["devices"]["cpu"]["interval_s"] = 10**400
+    with pytest.raises(ConfigInvalid) as caught:
+        parse(GatewayConfig, data, CONTEXT)
+    assert [error["loc"][-1] for error in caught.value.errors] == ["interval_s"]
+
+
 def test_a_problem_is_worded_by_pydantic() -> None:
     data = yaml.safe_load(SAMPLES["example"])
     data["devices"]["led"]["pin"] = 99
@@ -131,6 +139,7 @@ LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**40), max_value=2**40),
+    st.sampled_from([10**400, -(10**400), 2**1023, 2**53 + 1]),  # past a float's range and grain
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["", "x", "17", "GPIO4", "BOARD7", "LED", "Button", "section", "a\n", "-1",
                      "/abs/path", "rel/path", "127.0.0.1:9108", "02:00-04:00", "https://h.example"]),
