@@ -191,10 +191,76 @@ def model(*, extra: str = "forbid") -> Callable[[type[T]], type[T]]: ...
 )
 def model(cls: type[T] | None = None, /, *, extra: str = "forbid") -> Any:
     """A config model: a frozen, keyword-only dataclass; ``extra`` says what unknown keys get
-    ("forbid": an error; "ignore": dropped)."""
+    ("forbid": an error; "ignore": dropped).
+
+    The dataclass's methods are the shared ones below, not generated per class: generating
+    them (an ``exec`` each) was most of the config's import time, paid at every start."""
 
     def wrap(cls: type[T]) -> type[T]:
         cls.__pydantic_config__ = {"extra": extra}  # type: ignore[attr-defined]
-        return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+        cls = dataclasses.dataclass(init=False, repr=False, eq=False, kw_only=True)(cls)
+        for name, method in _MODEL_METHODS.items():
+            setattr(cls, name, method)
+        return cls
 
     return wrap if cls is None else wrap(cls)
+
+
+_MISSING = dataclasses.MISSING
+
+
+def _init(self: Any, **values: Any) -> None:
+    for name, field in self.__dataclass_fields__.items():
+        if name in values:
+            value = values.pop(name)
+        elif field.default is not _MISSING:
+            value = field.default
+        elif field.default_factory is not _MISSING:
+            value = field.default_factory()
+        else:
+            raise TypeError(f"{type(self).__name__}() is missing the keyword argument {name!r}")
+        object.__setattr__(self, name, value)
+    if values:
+        unexpected = sorted(values)
+        raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {unexpected}")
+    post_init = getattr(self, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+
+
+def _values(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, name) for name in self.__dataclass_fields__)
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__dataclass_fields__)
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _eq(self: Any, other: object) -> Any:  # bool, or NotImplemented for another type
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return bool(_values(self) == _values(other))
+
+
+def _hash(self: Any) -> int:
+    return hash(_values(self))
+
+
+def _setattr(self: Any, name: str, value: object) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+# What dataclass(frozen=True, kw_only=True) generates, once for every model.
+_MODEL_METHODS = {
+    "__init__": _init,
+    "__repr__": _repr,
+    "__eq__": _eq,
+    "__hash__": _hash,
+    "__setattr__": _setattr,
+    "__delattr__": _delattr,
+}
