@@ -206,6 +206,12 @@ class AiomqttSession:
             raise _convert(exc, "publish failed") from exc
         _raise_swallowed_cancel(before)
 
+    def publish_nowait(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 now (written before this returns, when the socket takes it),
+        without waiting for the PUBACK. paho refuses it only without a connection, which
+        ends the session anyway."""
+        self._client.publish_nowait(topic, payload)
+
     async def messages(self) -> AsyncIterator[InboundMessage]:
         try:
             async for message in self._client.inbound():
@@ -285,6 +291,15 @@ class _KeepaliveClient(aiomqtt.Client):
             disconnected.remove_done_callback(self._wake_reader)
 
     # -- outbound ---------------------------------------------------------------------------
+
+    def publish_nowait(self, topic: str, payload: bytes) -> None:
+        """paho's publish, written to the socket right away (with whatever was queued before
+        it), its PUBACK not awaited (aiomqtt's ``_on_publish`` ignores a message id nobody
+        waits for). Called from a task on the loop, never from inside paho."""
+        sock = self._client.socket()
+        self._client.publish(topic, payload, qos=1)
+        if sock is not None:
+            self._write_queued(self._client, None, sock)
 
     def _on_socket_register_write(  # overrides aiomqtt's (private, aiomqtt 2.x)
         self, client: mqtt_client.Client, userdata: Any, sock: Any
