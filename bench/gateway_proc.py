@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests-per-s", type=float)
     parser.add_argument("--shadow-limit-bytes", type=int)
     args = parser.parse_args(argv[:split])
+    # First, as in the daemon: structlog is then imported without rich (gateway.ops.logs).
+    import gateway.ops.logs  # noqa: F401
+
     if args.max_requests_per_s:
         from gateway.links.shadow import protocol as shadow_protocol
 

@@ -694,6 +694,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def compile_bytecode() -> None:
+    """Compile the gateway's (and the bench devices') modules once, as pip does when it installs
+    the wheel. A checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as the unit file sets, and
+    as this machine's environment does) would otherwise compile every module at every start,
+    about 0.2 s of start-up that no installed gateway pays."""
+    import compileall
+
+    import gateway
+
+    for folder in (Path(gateway.__file__).parent, ROOT / "bench"):
+        compileall.compile_dir(folder, quiet=1)
+
+
 @contextlib.contextmanager
 def dev_cloud(workdir: Path) -> Iterator[MosquittoBroker]:
     """mosquitto (mutual TLS, loopback) and the shadow service process, stopped on exit."""
@@ -756,6 +769,7 @@ async def footprint_only(argv: list[str], dumps: Callable[..., str]) -> int:
     plan = Plan.full()
     plan = Plan(**{**plan.__dict__, "startup_trials": args.trials, "cli_trials": args.trials})
     workdir = Path(tempfile.mkdtemp(prefix="egfoot-"))
+    compile_bytecode()
     results: dict[str, Any] = {}
     tag = uuid.uuid4().hex[:4]
     with dev_cloud(workdir) as broker:
@@ -829,6 +843,7 @@ async def _measure_and_write(
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
+    compile_bytecode()
     progress(f"dev cloud in {workdir}")
     with dev_cloud(workdir) as broker:
         async with (

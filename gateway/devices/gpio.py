@@ -47,6 +47,9 @@ _FACTORIES = {
     "native": ("gpiozero.pins.native", "NativeFactory"),
 }
 MOCK_HISTORY_LIMIT = 1000  # changes kept per mock pin (tests read recent history only)
+# Trimmed every this many changes of a device (to LIMIT - this): finding its pins costs more
+# than the write itself, and every delta of a mock-GPIO gateway is one write.
+MOCK_TRIM_EVERY = 100
 _ADC_CHANNELS = 8
 
 
@@ -209,6 +212,7 @@ class GpiozeroBank:
         self._sensor_files = MockSensorFiles(mock_dir)
         self._clock = clock
         self._entries: dict[str, DeviceEntry] = {}
+        self._untrimmed: dict[str, int] = {}  # mock changes per device since its last trim
 
     @property
     def is_mock(self) -> bool:
@@ -257,7 +261,7 @@ class GpiozeroBank:
             entry.write(value)
             result = entry.read()
             if self._is_mock:
-                self._trim_mock_history(entry.config)
+                self._trim_mock_history(name, entry.config)
         except GatewayError:
             raise
         except ValueError as exc:
@@ -290,7 +294,7 @@ class GpiozeroBank:
                 entry.device.pin.drive_high()
             else:
                 entry.device.pin.drive_low()
-            self._trim_mock_history(config)
+            self._trim_mock_history(name, config)
         elif isinstance(config, SystemSensorConfig) and config.type == "CPUTemperature":
             celsius = _number(name, value, -273.15, 1000.0, "degrees Celsius")
             self._sensor_files.write_cpu_temperature(name, celsius)
@@ -322,12 +326,20 @@ class GpiozeroBank:
                 _log.warning("gpio_device_close_failed", device=name, error=str(exc))
         self._sensor_files.remove_own()
 
-    def _trim_mock_history(self, config: DeviceConfig) -> None:
-        """gpiozero's mock pins log every change forever; a long demo or soak must stay flat."""
+    def _trim_mock_history(self, name: str, config: DeviceConfig) -> None:
+        """gpiozero's mock pins log every change forever; a long demo or soak must stay flat.
+
+        Each change adds at most one state per pin, so trimming to ``LIMIT - EVERY`` states
+        every ``EVERY`` changes keeps a pin at ``LIMIT`` at most."""
+        untrimmed = self._untrimmed.get(name, 0) + 1
+        self._untrimmed[name] = untrimmed % MOCK_TRIM_EVERY
+        if untrimmed < MOCK_TRIM_EVERY:
+            return
+        keep = MOCK_HISTORY_LIMIT - MOCK_TRIM_EVERY
         for pin_number in config.pins().values() if hasattr(config, "pins") else ():
             states = getattr(self._factory.pin(pin_number), "states", None)
-            if isinstance(states, list) and len(states) > MOCK_HISTORY_LIMIT:
-                del states[: len(states) - MOCK_HISTORY_LIMIT]
+            if isinstance(states, list) and len(states) > keep:
+                del states[: len(states) - keep]
 
     def _entry(self, name: str) -> DeviceEntry:
         try:

@@ -14,10 +14,13 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt_client
@@ -182,7 +185,7 @@ def _raise_swallowed_cancel(before: int) -> None:
 class AiomqttSession:
     """An open aiomqtt client behind the ``MqttSession`` port."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: _KeepaliveClient) -> None:
         self._client = client
 
     async def subscribe(self, topics: Sequence[str]) -> None:
@@ -203,13 +206,16 @@ class AiomqttSession:
             raise _convert(exc, "publish failed") from exc
         _raise_swallowed_cancel(before)
 
+    def publish_nowait(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 now (written before this returns, when the socket takes it),
+        without waiting for the PUBACK. paho refuses it only without a connection, which
+        ends the session anyway."""
+        self._client.publish_nowait(topic, payload)
+
     async def messages(self) -> AsyncIterator[InboundMessage]:
         try:
-            async for message in self._client.messages:
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray):
-                    payload = b"" if payload is None else str(payload).encode()
-                yield InboundMessage(message.topic.value, bytes(payload))
+            async for message in self._client.inbound():
+                yield InboundMessage(message.topic, bytes(message.payload))
         except aiomqtt.MqttError as exc:
             raise _convert(exc, "connection lost") from exc
 
@@ -223,17 +229,97 @@ def _read_password(path: Path) -> str:
 
 
 class _KeepaliveClient(aiomqtt.Client):
-    """aiomqtt's client with its keepalive check every ``keepalive / 4`` seconds, not every second.
+    """aiomqtt's client with a quieter keepalive and a shorter path for each packet.
 
-    aiomqtt runs paho's ``loop_misc`` (send PINGREQ once the link was quiet for ``keepalive``;
-    drop the link when the PINGRESP is a keepalive late) once a second, so an idle gateway woke
-    every second for it. A quarter of the keepalive sends the ping at most 1.25 keepalives after
-    the last packet, inside the 1.5 keepalives a broker allows (MQTT 3.1.1 §3.1.2.10)."""
+    - Keepalive: aiomqtt runs paho's ``loop_misc`` (send PINGREQ once the link was quiet for
+      ``keepalive``; drop the link when the PINGRESP is a keepalive late) once a second, so an
+      idle gateway woke every second for it. A quarter of the keepalive sends the ping at most
+      1.25 keepalives after the last packet, inside the 1.5 keepalives a broker allows (MQTT
+      3.1.1 §3.1.2.10).
+    - Inbound: aiomqtt's message iterator makes a task and an ``asyncio.wait`` per message (three
+      loop turns before a delta is read); here paho's ``on_message`` appends to a deque and
+      wakes the one reader directly (``inbound``).
+    - Outbound: aiomqtt registers the socket writer with ``call_soon_threadsafe`` (a self-pipe
+      write, then a turn to add the writer, then one for the socket to report writable); on
+      the loop's own thread the queued packets are written on the next turn instead, and the
+      writer is registered only if the socket could not take them all.
+
+    The three overrides replace private aiomqtt 2.x methods (aiomqtt is pinned ``<3``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inbox: deque[mqtt_client.MQTTMessage] = deque()
+        self._reader: asyncio.Future[None] | None = None
+        self._loop_thread = threading.get_ident()  # aiomqtt binds the client to this loop
 
     async def _misc_loop(self) -> None:  # overrides aiomqtt's (private, aiomqtt 2.x)
         interval = max(1.0, self._client.keepalive / 4)
         while self._client.loop_misc() == mqtt_client.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
             await asyncio.sleep(interval)
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def _on_message(  # overrides aiomqtt's (private, aiomqtt 2.x); paho calls it on the loop
+        self, client: mqtt_client.Client, userdata: Any, message: mqtt_client.MQTTMessage
+    ) -> None:
+        self._inbox.append(message)
+        self._wake_reader()
+
+    def _wake_reader(self, _: object = None) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    async def inbound(self) -> AsyncIterator[mqtt_client.MQTTMessage]:
+        """Messages in arrival order; ``MqttError`` once the connection is gone (messages that
+        arrived before it are yielded first)."""
+        inbox = self._inbox
+        disconnected = self._disconnected  # replaced only by __aenter__, before a session
+        disconnected.add_done_callback(self._wake_reader)
+        try:
+            while True:
+                while inbox:
+                    yield inbox.popleft()
+                if disconnected.done():
+                    raise aiomqtt.MqttError(
+                        "Disconnected during message iteration"
+                    ) from disconnected.exception()
+                self._reader = self._loop.create_future()
+                await self._reader
+        finally:
+            self._reader = None
+            disconnected.remove_done_callback(self._wake_reader)
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def publish_nowait(self, topic: str, payload: bytes) -> None:
+        """paho's publish, written to the socket right away (with whatever was queued before
+        it), its PUBACK not awaited (aiomqtt's ``_on_publish`` ignores a message id nobody
+        waits for). Called from a task on the loop, never from inside paho."""
+        sock = self._client.socket()
+        self._client.publish(topic, payload, qos=1)
+        if sock is not None:
+            self._write_queued(self._client, None, sock)
+
+    def _on_socket_register_write(  # overrides aiomqtt's (private, aiomqtt 2.x)
+        self, client: mqtt_client.Client, userdata: Any, sock: Any
+    ) -> None:
+        if threading.get_ident() != self._loop_thread:  # connect() runs in an executor thread
+            super()._on_socket_register_write(client, userdata, sock)
+            return
+        self._loop.call_soon(self._write_queued, client, userdata, sock)
+
+    def _write_queued(self, client: mqtt_client.Client, userdata: Any, sock: Any) -> None:
+        try:
+            client.loop_write()
+        except Exception as exc:  # like aiomqtt's writer: a broken pipe ends the connection
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        if client.want_write() and client.socket() is sock:
+            # The socket took only part: paho still counts the writer as registered, so it
+            # will not ask again; finish when the socket is writable.
+            super()._on_socket_register_write(client, userdata, sock)
 
 
 class AiomqttConnector:

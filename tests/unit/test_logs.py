@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -53,3 +57,34 @@ def test_private_keys_are_redacted() -> None:
     pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
     structlog.get_logger("t").info("leak", body=pem)
     assert "AAAA" not in stream.getvalue() and logs.REDACTED in stream.getvalue()
+
+
+def test_structlog_is_loaded_without_rich_which_stays_importable(tmp_path: Path) -> None:
+    # A stand-in rich that records being imported: structlog would import it at its own
+    # import (for tracebacks the daemon never shows), which costs every start 60-100 ms.
+    fake = tmp_path / "rich"
+    fake.mkdir()
+    marker = tmp_path / "imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n")
+    code = (
+        "import sys\n"
+        "import gateway.ops.logs\n"
+        "assert 'structlog' in sys.modules\n"
+        "print('rich' in sys.modules)\n"
+        "import rich\n"  # hidden only while structlog was imported
+        "print(rich.__file__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded_with_logs, rich_file = result.stdout.split()
+    assert loaded_with_logs == "False"
+    assert Path(rich_file) == fake / "__init__.py"
+    assert marker.read_text() == "x"  # imported once: by the explicit import, not by structlog

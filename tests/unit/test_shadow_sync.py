@@ -310,3 +310,39 @@ async def test_gateway_status_entries_are_reported_now_and_in_full_reports(runni
     await asyncio.sleep(0.05)
     assert len(session.published) == 3
     assert sync.full_reported()["gateway"]["ota"] == {"state": "idle"}  # type: ignore[index]
+
+
+class ImmediateSession(FakeSession):
+    """A session that can also queue a publish without waiting for its PUBACK (as the aiomqtt
+    one can): the shadow protocol then sends an update at once when its sender is idle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.immediate: list[str] = []
+
+    def publish_nowait(self, topic: str, payload: bytes) -> None:
+        self.immediate.append(topic)
+        self.published.append((topic, json.loads(payload)))
+        self.new_publish.set()
+
+
+async def test_a_delta_is_reported_while_it_is_handled_when_the_sender_is_idle() -> None:
+    bank, session, stop = new_bank(), ImmediateSession(), asyncio.Event()
+    sync = make_sync(bank)
+    task = asyncio.create_task(sync.run_session(session, stop))
+    await session.wait_publishes(1)
+    await answer_initial_get(session)
+    await session.wait_publishes(2)  # the full report
+    await until_quiet()
+    before, immediate = len(session.published), len(session.immediate)
+    delta = {"version": 6, "state": {"led": True}}
+    sync.handle_message(
+        InboundMessage(TOPICS.reply(Reply.UPDATE_DELTA), json.dumps(delta).encode())
+    )
+    # No loop turn in between: the report was handed to the session by the handling itself.
+    assert len(session.published) == before + 1
+    topic, update = session.published[-1]
+    assert topic == TOPICS.update and update["state"]["reported"] == {"led": True}
+    assert session.immediate[immediate:] == [TOPICS.update]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -202,21 +202,9 @@ class DesiredSync:
         applied = outcome.applied
         refused = {name: self._link.reconciler.reason(why) for name, why in outcome.refused.items()}
         plan = plan.outcome(applied, refused)
-        for name, shown in applied.items():
-            log.info("desired_applied", device=name, value=shown, version=plan.version)
         # A value refused before comes back with every delta our own report causes (AWS
         # publishes one while desired and reported differ): counted and logged once.
         rejected, unknown = self._link.reconciler.first_refusals(plan)
-        for name, reason in rejected.items():
-            log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
-        if unknown:
-            # One line however many keys: a desired document full of junk must not flood logs.
-            log.warning(
-                "desired_unknown_keys",
-                count=len(unknown),
-                names=[name[:64] for name in unknown[:10]],
-                version=plan.version,
-            )
         self._link.counters["deltas_applied"] += len(applied)
         self._link.counters["deltas_rejected"] += len(rejected) + len(unknown)
         update = self._link.reconciler.build_update(
@@ -228,6 +216,19 @@ class DesiredSync:
         )
         if update is not None:
             self._link.enqueue_update(update)
+        # Logged once the report is on its way (often already written): not in its path.
+        for name, shown in applied.items():
+            log.info("desired_applied", device=name, value=shown, version=plan.version)
+        for name, reason in rejected.items():
+            log.warning("desired_rejected", device=name, reason=reason, version=plan.version)
+        if unknown:
+            # One line however many keys: a desired document full of junk must not flood logs.
+            log.warning(
+                "desired_unknown_keys",
+                count=len(unknown),
+                names=[name[:64] for name in unknown[:10]],
+                version=plan.version,
+            )
 
     def _on_update_accepted(self, accepted: UpdateAccepted) -> None:
         request = self._link.protocol.answered(accepted.client_token)

@@ -98,10 +98,38 @@ class RequestQueue:
             await self._ready.wait()
         return self._items.popleft()
 
+    def pop(self) -> ShadowRequest:
+        """The oldest waiting request (one must be waiting)."""
+        return self._items.popleft()
+
     def drain(self) -> list[ShadowRequest]:
         items = list(self._items)
         self._items.clear()
         return items
+
+
+class _Slots:
+    """Room for ``MAX_IN_FLIGHT`` requests awaiting their reply; one is taken at once when free
+    (the sender waits for one, the immediate send only takes a free one)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._freed = asyncio.Event()
+
+    def try_take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    async def take(self) -> None:
+        while not self.try_take():
+            self._freed.clear()
+            await self._freed.wait()
+
+    def give(self) -> None:
+        self.free += 1
+        self._freed.set()
 
 
 class ProtocolEvents(Protocol):
@@ -128,9 +156,13 @@ class ShadowProtocol:
         self._timers = Timers(monotonic=monotonic)
         self._queue = RequestQueue()
         self._in_flight: dict[str, ShadowRequest] = {}
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._slots = _Slots(MAX_IN_FLIGHT)
         self._get_pending = False
         self.active = False
+        # The session's publish that queues without waiting for the PUBACK (the aiomqtt one
+        # has it), and whether the sender task is idle: then an update is sent at once.
+        self._publish_nowait: Callable[[str, bytes], None] | None = None
+        self._sender_idle = False
 
     @property
     def in_flight(self) -> int:
@@ -151,18 +183,23 @@ class ShadowProtocol:
         self._get_pending = False
         self._queue = RequestQueue()
         self._in_flight.clear()
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._slots = _Slots(MAX_IN_FLIGHT)
         self.active = True
 
     async def run(self, session: MqttSession) -> None:
         """Send queued requests and host the expiry and retry timers, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._timers.run(), name="shadow_timers")
-            group.create_task(self._send_loop(session), name="shadow_sender")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._timers.run(), name="shadow_timers")
+                group.create_task(self._send_loop(session), name="shadow_sender")
+        finally:
+            self._publish_nowait = None
+            self._sender_idle = False
 
     def abandon(self) -> list[ShadowRequest]:
         """The session is gone: every request not answered, for its changes to be kept."""
         self.active = False
+        self._publish_nowait = None
         pending = [*self._in_flight.values(), *self._queue.drain()]
         for request in pending:
             request.done.set()
@@ -184,23 +221,51 @@ class ShadowProtocol:
         batch: dict[str, JsonValue] | None = None,
         observed_at: float | None = None,
     ) -> ShadowRequest:
-        return self._queue.put(ShadowRequest("update", update, batch or {}, observed_at))
+        request = self._queue.put(ShadowRequest("update", update, batch or {}, observed_at))
+        self._send_at_once()
+        return request
+
+    def _send_at_once(self) -> None:
+        """Publish the one waiting request from here when the sender is idle and neither the
+        in-flight bound nor the rate limit holds it back: a delta's report then leaves on the
+        loop turn that handled the delta, not two turns later through the sender task.
+
+        Only a session that queues a publish without waiting for its PUBACK offers this. A
+        publish it refuses means the connection is gone: the session ends, and ``abandon``
+        keeps the request's changes like those of any other request awaiting its reply."""
+        publish = self._publish_nowait
+        if publish is None or not self._sender_idle or len(self._queue) != 1:
+            return
+        if not self._slots.try_take():
+            return
+        if self._limiter.delay(self._monotonic()) > 0:
+            self._slots.give()
+            return
+        request = self._queue.pop()
+        publish(*self._prepare(request))
 
     async def _send_loop(self, session: MqttSession) -> None:
+        self._publish_nowait = getattr(session, "publish_nowait", None)
         while True:
+            self._sender_idle = True
             request = await self._queue.get()
-            await self._slots.acquire()
+            self._sender_idle = False
+            await self._slots.take()
             # Sleeping on the token bucket (not an event): the wait is computed, not signalled.
             while (wait := self._limiter.delay(self._monotonic())) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
-            topic = self.topics.get if request.kind == "get" else self.topics.update
-            request.token = self._tokens.next()
-            self._in_flight[request.token] = request
-            self._timers.start(
-                f"expire:{request.token}", REPLY_TIMEOUT_S, partial(self._expire, request.token)
-            )
-            body = json.dumps(request.payload(), separators=(",", ":")).encode()
+            topic, body = self._prepare(request)
             await session.publish(topic, body, qos=1)
+
+    def _prepare(self, request: ShadowRequest) -> tuple[str, bytes]:
+        """Give ``request`` its clientToken and reply timer; its topic and body."""
+        topic = self.topics.get if request.kind == "get" else self.topics.update
+        request.token = self._tokens.next()
+        self._in_flight[request.token] = request
+        self._timers.start(
+            f"expire:{request.token}", REPLY_TIMEOUT_S, partial(self._expire, request.token)
+        )
+        return topic, json.dumps(request.payload(), separators=(",", ":")).encode()
 
     # -- replies ----------------------------------------------------------------------------------
 
@@ -210,7 +275,7 @@ class ShadowProtocol:
         if request is None:
             return None
         self._timers.cancel(f"expire:{request.token}")
-        self._slots.release()
+        self._slots.give()
         request.done.set()
         if request.kind == "get":
             self._get_pending = False
