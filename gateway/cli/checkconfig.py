@@ -116,8 +116,7 @@ def _certificate_problem(config: GatewayConfig) -> str | None:
     # The daemon's own start-up check (gateway.provisioning.renewal), without its repair of
     # a half-renewed pair: check-config changes no file.
     from gateway.provisioning import pairhealth  # the daemon's own check: no cryptography
-    from gateway.provisioning.credstore import key_file_facts, read_pair
-    from gateway.provisioning.renewal import paths_of
+    from gateway.provisioning.credstore import key_file_facts, paths_of, read_pair
 
     paths = paths_of(config)
     try:

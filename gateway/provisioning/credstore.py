@@ -17,7 +17,7 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -36,6 +36,9 @@ from gateway.config.provisioned import (  # noqa: F401
 from gateway.core.atomicfile import AtomicWriteError, fsync_dir, stage, write_atomic
 from gateway.core.credfiles import read_credential_file
 from gateway.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 OLD_SUFFIX = ".old"
 
@@ -63,6 +66,13 @@ class CredentialPaths:
 
 def default_paths(state_dir: Path) -> CredentialPaths:
     return CredentialPaths(*provisioned.default_credential_paths(state_dir))
+
+
+def paths_of(config: GatewayConfig) -> CredentialPaths:
+    """The shadow link's certificate and key, as ``config`` names them."""
+    mqtt = config.shadow_mqtt
+    assert mqtt.cert is not None and mqtt.key is not None  # the config requires them here
+    return CredentialPaths(mqtt.cert, mqtt.key)
 
 
 def _make_dirs(paths: CredentialPaths) -> None:

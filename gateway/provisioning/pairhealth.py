@@ -26,13 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from gateway.core import der as der_reader
 from gateway.core.credfiles import CredentialFileError, read_credential_file
 from gateway.errors import GatewayError
-
-log = structlog.get_logger()
 
 DAY_S = 86_400.0
 
@@ -251,6 +247,9 @@ def certificate_expiry(cert: Path) -> float | None:
     try:
         der = certificate_der(read_credential_file(cert, "certificate"), f"certificate {cert}")
     except (CredentialFileError, CertificateError) as exc:
-        log.warning("certificate_unreadable", path=str(cert), error=str(exc))
+        # structlog (and the asyncio it loads) only here: check-config runs these checks too
+        import structlog
+
+        structlog.get_logger().warning("certificate_unreadable", path=str(cert), error=str(exc))
         return None
     return validity_of(der).not_after.timestamp()

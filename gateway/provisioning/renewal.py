@@ -39,6 +39,7 @@ from gateway.provisioning.credstore import (
     has_old_pair,
     install_pair,
     key_file_facts,
+    paths_of,
     read_pair,
     restore_old_pair,
 )
@@ -51,12 +52,6 @@ log = structlog.get_logger()
 CERT_EXPIRES_KEY = "cert_expires"  # reported.gateway.cert_expires while within the warning window
 MAX_SLEEP_S = 3600.0  # re-read the certificate at least hourly (clock jumps, manual changes)
 MAX_RETRY_S = 86_400.0  # the backoff's cap (unless certs.retry_s is longer): a fleet stays calm
-
-
-def paths_of(config: GatewayConfig) -> CredentialPaths:
-    mqtt = config.shadow_mqtt
-    assert mqtt.cert is not None and mqtt.key is not None  # the config requires them here
-    return CredentialPaths(mqtt.cert, mqtt.key)
 
 
 def _check(paths: CredentialPaths, now: float, warn_days: float) -> certs.CertificateHealth:

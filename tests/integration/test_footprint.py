@@ -148,3 +148,19 @@ async def test_a_light_command_builds_only_its_own_parser(daemon: Daemon, tmp_pa
         assert loaded(report, others) == [], name
     guard = ("dataclasses", "gateway.updates.otastate", "gateway.core.atomicfile")
     assert loaded(reports["ota guard"], guard) == []
+
+
+async def test_check_config_loads_no_heavy_package_nor_the_daemons_runtime(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """check-config makes run's checks (the pair, the files) with none of what runs them."""
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-X", "importtime", "-m", "gateway", "check-config", "-c",
+         str(daemon.config)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout, run.stderr[-2000:])
+    report = ImportReport.parse(run.stderr)
+    assert "gateway.provisioning.pairhealth" in report.modules  # the pair was checked
+    assert loaded(report, (*HEAVY, "asyncio", "structlog")) == []
