@@ -7,6 +7,7 @@ without an import cycle.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -24,8 +25,12 @@ MUST_EXIST = MustExist()
 
 
 def resolve_path(path: Path, base_dir: Path | None) -> Path:
-    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder)."""
-    path = path.expanduser()
+    """``path`` with ``~`` expanded, relative to ``base_dir`` (the config file's folder).
+
+    A ``~user`` that names no user stays as written, as a shell leaves it; the file check then
+    reports the file missing at its key."""
+    with contextlib.suppress(RuntimeError):  # "Could not determine home directory."
+        path = path.expanduser()
     if base_dir is not None and not path.is_absolute():
         path = Path(base_dir) / path
     return path

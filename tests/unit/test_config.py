@@ -85,6 +85,14 @@ def test_missing_cert_file_is_an_error_naming_the_file(cfg_dir: Path) -> None:
     assert line.startswith(f"{path}:5:3: mqtt.cert: file {cfg_dir / 'cert.pem'} does not exist")
 
 
+def test_a_home_of_no_user_stays_as_written_and_is_reported_missing(cfg_dir: Path) -> None:
+    path = write(cfg_dir, GOOD.replace("  ca: ca.pem", "  ca: ~no-such-user-here/ca.pem"))
+    [line] = problems(path)
+    assert line == (
+        f"{path}:4:3: mqtt.ca: file {cfg_dir / '~no-such-user-here' / 'ca.pem'} does not exist"
+    )
+
+
 def test_two_devices_on_one_pin_is_an_error(cfg_dir: Path) -> None:
     path = write(cfg_dir, GOOD + "  relay: {type: OutputDevice, pin: GPIO17}\n")
     [line] = problems(path)
