@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 from functools import cache
 from pathlib import Path, PurePath
 from types import NoneType, UnionType
@@ -50,7 +49,8 @@ class _FieldRule:
 def _fields(cls: type) -> tuple[tuple[_FieldRule, ...], bool]:
     """The fields of model ``cls`` with their resolved annotations; whether unknown keys are
     ignored (else refused)."""
-    hints = get_type_hints(cls, vars(sys.modules[cls.__module__]), include_extras=True)
+    # Each base's annotations resolve in its own module (get_type_hints' default for classes).
+    hints = get_type_hints(cls, include_extras=True)
     rules = []
     for field in dataclasses.fields(cls):
         no_default = field.default is dataclasses.MISSING
@@ -83,7 +83,7 @@ def validate(annotation: Any, value: Any, context: dict[str, Any] | None = None)
 
 
 def _validate(annotation: Any, value: Any, info: ValidationInfo) -> Any:
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+    if is_model(annotation):
         return _model(annotation, value, info)
     origin = get_origin(annotation)
     if origin is Annotated:
